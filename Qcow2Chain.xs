@@ -1,0 +1,239 @@
+/*
+ * Qcow2Chain.xs - XS glue for PVE::Storage::Qcow2Chain: helpers and BOOT.
+ * Each XSUB (in xs/*.xs) unpacks arguments, calls one C function of the
+ * core, turns a negative return into an exception via qcx_croak, and
+ * builds the result.
+ */
+#define PERL_NO_GET_CONTEXT
+#include "EXTERN.h"
+#include "perl.h"
+#include "XSUB.h"
+#include "ppport.h"
+
+#include "src/qcow2chain.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* What a call needs besides the context: progress callback and fault stats. */
+typedef struct qcx_call {
+    qc_ctx *ctx;
+    qc_fault *fault;
+    SV *progress;
+    HV *fault_stats;
+} qcx_call;
+
+static int qcx_progress(void *user, uint64_t done, uint64_t total)
+{
+    dTHX;
+    qcx_call *c = user;
+    int ret = 0;
+    dSP;
+    ENTER;
+    SAVETMPS;
+    PUSHMARK(SP);
+    XPUSHs(sv_2mortal(newSVuv((UV)done)));
+    XPUSHs(sv_2mortal(newSVuv((UV)total)));
+    PUTBACK;
+    int n = call_sv(c->progress, G_SCALAR | G_EVAL);
+    SPAGAIN;
+    if (SvTRUE(ERRSV))
+        ret = 1; /* a dying callback cancels */
+    else if (n == 1) {
+        SV *r = POPs;
+        ret = SvOK(r) && SvPOK(r) && strEQ(SvPV_nolen(r), "cancel");
+    }
+    PUTBACK;
+    FREETMPS;
+    LEAVE;
+    return ret;
+}
+
+static bool opt_true(pTHX_ HV *o, const char *k)
+{
+    SV **v = o ? hv_fetch(o, k, (I32)strlen(k), 0) : NULL;
+    return v && SvTRUE(*v);
+}
+
+static SV *opt_sv(pTHX_ HV *o, const char *k)
+{
+    SV **v = o ? hv_fetch(o, k, (I32)strlen(k), 0) : NULL;
+    return v && SvOK(*v) ? *v : NULL;
+}
+
+static void qcx_croak_msg(pTHX_ const char *code, int err, const char *path,
+                          const char *op, const char *msg);
+
+/* Build the call context from the Perl options hash. Croaks on bad options. */
+static void qcx_begin(pTHX_ qcx_call *c, HV *o)
+{
+    memset(c, 0, sizeof(*c));
+    c->ctx = qc_ctx_new();
+    if (!c->ctx)
+        croak("Out of memory");
+    qc_policy *p = qc_ctx_policy(c->ctx);
+    SV *v;
+    if ((v = opt_sv(aTHX_ o, "max_depth")))
+        p->max_depth = (unsigned)SvUV(v);
+    p->probe_backing_format = opt_true(aTHX_ o, "probe_backing_format");
+    p->allow_data_file = opt_true(aTHX_ o, "allow_data_file");
+    p->allow_absolute_backing = opt_true(aTHX_ o, "allow_absolute_backing");
+    p->force_share = opt_true(aTHX_ o, "force_share");
+    p->no_lock = opt_true(aTHX_ o, "no_lock");
+    if ((v = opt_sv(aTHX_ o, "cache_size")))
+        qc_ctx_set_cache_size(c->ctx, (size_t)SvUV(v));
+    if ((v = opt_sv(aTHX_ o, "rate_limit")))
+        qc_ctx_set_rate_limit(c->ctx, (uint64_t)SvUV(v));
+    if ((v = opt_sv(aTHX_ o, "allowed_dirs"))) {
+        if (!SvROK(v) || SvTYPE(SvRV(v)) != SVt_PVAV) {
+            qc_ctx_free(c->ctx);
+            croak("allowed_dirs must be an array reference\n");
+        }
+        AV *a = (AV *)SvRV(v);
+        for (SSize_t i = 0; i <= av_len(a); i++) {
+            SV **d = av_fetch(a, i, 0);
+            if (d && qc_ctx_allow_dir(c->ctx, SvPV_nolen(*d)) < 0) {
+                qc_error e = *qc_ctx_error(c->ctx);
+                qc_ctx_free(c->ctx);
+                qcx_croak_msg(aTHX_ qc_strerror(e.code), e.sys_errno, e.path, e.op, e.msg);
+            }
+        }
+    }
+    if ((v = opt_sv(aTHX_ o, "progress"))) {
+        if (!SvROK(v) || SvTYPE(SvRV(v)) != SVt_PVCV) {
+            qc_ctx_free(c->ctx);
+            croak("progress must be a code reference\n");
+        }
+        c->progress = v;
+        qc_ctx_set_progress(c->ctx, qcx_progress, c);
+    }
+    /* Test hook: fault => [mode, nth, errno, seed], fault_stats => \%out */
+    if ((v = opt_sv(aTHX_ o, "fault")) && SvROK(v) && SvTYPE(SvRV(v)) == SVt_PVAV) {
+        AV *a = (AV *)SvRV(v);
+        SV **m = av_fetch(a, 0, 0), **n = av_fetch(a, 1, 0), **e = av_fetch(a, 2, 0),
+           **s = av_fetch(a, 3, 0);
+        const char *mode = m ? SvPV_nolen(*m) : "none";
+        int md = !strcmp(mode, "crash") ? QC_FAULT_CRASH
+               : !strcmp(mode, "error") ? QC_FAULT_ERROR : QC_FAULT_NONE;
+        c->fault = qc_fault_new(md, n ? (uint64_t)SvUV(*n) : 0, e ? (int)SvIV(*e) : EIO,
+                                s ? (uint64_t)SvUV(*s) : 0);
+        if (c->fault)
+            qc_ctx_set_fault(c->ctx, c->fault);
+    }
+    if ((v = opt_sv(aTHX_ o, "fault_stats")) && SvROK(v) && SvTYPE(SvRV(v)) == SVt_PVHV)
+        c->fault_stats = (HV *)SvRV(v);
+}
+
+static void qcx_end(pTHX_ qcx_call *c)
+{
+    if (c->fault) {
+        if (c->fault_stats) {
+            (void)hv_stores(c->fault_stats, "count", newSVuv((UV)qc_fault_count(c->fault)));
+            (void)hv_stores(c->fault_stats, "fired", newSViv(qc_fault_fired(c->fault)));
+        }
+        qc_fault_free(c->fault);
+    }
+    qc_ctx_free(c->ctx);
+    c->ctx = NULL;
+    c->fault = NULL;
+}
+
+/* Raise PVE::Storage::Qcow2Chain::Error->new(...) as the exception. */
+static void qcx_croak_msg(pTHX_ const char *code, int err, const char *path,
+                          const char *op, const char *msg)
+{
+    dSP;
+    ENTER;
+    SAVETMPS;
+    PUSHMARK(SP);
+    XPUSHs(sv_2mortal(newSVpvs("PVE::Storage::Qcow2Chain::Error")));
+    XPUSHs(sv_2mortal(newSVpv(code, 0)));
+    XPUSHs(sv_2mortal(newSViv(err)));
+    XPUSHs(sv_2mortal(newSVpv(path, 0)));
+    XPUSHs(sv_2mortal(newSVpv(op, 0)));
+    XPUSHs(sv_2mortal(newSVpv(msg, 0)));
+    PUTBACK;
+    int n = call_method("new", G_SCALAR);
+    SPAGAIN;
+    SV *e = n == 1 ? newSVsv(POPs) : newSVpvf("%s\n", msg);
+    PUTBACK;
+    FREETMPS;
+    LEAVE;
+    croak_sv(sv_2mortal(e));
+}
+
+/* Finish the call; on failure raise its error. */
+static void qcx_check(pTHX_ qcx_call *c, int r)
+{
+    if (r >= 0) {
+        qcx_end(aTHX_ c);
+        return;
+    }
+    qc_error e = *qc_ctx_error(c->ctx);
+    qcx_end(aTHX_ c);
+    if (!e.msg[0])
+        snprintf(e.msg, sizeof(e.msg), "operation failed (%s)", qc_strerror(r));
+    qcx_croak_msg(aTHX_ qc_strerror(e.code ? e.code : r), e.sys_errno, e.path, e.op, e.msg);
+}
+
+/*
+ * Convert a json-c value into Perl data. Booleans become JSON::PP's true
+ * and false, as decode_json of qemu-img's output gives them.
+ */
+static SV *qcx_json_to_sv(pTHX_ json_object *o)
+{
+    switch (json_object_get_type(o)) {
+    case json_type_null: return newSV(0);
+    case json_type_boolean: {
+        SV *b = get_sv(json_object_get_boolean(o) ? "JSON::PP::true" : "JSON::PP::false", 0);
+        return b ? newSVsv(b) : newSViv(json_object_get_boolean(o));
+    }
+    case json_type_int: return newSViv((IV)json_object_get_int64(o));
+    case json_type_double: return newSVnv(json_object_get_double(o));
+    case json_type_string:
+        return newSVpvn_utf8(json_object_get_string(o), (STRLEN)json_object_get_string_len(o), 0);
+    case json_type_array: {
+        AV *a = newAV();
+        size_t n = json_object_array_length(o);
+        for (size_t i = 0; i < n; i++)
+            av_push(a, qcx_json_to_sv(aTHX_ json_object_array_get_idx(o, i)));
+        return newRV_noinc((SV *)a);
+    }
+    case json_type_object: {
+        HV *h = newHV();
+        json_object_object_foreach(o, k, v) {
+            (void)hv_store(h, k, (I32)strlen(k), qcx_json_to_sv(aTHX_ v), 0);
+        }
+        return newRV_noinc((SV *)h);
+    }
+    }
+    return newSV(0);
+}
+
+/* Turn a json result into a mortal Perl value and release it. */
+static SV *qcx_json_result(pTHX_ json_object *o)
+{
+    SV *sv = qcx_json_to_sv(aTHX_ o);
+    json_object_put(o);
+    return sv_2mortal(sv);
+}
+
+static HV *qcx_opts(pTHX_ SV *sv)
+{
+    if (!SvOK(sv))
+        return NULL;
+    if (!SvROK(sv) || SvTYPE(SvRV(sv)) != SVt_PVHV)
+        croak("options must be a hash reference\n");
+    return (HV *)SvRV(sv);
+}
+
+static const char *qcx_str_or_null(pTHX_ SV *sv)
+{
+    return SvOK(sv) ? SvPV_nolen(sv) : NULL;
+}
+
+MODULE = PVE::Storage::Qcow2Chain   PACKAGE = PVE::Storage::Qcow2Chain
+
+PROTOTYPES: DISABLE
+
+INCLUDE: xs/Qcow2Chain.xs

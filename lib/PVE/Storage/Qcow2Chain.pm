@@ -1,0 +1,184 @@
+package PVE::Storage::Qcow2Chain;
+
+use strict;
+use warnings;
+
+use JSON::PP (); # booleans in results are JSON::PP::true/false
+use PVE::Storage::Qcow2Chain::Error;
+
+our $VERSION = '0.1.0';
+
+require XSLoader;
+XSLoader::load('PVE::Storage::Qcow2Chain', $VERSION);
+
+# Options understood by every function; anything else is a caller bug.
+my %COMMON = map { $_ => 1 } qw(
+    format max_depth probe_backing_format allow_data_file allow_absolute_backing
+    force_share no_lock cache_size rate_limit allowed_dirs progress fault fault_stats
+);
+
+sub _opts {
+    my ($fn, $extra, %opt) = @_;
+    for my $k (keys %opt) {
+        die "$fn: unknown option '$k'\n" if !$COMMON{$k} && !$extra->{$k};
+    }
+    return \%opt;
+}
+
+sub _file {
+    my ($fn, $file) = @_;
+    die "$fn: no file given\n" if !defined($file) || $file eq '';
+    return $file;
+}
+
+sub info {
+    my ($file, %opt) = @_;
+    my $o = _opts('info', { backing_chain => 1 }, %opt);
+    my $chain = delete $o->{backing_chain};
+    return _info(_file('info', $file), delete $o->{format}, $chain ? 1 : 0, $o);
+}
+
+sub map {
+    my ($file, %opt) = @_;
+    my $o = _opts('map', {}, %opt);
+    return _map(_file('map', $file), delete $o->{format}, $o);
+}
+
+sub convert_raw {
+    my ($file, $out, %opt) = @_;
+    my $o = _opts('convert_raw', {}, %opt);
+    _convert_raw(_file('convert_raw', $file), delete $o->{format}, _file('convert_raw', $out), $o);
+    return;
+}
+
+sub read {
+    my ($file, $offset, $length, %opt) = @_;
+    my $o = _opts('read', {}, %opt);
+    die "read: offset and length must be non-negative integers\n"
+        if ($offset // '') !~ /^\d+$/ || ($length // '') !~ /^\d+$/;
+    return _read(_file('read', $file), delete $o->{format}, $offset, $length, $o);
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+PVE::Storage::Qcow2Chain - native qcow2 backing chains for Proxmox VE storage plugins
+
+=head1 SYNOPSIS
+
+    use PVE::Storage::Qcow2Chain;
+
+    # the same data as `qemu-img info --output=json --backing-chain`
+    my $chain = PVE::Storage::Qcow2Chain::info($path, backing_chain => 1);
+    for my $layer (@$chain) {
+        print "$layer->{filename}: $layer->{'virtual-size'} bytes\n";
+    }
+
+    my $extents = PVE::Storage::Qcow2Chain::map($path);   # like `qemu-img map`
+    PVE::Storage::Qcow2Chain::convert_raw($path, "/tmp/disk.raw");
+    my $bytes = PVE::Storage::Qcow2Chain::read($path, 0, 4096);
+
+=head1 DESCRIPTION
+
+This module reads qcow2 images and their backing chains natively (no
+C<qemu-img> process). All functions raise a
+L<PVE::Storage::Qcow2Chain::Error> on failure; it stringifies as one line
+ending in C<"\n">.
+
+Relative backing names resolve against the directory of the overlay, never
+the current directory. The backing format must be recorded in the overlay
+(unless C<probe_backing_format> is set); C<json:> and protocol names are
+refused; loops and chains deeper than C<max_depth> are errors.
+
+Opening takes QEMU's image locks: inspection (C<info>, C<map>, C<read>) only
+takes the shared lock, so it works while a VM runs; C<convert_raw> takes
+the normal read lock and fails while another process writes the image.
+
+=head1 OPTIONS
+
+Every function takes these options after its positional arguments:
+
+=over
+
+=item format => 'qcow2' | 'raw'
+
+Format of the top image; detected when not given.
+
+=item max_depth => N
+
+Longest backing chain accepted (default 256).
+
+=item probe_backing_format => 1
+
+Guess the format of a backing file the overlay does not record. Off by
+default: a guessed raw header can point at host files.
+
+=item allowed_dirs => [DIR, ...]
+
+Backing files must resolve (after symlinks) inside one of these directories.
+
+=item allow_absolute_backing => 1
+
+With C<allowed_dirs>, also accept absolute backing names (still inside).
+
+=item allow_data_file => 1
+
+Open images that use an external data file (refused by default).
+
+=item force_share => 1
+
+Take only the shared lock (C<qemu-img -U>). C<no_lock =E<gt> 1> takes none.
+
+=item cache_size => BYTES
+
+Metadata cache per image (default 8 MiB).
+
+=item progress => sub { my ($done, $total) = @_; ... }
+
+Called during long operations; return C<'cancel'> (or die) to stop.
+
+=back
+
+=head1 FUNCTIONS
+
+=over
+
+=item info($file, %opt)
+
+Returns a hash with exactly the fields of C<qemu-img info --output=json>
+(C<filename>, C<format>, C<virtual-size>, C<actual-size>, C<cluster-size>,
+C<dirty-flag>, C<backing-filename>, C<full-backing-filename>,
+C<backing-filename-format>, C<snapshots>, C<format-specific>). With
+C<backing_chain =E<gt> 1> returns an array of such hashes, top first.
+Booleans are C<$JSON::PP::true> and C<$JSON::PP::false>, as C<decode_json>
+of qemu-img's output would give them.
+
+=item map($file, %opt)
+
+Returns the extents of C<qemu-img map --output=json>: an array of hashes
+with C<start>, C<length>, C<depth>, C<present>, C<zero>, C<data> and, where
+the data has a host position, C<offset>.
+
+=item convert_raw($file, $out, %opt)
+
+Writes the guest view of the whole chain to C<$out> (created or truncated)
+as a sparse raw file.
+
+=item read($file, $offset, $length, %opt)
+
+Returns C<$length> bytes of the guest view starting at C<$offset>.
+
+=item core_version()
+
+Version of the C core.
+
+=back
+
+=head1 SEE ALSO
+
+L<qcow2-chain(1)>, L<PVE::Storage::Qcow2Chain::Error>.
+
+=cut

@@ -1,0 +1,126 @@
+/* cache.c - a bounded LRU cache of cluster-sized metadata tables. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int qc_cache_init(qc_ctx *ctx, qc_cache *c, size_t table_size, size_t bytes)
+{
+    memset(c, 0, sizeof(*c));
+    size_t cap = bytes / table_size;
+    if (cap < 4)
+        cap = 4;
+    if (cap > 4096)
+        cap = 4096;
+    c->table_size = table_size;
+    c->cap = (unsigned)cap;
+    c->slots = qc_calloc(ctx, cap, sizeof(*c->slots));
+    return c->slots ? 0 : QC_ERR_NOMEM;
+}
+
+void qc_cache_free(qc_cache *c)
+{
+    if (!c->slots)
+        return;
+    for (unsigned i = 0; i < c->cap; i++)
+        free(c->slots[i].data);
+    free(c->slots);
+    c->slots = NULL;
+}
+
+void qc_cache_forget(qc_cache *c, uint64_t off)
+{
+    for (unsigned i = 0; i < c->cap; i++)
+        if (c->slots[i].off == off) {
+            c->slots[i].off = 0;
+            c->slots[i].dirty = false;
+        }
+}
+
+/* Find the slot for off, or the least recently used one to load into. */
+static qc_cached *lookup(qc_cache *c, uint64_t off, bool *hit)
+{
+    qc_cached *victim = &c->slots[0];
+    for (unsigned i = 0; i < c->cap; i++) {
+        qc_cached *s = &c->slots[i];
+        if (s->off == off) {
+            *hit = true;
+            return s;
+        }
+        if (!s->off) {
+            if (victim->off)
+                victim = s;
+        } else if (victim->off && s->used < victim->used) {
+            victim = s;
+        }
+    }
+    *hit = false;
+    return victim;
+}
+
+int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const char *what)
+{
+    bool hit;
+    qc_cached *s = lookup(c, off, &hit);
+    s->used = ++c->tick;
+    if (hit) {
+        *data = s->data;
+        return 0;
+    }
+    if (s->off && s->dirty) {
+        int r = qc_cache_writeback(img, c, s);
+        if (r < 0)
+            return r;
+    }
+    if (!s->data && !(s->data = qc_malloc(img->ctx, c->table_size)))
+        return QC_ERR_NOMEM;
+    s->off = 0;
+    int r = qc_pread_exact(img->ctx, img->fd, img->filename, s->data, c->table_size, off, what);
+    if (r < 0)
+        return r;
+    s->off = off;
+    s->dirty = false;
+    *data = s->data;
+    return 0;
+}
+
+/*
+ * Write one dirty table back. An L2 table may point at clusters whose
+ * refcounts and data are not yet on disk: those go first (refcount blocks
+ * written, then fsync), so a crash can only leak, never corrupt.
+ */
+int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s)
+{
+    if (c == &img->l2c) {
+        int r = qc_cache_flush(img, &img->rbc);
+        if (r < 0)
+            return r;
+        if ((r = qc_sys_fsync(img->ctx, img->fd, img->filename)) < 0)
+            return r;
+    }
+    int r = qc_pwrite_full(img->ctx, img->fd, img->filename, s->data, c->table_size, s->off);
+    if (r < 0)
+        return r;
+    s->dirty = false;
+    return 0;
+}
+
+int qc_cache_flush(qc_image *img, qc_cache *c)
+{
+    for (unsigned i = 0; i < c->cap; i++) {
+        qc_cached *s = &c->slots[i];
+        if (s->off && s->dirty) {
+            int r = qc_cache_writeback(img, c, s);
+            if (r < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data)
+{
+    for (unsigned i = 0; i < c->cap; i++)
+        if (c->slots[i].data == data)
+            c->slots[i].dirty = true;
+}

@@ -1,0 +1,141 @@
+/* chain.c - open an image and follow its backing chain under the policy. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int lock_mode_for(qc_ctx *ctx, unsigned flags)
+{
+    if (ctx->pol.no_lock)
+        return QC_LOCK_NONE;
+    if (flags & QC_OPEN_RDWR)
+        return QC_LOCK_WRITE;
+    if ((flags & QC_OPEN_SHARE) || ctx->pol.force_share)
+        return QC_LOCK_SHARED;
+    return QC_LOCK_READ;
+}
+
+/* Is the real path of p inside one of the allowed directories? */
+static int check_dirs(qc_ctx *ctx, const char *p, const char *overlay)
+{
+    if (!ctx->ndirs)
+        return 0;
+    char *real = realpath(p, NULL);
+    if (!real)
+        return 0; /* the open below reports the missing file */
+    for (size_t i = 0; i < ctx->ndirs; i++) {
+        size_t n = strlen(ctx->dirs[i]);
+        if (!strncmp(real, ctx->dirs[i], n) && (real[n] == '/' || real[n] == 0 || n == 1)) {
+            free(real);
+            return 0;
+        }
+    }
+    int r = qc_fail(ctx, QC_ERR_POLICY, 0, overlay, "open",
+                    "'%s': backing file '%s' resolves to '%s', outside the allowed directories",
+                    overlay, p, real);
+    free(real);
+    return r;
+}
+
+/* Decide and check the name and format of img's backing file. */
+static int backing_target(qc_image *img, char **full, int *fmt)
+{
+    qc_ctx *ctx = img->ctx;
+    const char *name = img->hdr.backing_name;
+    char pb[2048];
+    if (!strncmp(name, "json:", 5) || qc_path_has_protocol(name))
+        return qc_fail(ctx, QC_ERR_POLICY, 0, img->filename, "open",
+                       "'%s': backing file name '%s' is a json: or protocol name; refused",
+                       img->filename, qc_printable(name, pb, sizeof(pb)));
+    if (name[0] == '/' && ctx->ndirs && !ctx->pol.allow_absolute_backing)
+        return qc_fail(ctx, QC_ERR_POLICY, 0, img->filename, "open",
+                       "'%s': absolute backing file name '%s' refused by policy",
+                       img->filename, qc_printable(name, pb, sizeof(pb)));
+    if (img->hdr.backing_fmt) {
+        *fmt = qc_format_from_name(ctx, img->hdr.backing_fmt, img->filename);
+        if (*fmt < 0)
+            return *fmt;
+    } else if (ctx->pol.probe_backing_format) {
+        *fmt = 0;
+    } else {
+        return qc_fail(ctx, QC_ERR_POLICY, 0, img->filename, "open",
+                       "'%s' does not record the format of its backing file '%s'; refusing to "
+                       "guess (rebase with -u -F FMT to record it)",
+                       img->filename, qc_printable(name, pb, sizeof(pb)));
+    }
+    if (!(*full = qc_path_combine(ctx, img->filename, name)))
+        return QC_ERR_NOMEM;
+    int r = check_dirs(ctx, *full, img->filename);
+    if (r < 0) {
+        free(*full);
+        *full = NULL;
+    }
+    return r;
+}
+
+int qc_image_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt,
+                  unsigned flags)
+{
+    *out = NULL;
+    int f = 0;
+    if (fmt && (f = qc_format_from_name(ctx, fmt, path)) < 0)
+        return f;
+    qc_image *top;
+    int r = qc_image_open_one(ctx, &top, path, f, flags);
+    if (r < 0)
+        return r;
+    if ((r = qc_lock_apply(top, lock_mode_for(ctx, flags))) < 0)
+        goto fail;
+    if (flags & QC_OPEN_NO_BACKING) {
+        *out = top;
+        return 0;
+    }
+    unsigned depth = 0;
+    for (qc_image *cur = top; cur->fmt == QC_FMT_QCOW2 && cur->hdr.backing_name; cur = cur->backing) {
+        char *full = NULL;
+        int bfmt = 0;
+        if (++depth > ctx->pol.max_depth) {
+            r = qc_fail(ctx, QC_ERR_LOOP, 0, path, "open",
+                        "'%s': backing chain is deeper than %u images", path, ctx->pol.max_depth);
+            goto fail;
+        }
+        if ((r = backing_target(cur, &full, &bfmt)) < 0)
+            goto fail;
+        qc_image *b;
+        r = qc_image_open_one(ctx, &b, full, bfmt, flags & ~QC_OPEN_RDWR);
+        if (r < 0) {
+            qc_error e = ctx->err;
+            qc_fail(ctx, r, e.sys_errno, cur->filename, "open",
+                    "Could not open backing file of '%s': %s", cur->filename, e.msg);
+            free(full);
+            goto fail;
+        }
+        for (qc_image *p = top; p; p = p->backing)
+            if (p->dev == b->dev && p->ino == b->ino) {
+                r = qc_fail(ctx, QC_ERR_LOOP, 0, full, "open",
+                            "Backing file '%s' creates an infinite loop.", full);
+                qc_image_free_one(b);
+                free(full);
+                goto fail;
+            }
+        cur->backing = b;
+        cur->backing_full = full;
+        if ((r = qc_lock_apply(b, lock_mode_for(ctx, flags & ~QC_OPEN_RDWR))) < 0)
+            goto fail;
+    }
+    *out = top;
+    return 0;
+fail:
+    qc_image_close(top);
+    return r;
+}
+
+void qc_image_close(qc_image *img)
+{
+    while (img) {
+        qc_image *next = img->backing;
+        qc_image_free_one(img);
+        img = next;
+    }
+}

@@ -1,0 +1,227 @@
+/* header.c - parse cluster 0 (header, extensions, backing name) from a buffer. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void qc_header_clear(qc_header *h)
+{
+    free(h->extra);
+    free(h->backing_fmt);
+    free(h->data_file);
+    free(h->crypto.data);
+    free(h->features.data);
+    for (size_t i = 0; i < h->n_unknown; i++)
+        free(h->unknown[i].data);
+    free(h->unknown);
+    free(h->backing_name);
+    memset(h, 0, sizeof(*h));
+}
+
+const char *qc_header_feature_name(const qc_header *h, int type, int bit,
+                                   char *buf, size_t n)
+{
+    for (uint32_t o = 0; o + 48 <= h->features.len; o += 48) {
+        const uint8_t *e = h->features.data + o;
+        if (e[0] == type && e[1] == bit) {
+            size_t l = strnlen((const char *)e + 2, 46);
+            if (l >= n)
+                l = n - 1;
+            memcpy(buf, e + 2, l);
+            buf[l] = 0;
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+static char *ext_string(qc_ctx *ctx, const uint8_t *p, uint32_t len)
+{
+    return qc_strndup(ctx, (const char *)p, strnlen((const char *)p, len));
+}
+
+static int bad(qc_ctx *ctx, const char *path, const char *what)
+{
+    return qc_fail(ctx, QC_ERR_FORMAT, 0, path, "open", "'%s': %s", path, what);
+}
+
+/* Keep one extension verbatim (copy of its data). */
+static int keep_ext(qc_ctx *ctx, qc_ext *dst, uint32_t magic, const uint8_t *p, uint32_t len)
+{
+    dst->magic = magic;
+    dst->len = len;
+    dst->data = qc_malloc(ctx, len);
+    if (!dst->data)
+        return QC_ERR_NOMEM;
+    memcpy(dst->data, p, len);
+    return 0;
+}
+
+static int parse_extensions(qc_ctx *ctx, qc_header *h, const uint8_t *buf,
+                            uint64_t start, uint64_t end, const char *path)
+{
+    uint64_t off = start;
+    while (off + 8 <= end) {
+        uint32_t magic = qc_be32(buf + off), len = qc_be32(buf + off + 4);
+        off += 8;
+        if (magic == QC_EXT_END)
+            return 0;
+        if (len > end - off)
+            return bad(ctx, path, "header extension runs past the end of the header area");
+        const uint8_t *p = buf + off;
+        int r = 0;
+        switch (magic) {
+        case QC_EXT_BACKING_FMT:
+            if (len >= 16)
+                return bad(ctx, path, "backing format extension is too long");
+            free(h->backing_fmt);
+            if (!(h->backing_fmt = ext_string(ctx, p, len)))
+                return QC_ERR_NOMEM;
+            break;
+        case QC_EXT_DATA_FILE:
+            free(h->data_file);
+            if (!(h->data_file = ext_string(ctx, p, len)))
+                return QC_ERR_NOMEM;
+            break;
+        case QC_EXT_FEATURES:
+            free(h->features.data);
+            r = keep_ext(ctx, &h->features, magic, p, len);
+            break;
+        case QC_EXT_CRYPTO:
+            free(h->crypto.data);
+            r = keep_ext(ctx, &h->crypto, magic, p, len);
+            break;
+        case QC_EXT_BITMAPS:
+            if (len != 24)
+                return bad(ctx, path, "bitmaps extension has an invalid length");
+            /* Bitmaps count only while the autoclear bit says they are consistent. */
+            if (h->autoclear & QC_AUTOCLEAR_BITMAPS) {
+                h->has_bitmaps_ext = true;
+                h->nb_bitmaps = qc_be32(p);
+                h->bitmap_dir_size = qc_be64(p + 8);
+                h->bitmap_dir_offset = qc_be64(p + 16);
+            }
+            break;
+        default: {
+            qc_ext *n = realloc(h->unknown, (h->n_unknown + 1) * sizeof(*n));
+            if (!n)
+                return qc_fail(ctx, QC_ERR_NOMEM, 0, path, "open", "Out of memory");
+            h->unknown = n;
+            r = keep_ext(ctx, &h->unknown[h->n_unknown], magic, p, len);
+            if (r == 0)
+                h->n_unknown++;
+        }
+        }
+        if (r < 0)
+            return r;
+        off += qc_align_up(len, 8);
+    }
+    return 0;
+}
+
+int qc_header_parse(qc_ctx *ctx, qc_header *h, const uint8_t *buf, size_t len,
+                    uint64_t file_size, const char *path)
+{
+    memset(h, 0, sizeof(*h));
+    if (len < 72 || file_size < 72)
+        return bad(ctx, path, "file is too short to be a qcow2 image");
+    if (qc_be32(buf) != QC_MAGIC)
+        return bad(ctx, path, "not a qcow2 image (bad magic)");
+    h->version = qc_be32(buf + 4);
+    if (h->version != 2 && h->version != 3)
+        return qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, path, "open",
+                       "'%s': unsupported qcow2 version %u", path, h->version);
+    h->backing_offset = qc_be64(buf + 8);
+    h->backing_size = qc_be32(buf + 16);
+    h->cluster_bits = qc_be32(buf + 20);
+    h->size = qc_be64(buf + 24);
+    h->crypt_method = qc_be32(buf + 32);
+    h->l1_size = qc_be32(buf + 36);
+    h->l1_offset = qc_be64(buf + 40);
+    h->rt_offset = qc_be64(buf + 48);
+    h->rt_clusters = qc_be32(buf + 56);
+    h->nb_snapshots = qc_be32(buf + 60);
+    h->snapshots_offset = qc_be64(buf + 64);
+    if (h->cluster_bits < 9 || h->cluster_bits > 21)
+        return qc_fail(ctx, QC_ERR_FORMAT, 0, path, "open",
+                       "'%s': unsupported cluster size 2^%u", path, h->cluster_bits);
+    uint64_t cs = 1ull << h->cluster_bits;
+    if (h->version == 2) {
+        h->header_length = 72;
+        h->refcount_order = 4;
+    } else {
+        if (len < 104 || file_size < 104)
+            return bad(ctx, path, "file is too short for a version 3 header");
+        h->incompat = qc_be64(buf + 72);
+        h->compat = qc_be64(buf + 80);
+        h->autoclear = qc_be64(buf + 88);
+        h->refcount_order = qc_be32(buf + 96);
+        h->header_length = qc_be32(buf + 100);
+        if (h->header_length < 104)
+            return bad(ctx, path, "header length is too small");
+        if (h->header_length > cs || h->header_length > len)
+            return bad(ctx, path, "header length is larger than the cluster size");
+        if (h->header_length > 104)
+            h->compression_type = buf[104];
+        if (h->header_length > 105) {
+            h->extra_len = h->header_length - 105;
+            if (!(h->extra = qc_malloc(ctx, h->extra_len)))
+                return QC_ERR_NOMEM;
+            memcpy(h->extra, buf + 105, h->extra_len);
+        }
+    }
+    if (h->refcount_order > 6)
+        return bad(ctx, path, "refcount width is larger than 64 bits");
+    if (h->size > QC_MAX_VIRTUAL_SIZE)
+        return bad(ctx, path, "virtual size is too large");
+
+    uint64_t ext_end = len;
+    if (h->backing_offset) {
+        if (h->backing_offset >= cs || h->backing_offset < h->header_length)
+            return bad(ctx, path, "backing file name offset lies outside the header cluster");
+        ext_end = h->backing_offset;
+    }
+    if (ext_end > len)
+        ext_end = len;
+    int r = parse_extensions(ctx, h, buf, h->header_length, ext_end, path);
+    if (r < 0)
+        return r;
+
+    uint64_t unknown = h->incompat & ~QC_INCOMPAT_KNOWN;
+    if (unknown) {
+        char names[512] = "", one[64];
+        size_t o = 0;
+        for (int b = 0; b < 64 && o < sizeof(names); b++) {
+            if (!(unknown >> b & 1))
+                continue;
+            const char *n = qc_header_feature_name(h, 0, b, one, sizeof(one));
+            if (n)
+                o += (size_t)snprintf(names + o, sizeof(names) - o, "%s%s", o ? ", " : "", n);
+            else
+                o += (size_t)snprintf(names + o, sizeof(names) - o, "%sbit %d", o ? ", " : "", b);
+        }
+        return qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, path, "open",
+                       "'%s': unsupported incompatible qcow2 feature(s): %s", path, names);
+    }
+    if (h->compression_type > 1)
+        return qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, path, "open",
+                       "'%s': unknown compression type %u", path, h->compression_type);
+    if ((h->compression_type != 0) != !!(h->incompat & QC_INCOMPAT_COMPRESSION))
+        return bad(ctx, path, "compression type and its incompatible feature bit disagree");
+
+    if (h->backing_offset) {
+        if (h->backing_size > QC_MAX_BACKING_NAME)
+            return bad(ctx, path, "backing file name is too long");
+        if (qc_past(h->backing_offset, h->backing_size, qc_min(cs, len)))
+            return bad(ctx, path, "backing file name lies outside the header cluster");
+        const char *p = (const char *)buf + h->backing_offset;
+        if (memchr(p, 0, h->backing_size))
+            return bad(ctx, path, "backing file name contains a NUL byte");
+        if (h->backing_size == 0)
+            return bad(ctx, path, "backing file name is empty");
+        if (!(h->backing_name = qc_strndup(ctx, p, h->backing_size)))
+            return QC_ERR_NOMEM;
+    }
+    return 0;
+}

@@ -1,0 +1,320 @@
+/*
+ * internal.h - structures and helpers shared by the core's source files.
+ * Not installed; nothing here is part of the API.
+ */
+#ifndef QC_INTERNAL_H
+#define QC_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* OFD locks, SEEK_DATA, renameat2, copy_file_range */
+#endif
+
+#include "qcow2chain.h"
+
+#include <limits.h>
+#include <stdarg.h>
+
+#define QC_MAGIC 0x514649fbu
+
+/* Header extension magics. */
+#define QC_EXT_END 0x00000000u
+#define QC_EXT_BACKING_FMT 0xe2792acau
+#define QC_EXT_FEATURES 0x6803f857u
+#define QC_EXT_BITMAPS 0x23852875u
+#define QC_EXT_CRYPTO 0x0537be77u
+#define QC_EXT_DATA_FILE 0x44415441u
+
+/* Feature bits. */
+#define QC_INCOMPAT_DIRTY (1ull << 0)
+#define QC_INCOMPAT_CORRUPT (1ull << 1)
+#define QC_INCOMPAT_DATA_FILE (1ull << 2)
+#define QC_INCOMPAT_COMPRESSION (1ull << 3)
+#define QC_INCOMPAT_EXTL2 (1ull << 4)
+#define QC_INCOMPAT_KNOWN 0x1full
+#define QC_COMPAT_LAZY (1ull << 0)
+#define QC_AUTOCLEAR_BITMAPS (1ull << 0)
+#define QC_AUTOCLEAR_DATA_RAW (1ull << 1)
+
+/* Table entry bits. */
+#define QC_OFLAG_COPIED (1ull << 63)
+#define QC_OFLAG_COMPRESSED (1ull << 62)
+#define QC_OFLAG_ZERO 1ull
+#define QC_OFFSET_MASK 0x00fffffffffffe00ull /* bits 9-55 */
+#define QC_RT_OFFSET_MASK 0xfffffffffffffe00ull
+
+/* Limits, the same as QEMU's so that what it opens we open. */
+#define QC_MAX_L1_BYTES (32u << 20)
+#define QC_MAX_REFTABLE_BYTES (8u << 20)
+#define QC_MAX_SNAPSHOTS 65536u
+#define QC_MAX_SNAPSHOT_EXTRA 1024u
+#define QC_MAX_SNAPSHOT_TABLE (64u << 20)
+#define QC_MAX_BITMAPS 65535u
+#define QC_MAX_BITMAP_DIR (64u << 20)
+#define QC_MAX_BACKING_NAME 1023u
+#define QC_MAX_VIRTUAL_SIZE (1ull << 61)
+
+enum { QC_FMT_RAW = 1, QC_FMT_QCOW2 = 2 };
+
+typedef struct qc_ext {
+    uint32_t magic;
+    uint32_t len;
+    uint8_t *data;
+} qc_ext;
+
+/* Everything in cluster 0. Unknown fields and extensions are kept verbatim. */
+typedef struct qc_header {
+    uint32_t version;
+    uint64_t backing_offset;
+    uint32_t backing_size;
+    uint32_t cluster_bits;
+    uint64_t size;
+    uint32_t crypt_method;
+    uint32_t l1_size;
+    uint64_t l1_offset;
+    uint64_t rt_offset;
+    uint32_t rt_clusters;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t incompat;
+    uint64_t compat;
+    uint64_t autoclear;
+    uint32_t refcount_order;
+    uint32_t header_length;
+    uint8_t compression_type;
+    uint8_t *extra;        /* header bytes past the fields we know */
+    uint32_t extra_len;
+    char *backing_fmt;     /* NULL when not recorded */
+    char *data_file;       /* external data file name, NULL if none */
+    qc_ext crypto;         /* kept verbatim */
+    qc_ext features;       /* feature name table, verbatim */
+    bool has_bitmaps_ext;
+    uint32_t nb_bitmaps;
+    uint64_t bitmap_dir_size;
+    uint64_t bitmap_dir_offset;
+    qc_ext *unknown;       /* unknown extensions, in file order */
+    size_t n_unknown;
+    char *backing_name;    /* NULL when none */
+} qc_header;
+
+typedef struct qc_snapshot {
+    uint64_t l1_offset;
+    uint32_t l1_size;
+    char *id;
+    char *name;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_ns;
+    uint64_t vm_state_size;
+    uint64_t disk_size;  /* virtual size when taken (or the image size) */
+    bool has_icount;
+    uint64_t icount;
+    uint32_t extra_len;
+    uint8_t *extra;
+} qc_snapshot;
+
+typedef struct qc_bitmap {
+    uint64_t table_offset;
+    uint32_t table_size;
+    uint32_t flags;
+    uint8_t type;
+    uint8_t granularity_bits;
+    char *name;
+} qc_bitmap;
+
+/* A small LRU cache of cluster-sized metadata tables (L2 or refcount). */
+typedef struct qc_cached {
+    uint64_t off;   /* host offset of the table; 0 = slot empty */
+    uint64_t used;  /* LRU stamp */
+    bool dirty;
+    uint8_t *data;
+} qc_cached;
+
+typedef struct qc_cache {
+    size_t table_size;
+    unsigned cap;
+    uint64_t tick;
+    qc_cached *slots;
+} qc_cache;
+
+/* Kinds of (sub)cluster, as read from an L2 entry. */
+enum {
+    QC_SC_UNALLOC = 0,   /* read from the backing */
+    QC_SC_UNALLOC_ALLOC, /* extended L2: cluster has a host offset, subcluster not allocated */
+    QC_SC_ZERO,          /* reads as zeros, no host cluster */
+    QC_SC_ZERO_ALLOC,    /* reads as zeros, host cluster kept */
+    QC_SC_NORMAL,        /* data at a host offset */
+    QC_SC_COMPRESSED,    /* compressed data, host = the descriptor */
+};
+
+struct qc_image {
+    qc_ctx *ctx;
+    char *filename;       /* as given, or as combined from the overlay's name */
+    int fd;
+    int fmt;
+    unsigned flags;
+    uint64_t size;        /* virtual size */
+    uint64_t file_size;
+    dev_t dev;
+    ino_t ino;
+    int lock_mode;        /* which QEMU lock bytes we hold */
+
+    /* qcow2 */
+    qc_header hdr;
+    uint32_t cluster_bits;
+    uint64_t cluster_size;
+    bool ext_l2;
+    uint32_t l2_bits;          /* log2 entries per L2 table */
+    uint32_t l2_entry_size;    /* 8 or 16 */
+    uint32_t sc_bits;          /* log2 of the (sub)cluster size */
+    uint64_t *l1;              /* host-endian copy */
+    uint32_t l1_size;
+    uint64_t *reftable;        /* host-endian copy */
+    uint64_t rt_entries;
+    uint32_t refcount_bits;
+    uint32_t rb_bits;          /* log2 entries per refcount block */
+    qc_cache l2c;
+    qc_cache rbc;
+    qc_snapshot *snaps;
+    uint32_t nsnaps;
+    qc_bitmap *bitmaps;
+    uint32_t nbitmaps;
+    int prealloc;              /* -1 unknown, 0 no, 1 metadata preallocation */
+    uint8_t *zbuf;             /* last decompressed cluster */
+    uint64_t zbuf_desc;        /* its descriptor, 0 = none */
+    int data_fd;               /* external data file, or fd */
+
+    /* chain */
+    qc_image *backing;
+    char *backing_full;        /* resolved backing name */
+};
+
+struct qc_ctx {
+    qc_error err;
+    const qc_io *io;
+    void *io_user;
+    qc_fault *fault;
+    qc_policy pol;
+    char **dirs;
+    size_t ndirs;
+    size_t cache_bytes;
+    qc_progress_fn progress;
+    void *progress_user;
+    uint64_t rate_limit;
+};
+
+/* ---- error.c ---- */
+int qc_fail(qc_ctx *ctx, int code, int sys_errno, const char *path,
+            const char *op, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* Map an errno to our code (ENOSPC -> NOSPC, ENOENT -> NOTFOUND, ...). */
+int qc_errno_code(int e);
+/* "name" with control characters escaped, for one-line messages. */
+const char *qc_printable(const char *s, char *buf, size_t n);
+
+/* ---- io.c ---- */
+int qc_sys_open(qc_ctx *ctx, const char *path, int flags, mode_t mode);
+void qc_sys_close(qc_ctx *ctx, int fd);
+/* Full read; bytes past EOF read as zeros. */
+int qc_pread_full(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
+                  uint64_t off);
+/* Full read that fails if the range is not entirely inside the file. */
+int qc_pread_exact(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
+                   uint64_t off, const char *what);
+int qc_pwrite_full(qc_ctx *ctx, int fd, const char *path, const void *buf,
+                   size_t n, uint64_t off);
+int qc_sys_fsync(qc_ctx *ctx, int fd, const char *path);
+int qc_sys_fstat(qc_ctx *ctx, int fd, const char *path, struct stat *st);
+
+/* ---- util.c ---- */
+static inline uint16_t qc_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t qc_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t qc_be64(const uint8_t *p) { return (uint64_t)qc_be32(p) << 32 | qc_be32(p + 4); }
+static inline void qc_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void qc_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline void qc_put64(uint8_t *p, uint64_t v) { qc_put32(p, (uint32_t)(v >> 32)); qc_put32(p + 4, (uint32_t)v); }
+static inline uint64_t qc_min(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static inline uint64_t qc_max(uint64_t a, uint64_t b) { return a > b ? a : b; }
+static inline uint64_t qc_align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
+/* a + b > limit, without overflow. */
+static inline bool qc_past(uint64_t a, uint64_t b, uint64_t limit) { return a > limit || b > limit - a; }
+
+void *qc_malloc(qc_ctx *ctx, size_t n);
+void *qc_calloc(qc_ctx *ctx, size_t n, size_t m);
+char *qc_strdup(qc_ctx *ctx, const char *s);
+char *qc_strndup(qc_ctx *ctx, const char *s, size_t n);
+/* Join the directory of base with rel (QEMU's rule); absolute rel is kept. */
+char *qc_path_combine(qc_ctx *ctx, const char *base, const char *rel);
+/* "proto:" prefix before any '/'. */
+bool qc_path_has_protocol(const char *name);
+bool qc_buf_is_zero(const void *buf, size_t n);
+
+/* ---- header.c ---- */
+/* Parse cluster 0 (len bytes, at least the fixed header). */
+int qc_header_parse(qc_ctx *ctx, qc_header *h, const uint8_t *buf, size_t len,
+                    uint64_t file_size, const char *path);
+void qc_header_clear(qc_header *h);
+/* Name of feature (type, bit) from the feature table, or NULL. */
+const char *qc_header_feature_name(const qc_header *h, int type, int bit, char *buf, size_t n);
+
+/* ---- cache.c ---- */
+int qc_cache_init(qc_ctx *ctx, qc_cache *c, size_t table_size, size_t bytes);
+void qc_cache_free(qc_cache *c);
+/* Table at host offset off; loads it if missing (through qc_pread_exact). */
+int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const char *what);
+void qc_cache_forget(qc_cache *c, uint64_t off);
+/* Write one dirty table (L2 tables first flush refcounts and fsync). */
+int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s);
+/* Write every dirty table of the cache. */
+int qc_cache_flush(qc_image *img, qc_cache *c);
+/* Mark the table whose buffer is data as modified. */
+void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data);
+
+/* ---- lock.c ---- */
+enum { QC_LOCK_NONE = 0, QC_LOCK_SHARED, QC_LOCK_READ, QC_LOCK_WRITE };
+/* Take QEMU's lock bytes for mode (replacing what img held); undo on conflict. */
+int qc_lock_apply(qc_image *img, int mode);
+void qc_lock_release(qc_image *img);
+
+/* ---- image.c ---- */
+int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,
+                      unsigned flags);
+void qc_image_free_one(qc_image *img);
+int qc_format_from_name(qc_ctx *ctx, const char *fmt, const char *path);
+const char *qc_format_name(int fmt);
+
+/* ---- cluster.c ---- */
+/*
+ * Classify guest bytes [off, off+max) of one layer: the kind at off and how
+ * many bytes from off share it (contiguous host offsets for data).
+ * host: host offset of off (NORMAL, ZERO_ALLOC, UNALLOC_ALLOC) or the
+ * compressed descriptor. off must be < the image size.
+ */
+int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
+              int *kind, uint64_t *host);
+int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc);
+/* Decompress the cluster described by desc into img->zbuf. */
+int qc_read_compressed(qc_image *img, uint64_t desc);
+
+/* ---- compress.c ---- */
+int qc_inflate(qc_ctx *ctx, int type, const uint8_t *in, size_t in_len,
+               uint8_t *out, size_t out_len, const char *path);
+
+/* ---- read.c / status.c ---- */
+/* Block status of one layer as the QEMU block layer reports it (for map). */
+enum { QC_BS_DATA = 1, QC_BS_ZERO = 2, QC_BS_OFFSET = 4, QC_BS_ALLOCATED = 8 };
+int qc_layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
+                    int *flags, uint64_t *map);
+/* Descend from top until a layer has data or zeros (qemu-img map's walk). */
+int qc_chain_status(qc_image *top, uint64_t off, uint64_t max, uint64_t *len,
+                    int *flags, uint64_t *map, unsigned *depth, qc_image **layer);
+
+/* ---- info.c ---- */
+int qc_info_one(qc_image *img, json_object **out);
+
+#endif

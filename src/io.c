@@ -1,0 +1,219 @@
+/* io.c - the I/O seam: the POSIX table and checked wrappers over it. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static int p_open(void *u, const char *path, int flags, mode_t mode)
+{
+    (void)u;
+    int fd = open(path, flags | O_CLOEXEC, mode);
+    return fd < 0 ? -errno : fd;
+}
+
+static int p_close(void *u, int fd)
+{
+    (void)u;
+    return close(fd) < 0 ? -errno : 0;
+}
+
+static ssize_t p_pread(void *u, int fd, void *buf, size_t n, uint64_t off)
+{
+    (void)u;
+    ssize_t r;
+    do
+        r = pread(fd, buf, n, (off_t)off);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+static ssize_t p_pwrite(void *u, int fd, const void *buf, size_t n, uint64_t off)
+{
+    (void)u;
+    ssize_t r;
+    do
+        r = pwrite(fd, buf, n, (off_t)off);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+static int p_fsync(void *u, int fd)
+{
+    (void)u;
+    return fsync(fd) < 0 ? -errno : 0;
+}
+
+static int p_ftruncate(void *u, int fd, uint64_t len)
+{
+    (void)u;
+    return ftruncate(fd, (off_t)len) < 0 ? -errno : 0;
+}
+
+static int p_fstat(void *u, int fd, struct stat *st)
+{
+    (void)u;
+    return fstat(fd, st) < 0 ? -errno : 0;
+}
+
+static int p_stat(void *u, const char *path, struct stat *st)
+{
+    (void)u;
+    return stat(path, st) < 0 ? -errno : 0;
+}
+
+static int p_rename(void *u, const char *from, const char *to, unsigned flags)
+{
+    (void)u;
+    if (!(flags & QC_RENAME_NOREPLACE))
+        return rename(from, to) < 0 ? -errno : 0;
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -errno;
+    /* Filesystems without RENAME_NOREPLACE: link refuses an existing target. */
+    if (link(from, to) < 0)
+        return -errno;
+    return unlink(from) < 0 ? -errno : 0;
+}
+
+static int p_unlink(void *u, const char *path)
+{
+    (void)u;
+    return unlink(path) < 0 ? -errno : 0;
+}
+
+static ssize_t p_copy_range(void *u, int in, uint64_t in_off, int out,
+                            uint64_t out_off, size_t n)
+{
+    (void)u;
+    loff_t a = (loff_t)in_off, b = (loff_t)out_off;
+    ssize_t r = copy_file_range(in, &a, out, &b, n, 0);
+    return r < 0 ? -errno : r;
+}
+
+static int p_lock(void *u, int fd, int cmd, struct flock *fl)
+{
+    (void)u;
+    int r;
+    do
+        r = fcntl(fd, cmd, fl);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
+static int64_t p_seek(void *u, int fd, int64_t off, int whence)
+{
+    (void)u;
+    off_t r = lseek(fd, (off_t)off, whence);
+    return r < 0 ? -errno : (int64_t)r;
+}
+
+static int p_fallocate(void *u, int fd, int mode, uint64_t off, uint64_t len)
+{
+    (void)u;
+    return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+}
+
+static const qc_io posix_io = {
+    p_open, p_close, p_pread, p_pwrite, p_fsync, p_ftruncate, p_fstat, p_stat,
+    p_rename, p_unlink, p_copy_range, p_lock, p_seek, p_fallocate,
+};
+
+const qc_io *qc_io_posix(void) { return &posix_io; }
+
+void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user)
+{
+    ctx->io = io ? io : &posix_io;
+    ctx->io_user = user;
+}
+
+int qc_sys_open(qc_ctx *ctx, const char *path, int flags, mode_t mode)
+{
+    int fd = ctx->io->open(ctx->io_user, path, flags, mode);
+    if (fd < 0)
+        return qc_fail(ctx, qc_errno_code(-fd), -fd, path, "open",
+                       "Could not open '%s': %s", path, strerror(-fd));
+    return fd;
+}
+
+void qc_sys_close(qc_ctx *ctx, int fd)
+{
+    if (fd >= 0)
+        ctx->io->close(ctx->io_user, fd);
+}
+
+int qc_pread_full(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
+                  uint64_t off)
+{
+    uint8_t *p = buf;
+    while (n) {
+        ssize_t r = ctx->io->pread(ctx->io_user, fd, p, n, off);
+        if (r < 0)
+            return qc_fail(ctx, qc_errno_code((int)-r), (int)-r, path, "read",
+                           "Could not read '%s' at offset %llu: %s", path,
+                           (unsigned long long)off, strerror((int)-r));
+        if (r == 0) {
+            memset(p, 0, n); /* past EOF reads as zeros, as in QEMU */
+            return 0;
+        }
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int qc_pread_exact(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
+                   uint64_t off, const char *what)
+{
+    struct stat st;
+    int r = qc_sys_fstat(ctx, fd, path, &st);
+    if (r < 0)
+        return r;
+    if (qc_past(off, n, (uint64_t)st.st_size))
+        return qc_fail(ctx, QC_ERR_FORMAT, 0, path, "open",
+                       "'%s': %s at offset %llu (%zu bytes) lies past the end of the file",
+                       path, what, (unsigned long long)off, n);
+    return qc_pread_full(ctx, fd, path, buf, n, off);
+}
+
+int qc_pwrite_full(qc_ctx *ctx, int fd, const char *path, const void *buf,
+                   size_t n, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t r = ctx->io->pwrite(ctx->io_user, fd, p, n, off);
+        if (r < 0)
+            return qc_fail(ctx, qc_errno_code((int)-r), (int)-r, path, "write",
+                           "Could not write '%s' at offset %llu: %s", path,
+                           (unsigned long long)off, strerror((int)-r));
+        if (r == 0)
+            return qc_fail(ctx, QC_ERR_NOSPC, ENOSPC, path, "write",
+                           "Could not write '%s' at offset %llu: %s", path,
+                           (unsigned long long)off, strerror(ENOSPC));
+        p += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+int qc_sys_fsync(qc_ctx *ctx, int fd, const char *path)
+{
+    int r = ctx->io->fsync(ctx->io_user, fd);
+    if (r < 0)
+        return qc_fail(ctx, qc_errno_code(-r), -r, path, "fsync",
+                       "Could not flush '%s': %s", path, strerror(-r));
+    return 0;
+}
+
+int qc_sys_fstat(qc_ctx *ctx, int fd, const char *path, struct stat *st)
+{
+    int r = ctx->io->fstat(ctx->io_user, fd, st);
+    if (r < 0)
+        return qc_fail(ctx, qc_errno_code(-r), -r, path, "stat",
+                       "Could not stat '%s': %s", path, strerror(-r));
+    return 0;
+}

@@ -1,0 +1,176 @@
+/*
+ * qcow2chain.h - the public API of the qcow2 chain core.
+ *
+ * Plain C11, no Perl. Every exported symbol starts with qc_.
+ * Functions return 0 (or a count) on success and a negative QC_ERR_* code on
+ * failure; the one-line message, saved errno, file and operation are then in
+ * the context's error (qc_ctx_error). The core never prints and never exits.
+ *
+ * Ownership: objects returned through an out-parameter belong to the caller
+ * and are released with the matching _free/_close function; json_object
+ * results are released with json_object_put(). Strings passed in are copied.
+ */
+#ifndef QCOW2CHAIN_H
+#define QCOW2CHAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+
+#define QC_VERSION "0.1.0"
+
+/* Error codes (negative return values). */
+enum {
+    QC_OK = 0,
+    QC_ERR_IO = -1,          /* a system call failed; sys_errno says why */
+    QC_ERR_INVALID = -2,     /* bad argument from the caller */
+    QC_ERR_FORMAT = -3,      /* the image is malformed or corrupt */
+    QC_ERR_UNSUPPORTED = -4, /* valid, but a feature we do not handle */
+    QC_ERR_NOMEM = -5,
+    QC_ERR_LOOP = -6,        /* backing chain loops or is too deep */
+    QC_ERR_NOTFOUND = -7,    /* file or snapshot does not exist */
+    QC_ERR_LOCKED = -8,      /* another process holds the image */
+    QC_ERR_POLICY = -9,      /* refused by the safety policy */
+    QC_ERR_NOSPC = -10,      /* no space on device or in the header */
+    QC_ERR_EXISTS = -11,     /* target already exists */
+    QC_ERR_BUSY = -12,       /* the volume is being changed by another process */
+    QC_ERR_CANCELLED = -13,  /* the progress callback asked to stop */
+};
+
+/* Last error of a context. msg is one line without a trailing newline. */
+typedef struct qc_error {
+    int code;
+    int sys_errno;
+    char op[32];
+    char path[4096];
+    char msg[5120];
+} qc_error;
+
+typedef struct qc_ctx qc_ctx;
+typedef struct qc_image qc_image;
+
+/* Short name of an error code ("io", "format", ...). */
+const char *qc_strerror(int code);
+
+/* ---- context -------------------------------------------------------- */
+
+qc_ctx *qc_ctx_new(void);
+void qc_ctx_free(qc_ctx *ctx);
+const qc_error *qc_ctx_error(const qc_ctx *ctx);
+void qc_ctx_clear_error(qc_ctx *ctx);
+
+/*
+ * Safety policy applied to every open done through this context.
+ * Defaults: max_depth 256, no format probing, no external data files,
+ * no directory restriction, QEMU-compatible locking on.
+ */
+typedef struct qc_policy {
+    unsigned max_depth;          /* deepest backing chain accepted */
+    bool probe_backing_format;   /* guess a format the image does not record */
+    bool allow_data_file;        /* open images with an external data file */
+    bool allow_absolute_backing; /* absolute backing names (with dirs set) */
+    bool force_share;            /* take only the shared "consistent read" lock */
+    bool no_lock;                /* take no QEMU locks at all */
+} qc_policy;
+
+qc_policy *qc_ctx_policy(qc_ctx *ctx);
+/* Backing files must resolve (after symlinks) inside one of these dirs. */
+int qc_ctx_allow_dir(qc_ctx *ctx, const char *dir);
+/* Bytes of metadata cache per open image (default 8 MiB, minimum 4 tables). */
+void qc_ctx_set_cache_size(qc_ctx *ctx, size_t bytes);
+
+/* Progress: done/total in bytes; return non-zero to cancel. */
+typedef int (*qc_progress_fn)(void *user, uint64_t done, uint64_t total);
+void qc_ctx_set_progress(qc_ctx *ctx, qc_progress_fn fn, void *user);
+/* Limit copy operations to this many bytes per second (0 = unlimited). */
+void qc_ctx_set_rate_limit(qc_ctx *ctx, uint64_t bytes_per_sec);
+
+/* ---- I/O seam ------------------------------------------------------- */
+
+/*
+ * Every system call the core makes goes through this table. Each returns
+ * the syscall's result, or -errno on failure (never sets errno for us).
+ */
+typedef struct qc_io {
+    int (*open)(void *u, const char *path, int flags, mode_t mode);
+    int (*close)(void *u, int fd);
+    ssize_t (*pread)(void *u, int fd, void *buf, size_t n, uint64_t off);
+    ssize_t (*pwrite)(void *u, int fd, const void *buf, size_t n, uint64_t off);
+    int (*fsync)(void *u, int fd);
+    int (*ftruncate)(void *u, int fd, uint64_t len);
+    int (*fstat)(void *u, int fd, struct stat *st);
+    int (*stat)(void *u, const char *path, struct stat *st);
+    /* flags: QC_RENAME_NOREPLACE */
+    int (*rename)(void *u, const char *from, const char *to, unsigned flags);
+    int (*unlink)(void *u, const char *path);
+    ssize_t (*copy_range)(void *u, int in, uint64_t in_off, int out,
+                          uint64_t out_off, size_t n);
+    int (*lock)(void *u, int fd, int cmd, struct flock *fl);
+    int64_t (*seek)(void *u, int fd, int64_t off, int whence);
+    int (*fallocate)(void *u, int fd, int mode, uint64_t off, uint64_t len);
+} qc_io;
+
+#define QC_RENAME_NOREPLACE 1u
+
+/* The default POSIX table. */
+const qc_io *qc_io_posix(void);
+void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
+
+/*
+ * Fault injection for tests, layered over POSIX. Counts the mutating calls
+ * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate).
+ * mode QC_FAULT_ERROR: call number nth fails with err, later calls succeed.
+ * mode QC_FAULT_CRASH: call number nth and every later call fail with EIO,
+ *   and writes not yet made durable by fsync are undone (all of them, or a
+ *   seeded random subset when seed != 0) as a power cut would.
+ */
+enum { QC_FAULT_NONE = 0, QC_FAULT_ERROR = 1, QC_FAULT_CRASH = 2 };
+typedef struct qc_fault qc_fault;
+qc_fault *qc_fault_new(int mode, uint64_t nth, int err, uint64_t seed);
+void qc_fault_free(qc_fault *f);
+/* Mutating calls seen so far; whether the fault fired. */
+uint64_t qc_fault_count(const qc_fault *f);
+bool qc_fault_fired(const qc_fault *f);
+void qc_ctx_set_fault(qc_ctx *ctx, qc_fault *f); /* f stays owned by caller */
+
+/* ---- images --------------------------------------------------------- */
+
+enum {
+    QC_OPEN_RDWR = 1u << 0,
+    QC_OPEN_NO_BACKING = 1u << 1, /* do not open the backing chain */
+    QC_OPEN_SHARE = 1u << 2,      /* read while others write (qemu-img -U) */
+};
+
+/*
+ * Open an image (fmt "qcow2", "raw", or NULL to detect) and, unless
+ * QC_OPEN_NO_BACKING, its whole backing chain read-only.
+ */
+int qc_image_open(qc_ctx *ctx, qc_image **out, const char *path,
+                  const char *fmt, unsigned flags);
+/* Close an image and its backing chain. NULL is fine. */
+void qc_image_close(qc_image *img);
+
+uint64_t qc_image_size(const qc_image *img);
+const char *qc_image_filename(const qc_image *img);
+const char *qc_image_format(const qc_image *img);
+qc_image *qc_image_backing(const qc_image *img);
+
+/* Read guest data through the chain (zeros past a shorter backing). */
+int qc_image_read(qc_image *img, void *buf, uint64_t off, size_t len);
+
+/* ---- inspection ----------------------------------------------------- */
+
+/* qemu-img info --output=json [--backing-chain]: object, or array top-first. */
+int qc_info(qc_ctx *ctx, json_object **out, const char *path, const char *fmt,
+            bool backing_chain);
+/* qemu-img map --output=json: array of extents. */
+int qc_map(qc_ctx *ctx, json_object **out, const char *path, const char *fmt);
+/* Export the guest view of the chain as a sparse raw file (created anew). */
+int qc_convert_raw(qc_ctx *ctx, const char *path, const char *fmt,
+                   const char *out_path);
+
+#endif

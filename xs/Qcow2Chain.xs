@@ -1,0 +1,79 @@
+# xs/Qcow2Chain.xs - functions of PVE::Storage::Qcow2Chain (wrapped in lib/).
+
+MODULE = PVE::Storage::Qcow2Chain   PACKAGE = PVE::Storage::Qcow2Chain
+
+const char *
+core_version()
+  CODE:
+    RETVAL = QC_VERSION;
+  OUTPUT:
+    RETVAL
+
+SV *
+_info(file, fmt, backing_chain, opts)
+    const char *file
+    SV *fmt
+    int backing_chain
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    json_object *o = NULL;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_info(c.ctx, &o, file, qcx_str_or_null(aTHX_ fmt), backing_chain));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
+  OUTPUT:
+    RETVAL
+
+SV *
+_map(file, fmt, opts)
+    const char *file
+    SV *fmt
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    json_object *o = NULL;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_map(c.ctx, &o, file, qcx_str_or_null(aTHX_ fmt)));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
+  OUTPUT:
+    RETVAL
+
+void
+_convert_raw(file, fmt, out, opts)
+    const char *file
+    SV *fmt
+    const char *out
+    SV *opts
+  PREINIT:
+    qcx_call c;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_convert_raw(c.ctx, file, qcx_str_or_null(aTHX_ fmt), out));
+
+SV *
+_read(file, fmt, offset, length, opts)
+    const char *file
+    SV *fmt
+    UV offset
+    UV length
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_image *img = NULL;
+    int r;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    RETVAL = newSV(length ? length : 1);
+    SvPOK_on(RETVAL);
+    r = qc_image_open(c.ctx, &img, file, qcx_str_or_null(aTHX_ fmt), QC_OPEN_SHARE);
+    if (r == 0)
+        r = qc_image_read(img, SvPVX(RETVAL), offset, length);
+    qc_image_close(img);
+    if (r < 0)
+        SvREFCNT_dec(RETVAL);
+    qcx_check(aTHX_ &c, r);
+    SvCUR_set(RETVAL, length);
+  OUTPUT:
+    RETVAL
