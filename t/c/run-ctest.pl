@@ -1,0 +1,36 @@
+#!/usr/bin/perl
+# Build the C unit tests and the probe driver with AddressSanitizer and
+# UBSan (t/c/bin/), then run the unit tests. --build-only: just build.
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+
+my $root = abs_path(dirname(__FILE__) . '/../..');
+my $bin = "$root/t/c/bin";
+mkdir $bin;
+
+my $cc = $ENV{CC} // 'cc';
+my $pc = `pkg-config --cflags --libs json-c libzstd zlib`;
+die "pkg-config failed: install libjson-c-dev libzstd-dev zlib1g-dev\n" if $?;
+chomp $pc;
+my @src = glob("$root/src/*.c");
+my @hdr = glob("$root/src/*.h");
+my $flags = "-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -fsanitize=address,undefined "
+    . "-fno-sanitize-recover=undefined -fno-omit-frame-pointer -I$root/src";
+
+sub mtime { (stat $_[0])[9] // 0 }
+
+for my $prog (qw(qc-probe test-core)) {
+    my $out = "$bin/$prog";
+    my $main = "$root/t/c/$prog.c";
+    my $newest = 0;
+    for (@src, @hdr, $main) { my $m = mtime($_); $newest = $m if $m > $newest }
+    next if -x $out && mtime($out) >= $newest;
+    my $cmd = "$cc $flags -o $out $main @src $pc";
+    system($cmd) == 0 or die "build of $prog failed\n";
+}
+exit 0 if grep { $_ eq '--build-only' } @ARGV;
+$ENV{ASAN_OPTIONS} = 'detect_leaks=1';
+exec("$bin/test-core");

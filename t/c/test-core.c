@@ -1,0 +1,153 @@
+/*
+ * test-core - unit tests of the C core's pure parts (header parsing from
+ * buffers, path rules, errors). Run under ASan/UBSan by t/c/run-ctest.pl.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures, count;
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        count++;                                                                \
+        if (!(cond)) {                                                          \
+            failures++;                                                         \
+            printf("not ok %d - ", count);                                      \
+            printf(__VA_ARGS__);                                                \
+            printf(" (%s:%d)\n", __FILE__, __LINE__);                           \
+        } else {                                                                \
+            printf("ok %d - ", count);                                          \
+            printf(__VA_ARGS__);                                                \
+            printf("\n");                                                       \
+        }                                                                       \
+    } while (0)
+
+/* A minimal valid v3 header with 64k clusters in a cluster-0 buffer. */
+static void v3_header(uint8_t *b, size_t n)
+{
+    memset(b, 0, n);
+    qc_put32(b, QC_MAGIC);
+    qc_put32(b + 4, 3);
+    qc_put32(b + 20, 16);
+    qc_put64(b + 24, 1 << 30);
+    qc_put32(b + 36, 2);
+    qc_put64(b + 40, 0x30000);
+    qc_put64(b + 48, 0x10000);
+    qc_put32(b + 56, 1);
+    qc_put32(b + 96, 4);
+    qc_put32(b + 100, 112);
+}
+
+static void add_ext(uint8_t *b, size_t *off, uint32_t magic, const void *data, uint32_t len)
+{
+    qc_put32(b + *off, magic);
+    qc_put32(b + *off + 4, len);
+    memcpy(b + *off + 8, data, len);
+    *off += 8 + qc_align_up(len, 8);
+}
+
+static void test_header(void)
+{
+    static uint8_t b[65536];
+    qc_ctx *ctx = qc_ctx_new();
+    qc_header h;
+
+    v3_header(b, sizeof(b));
+    CHECK(qc_header_parse(ctx, &h, b, sizeof(b), sizeof(b), "x") == 0, "minimal v3 header parses");
+    CHECK(h.refcount_order == 4 && h.header_length == 112 && !h.backing_name, "fields read back");
+    qc_header_clear(&h);
+
+    /* Extensions: backing format, an unknown one kept verbatim, backing name. */
+    size_t o = 112;
+    add_ext(b, &o, QC_EXT_BACKING_FMT, "qcow2", 5);
+    add_ext(b, &o, 0x12345678, "abcdefghij", 10);
+    qc_put32(b + o, 0);
+    o += 8;
+    memcpy(b + o, "base.qcow2", 10);
+    qc_put64(b + 8, o);
+    qc_put32(b + 16, 10);
+    CHECK(qc_header_parse(ctx, &h, b, sizeof(b), sizeof(b), "x") == 0, "header with extensions parses");
+    CHECK(h.backing_fmt && !strcmp(h.backing_fmt, "qcow2"), "backing format extension");
+    CHECK(h.n_unknown == 1 && h.unknown[0].magic == 0x12345678 && h.unknown[0].len == 10 &&
+              !memcmp(h.unknown[0].data, "abcdefghij", 10), "unknown extension preserved");
+    CHECK(h.backing_name && !strcmp(h.backing_name, "base.qcow2"), "backing name");
+    qc_header_clear(&h);
+
+    /* Extension length running past the area. */
+    v3_header(b, sizeof(b));
+    qc_put32(b + 112, 0x1);
+    qc_put32(b + 116, 0xfffffff0u);
+    CHECK(qc_header_parse(ctx, &h, b, sizeof(b), sizeof(b), "x") == QC_ERR_FORMAT, "oversized extension refused");
+    qc_header_clear(&h);
+
+    v3_header(b, sizeof(b));
+    qc_put64(b + 72, 1ull << 40);
+    CHECK(qc_header_parse(ctx, &h, b, sizeof(b), sizeof(b), "x") == QC_ERR_UNSUPPORTED &&
+              strstr(qc_ctx_error(ctx)->msg, "bit 40"), "unknown incompatible bit refused: %s", qc_ctx_error(ctx)->msg);
+    qc_header_clear(&h);
+
+    v3_header(b, sizeof(b));
+    qc_put32(b + 20, 22);
+    CHECK(qc_header_parse(ctx, &h, b, sizeof(b), sizeof(b), "x") == QC_ERR_FORMAT, "cluster_bits 22 refused");
+    qc_header_clear(&h);
+
+    v3_header(b, sizeof(b));
+    qc_put32(b + 4, 4);
+    CHECK(qc_header_parse(ctx, &h, b, sizeof(b), sizeof(b), "x") == QC_ERR_UNSUPPORTED, "version 4 refused");
+    qc_header_clear(&h);
+
+    v3_header(b, sizeof(b));
+    qc_put64(b + 8, 65530);
+    qc_put32(b + 16, 100);
+    CHECK(qc_header_parse(ctx, &h, b, sizeof(b), sizeof(b), "x") == QC_ERR_FORMAT, "backing name past cluster 0 refused");
+    qc_header_clear(&h);
+
+    v3_header(b, sizeof(b));
+    qc_put64(b + 8, 1024);
+    qc_put32(b + 16, 1024);
+    memset(b + 1024, 'a', 1024);
+    CHECK(qc_header_parse(ctx, &h, b, sizeof(b), sizeof(b), "x") == QC_ERR_FORMAT, "1024-byte backing name refused");
+    qc_header_clear(&h);
+
+    v3_header(b, sizeof(b));
+    b[104] = 1;
+    CHECK(qc_header_parse(ctx, &h, b, sizeof(b), sizeof(b), "x") == QC_ERR_FORMAT,
+          "zstd without its incompatible bit refused");
+    qc_header_clear(&h);
+
+    CHECK(qc_header_parse(ctx, &h, b, 50, 50, "x") == QC_ERR_FORMAT, "short buffer refused");
+    qc_header_clear(&h);
+    qc_ctx_free(ctx);
+}
+
+static void test_paths(void)
+{
+    qc_ctx *ctx = qc_ctx_new();
+    char *p = qc_path_combine(ctx, "dir/sub/ov.qcow2", "../base.qcow2");
+    CHECK(!strcmp(p, "dir/sub/../base.qcow2"), "relative name joins the overlay's directory");
+    free(p);
+    p = qc_path_combine(ctx, "ov.qcow2", "base.qcow2");
+    CHECK(!strcmp(p, "base.qcow2"), "overlay in cwd");
+    free(p);
+    p = qc_path_combine(ctx, "/a/ov.qcow2", "/b/base.qcow2");
+    CHECK(!strcmp(p, "/b/base.qcow2"), "absolute name kept");
+    free(p);
+    CHECK(qc_path_has_protocol("nbd:localhost:10809"), "protocol name detected");
+    CHECK(!qc_path_has_protocol("./a:b"), "colon after a slash is a file name");
+    CHECK(qc_buf_is_zero("\0\0\0\0\0\0\0\0\0\0\0", 11) && !qc_buf_is_zero("\0\0\0\0\0\0\0\0\0\1", 10),
+          "zero detection");
+    qc_fail(ctx, QC_ERR_IO, 0, "f", "op", "line one\nline two");
+    CHECK(!strchr(qc_ctx_error(ctx)->msg, '\n'), "error messages are one line");
+    qc_ctx_free(ctx);
+}
+
+int main(void)
+{
+    test_header();
+    test_paths();
+    printf("1..%d\n", count);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,98 @@
+package QcTest;
+
+# Helpers for the test suite: scratch directories, the real qemu-img/qemu-io
+# as oracles, and comparison of our results with theirs.
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path getcwd);
+use Exporter 'import';
+use File::Temp qw(tempdir);
+use IPC::Open3;
+use JSON::PP;
+use Symbol 'gensym';
+use Test::More;
+
+our @EXPORT = qw(
+    scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
+    asan_driver BIN
+);
+
+my $ROOT = abs_path(__FILE__ . '/../../..');
+sub BIN { "$ROOT/bin/qcow2-chain" }
+
+# A fresh directory for this test file, removed at the end.
+sub scratch {
+    my $base = $ENV{QC_TEST_TMP} // '/tmp';
+    return tempdir('qc-test-XXXXXX', DIR => $base, CLEANUP => !$ENV{QC_KEEP});
+}
+
+# Run a command; returns (exit code, stdout, stderr).
+sub run_cmd {
+    my (@cmd) = @_;
+    my $err = gensym;
+    my $pid = open3(my $in, my $out, $err, @cmd);
+    close $in;
+    local $/;
+    my $o = <$out> // '';
+    my $e = <$err> // '';
+    waitpid($pid, 0);
+    return ($? >> 8, $o, $e);
+}
+
+sub qimg {
+    my (@args) = @_;
+    my ($rc, $o, $e) = run_cmd('qemu-img', @args);
+    die "qemu-img @args failed ($rc): $e" if $rc != 0;
+    return $o;
+}
+
+# qemu-img whose exit code matters (check: 0, 2, 3).
+sub qimg_ok {
+    my (@args) = @_;
+    return run_cmd('qemu-img', @args);
+}
+
+sub qio {
+    my ($file, @cmds) = @_;
+    my @fmt = ('-f', 'qcow2');
+    if (ref $file) { @fmt = ('-f', $file->[1]); $file = $file->[0] }
+    my ($rc, $o, $e) = run_cmd('qemu-io', @fmt, (map { ('-c', $_) } @cmds), $file);
+    die "qemu-io @cmds $file failed ($rc): $o$e" if $rc != 0 || $o =~ /(failed|error)/i;
+    return $o;
+}
+
+sub qimg_json { decode_json(qimg(@_)) }
+
+# Canonical JSON text of data (for is() with readable diffs).
+sub json_canon { JSON::PP->new->canonical->pretty->encode($_[0]) }
+
+# Run our CLI through the built blib.
+sub our_cli {
+    my (@args) = @_;
+    return run_cmd($^X, "-I$ROOT/blib/lib", "-I$ROOT/blib/arch", BIN, @args);
+}
+
+sub slurp {
+    my ($f) = @_;
+    open(my $fh, '<:raw', $f) or die "open $f: $!";
+    local $/;
+    return scalar <$fh>;
+}
+
+sub same_file {
+    my ($a, $b) = @_;
+    my ($rc) = run_cmd('cmp', '-s', $a, $b);
+    return $rc == 0;
+}
+
+# The probe driver built with AddressSanitizer and UBSan (built once).
+sub asan_driver {
+    my $bin = "$ROOT/t/c/bin/qc-probe";
+    my ($rc, $o, $e) = run_cmd($^X, "$ROOT/t/c/run-ctest.pl", '--build-only');
+    die "building the ASan driver failed: $o$e" if $rc != 0;
+    return $bin;
+}
+
+1;
