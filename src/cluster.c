@@ -84,7 +84,9 @@ int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
     uint32_t cover_bits = img->cluster_bits + img->l2_bits;
     uint64_t l1i = off >> cover_bits;
     uint8_t *l2;
-    int r = get_l2(img, l1i, &l2);
+    int r = img->l1 ? 0 : qc_image_load_tables(img);
+    if (r == 0)
+        r = get_l2(img, l1i, &l2);
     if (r < 0)
         return r;
     if (!l2) {
@@ -136,6 +138,9 @@ int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
 int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc)
 {
     *rc = 0;
+    int r = img->reftable ? 0 : qc_image_load_tables(img);
+    if (r < 0)
+        return r;
     uint64_t rti = cluster >> img->rb_bits;
     if (rti >= img->rt_entries)
         return 0;
@@ -145,7 +150,7 @@ int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc)
     if (rbo & (img->cluster_size - 1))
         return corrupt(img, "refcount block offset %#llx is not cluster aligned (index %llu)", (unsigned long long)rbo, (unsigned long long)rti);
     uint8_t *rb;
-    int r = qc_cache_get(img, &img->rbc, rbo, &rb, "refcount block");
+    r = qc_cache_get(img, &img->rbc, rbo, &rb, "refcount block");
     if (r < 0)
         return r;
     uint64_t i = cluster & ((1ull << img->rb_bits) - 1);

@@ -58,8 +58,9 @@ static int keep_ext(qc_ctx *ctx, qc_ext *dst, uint32_t magic, const uint8_t *p, 
     return 0;
 }
 
+/* Returns 1 when the buffer ended before the end marker (caller may retry). */
 static int parse_extensions(qc_ctx *ctx, qc_header *h, const uint8_t *buf,
-                            uint64_t start, uint64_t end, const char *path)
+                            uint64_t start, uint64_t end, bool partial, const char *path)
 {
     uint64_t off = start;
     while (off + 8 <= end) {
@@ -67,8 +68,11 @@ static int parse_extensions(qc_ctx *ctx, qc_header *h, const uint8_t *buf,
         off += 8;
         if (magic == QC_EXT_END)
             return 0;
-        if (len > end - off)
+        if (len > end - off) {
+            if (partial)
+                return 1;
             return bad(ctx, path, "header extension runs past the end of the header area");
+        }
         const uint8_t *p = buf + off;
         int r = 0;
         switch (magic) {
@@ -117,13 +121,15 @@ static int parse_extensions(qc_ctx *ctx, qc_header *h, const uint8_t *buf,
             return r;
         off += qc_align_up(len, 8);
     }
-    return 0;
+    return partial ? 1 : 0;
 }
 
 int qc_header_parse(qc_ctx *ctx, qc_header *h, const uint8_t *buf, size_t len,
                     uint64_t file_size, const char *path)
 {
     memset(h, 0, sizeof(*h));
+    /* len may be a prefix of cluster 0; then 1 asks for the whole cluster. */
+    bool partial = len >= 24 && len < qc_min(file_size, 1ull << qc_min(qc_be32(buf + 20), 21));
     if (len < 72 || file_size < 72)
         return bad(ctx, path, "file is too short to be a qcow2 image");
     if (qc_be32(buf) != QC_MAGIC)
@@ -160,8 +166,10 @@ int qc_header_parse(qc_ctx *ctx, qc_header *h, const uint8_t *buf, size_t len,
         h->header_length = qc_be32(buf + 100);
         if (h->header_length < 104)
             return bad(ctx, path, "header length is too small");
-        if (h->header_length > cs || h->header_length > len)
+        if (h->header_length > cs)
             return bad(ctx, path, "header length is larger than the cluster size");
+        if (h->header_length > len)
+            return partial ? 1 : bad(ctx, path, "header length is larger than the file");
         if (h->header_length > 104)
             h->compression_type = buf[104];
         if (h->header_length > 105) {
@@ -181,11 +189,14 @@ int qc_header_parse(qc_ctx *ctx, qc_header *h, const uint8_t *buf, size_t len,
         if (h->backing_offset >= cs || h->backing_offset < h->header_length)
             return bad(ctx, path, "backing file name offset lies outside the header cluster");
         ext_end = h->backing_offset;
+        if (partial && h->backing_offset + h->backing_size > len)
+            return 1;
     }
-    if (ext_end > len)
+    bool cut = ext_end > len;
+    if (cut)
         ext_end = len;
-    int r = parse_extensions(ctx, h, buf, h->header_length, ext_end, path);
-    if (r < 0)
+    int r = parse_extensions(ctx, h, buf, h->header_length, ext_end, partial && (cut || !h->backing_offset), path);
+    if (r != 0)
         return r;
 
     uint64_t unknown = h->incompat & ~QC_INCOMPAT_KNOWN;

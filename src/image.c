@@ -63,6 +63,19 @@ static int load_u64_table(qc_image *img, uint64_t **out, uint64_t off, uint64_t 
     return 0;
 }
 
+/* L1 and refcount tables are read on first use: inspection needs neither. */
+int qc_image_load_tables(qc_image *img)
+{
+    int r = 0;
+    if (img->fmt != QC_FMT_QCOW2)
+        return 0;
+    if (!img->l1)
+        r = load_u64_table(img, &img->l1, img->hdr.l1_offset, img->l1_size, "L1 table");
+    if (r == 0 && !img->reftable)
+        r = load_u64_table(img, &img->reftable, img->hdr.rt_offset, img->rt_entries, "refcount table");
+    return r;
+}
+
 static int load_snapshots(qc_image *img)
 {
     qc_header *h = &img->hdr;
@@ -236,15 +249,23 @@ static int open_qcow2(qc_image *img)
     if (cb < 9 || cb > 21)
         return qc_fail(ctx, QC_ERR_FORMAT, 0, img->filename, "open",
                        "'%s': unsupported cluster size 2^%u", img->filename, cb);
-    size_t cs = (size_t)1 << cb;
-    uint8_t *c0 = qc_malloc(ctx, cs);
-    if (!c0)
-        return QC_ERR_NOMEM;
-    size_t n = (size_t)qc_min(cs, img->file_size);
-    r = qc_pread_full(ctx, img->fd, img->filename, c0, n, 0);
+    /* Usually the header, extensions and backing name fit in 4 KiB. */
+    size_t cs = (size_t)1 << cb, n = (size_t)qc_min(qc_min(cs, 4096), img->file_size);
+    uint8_t small[4096];
+    r = qc_pread_full(ctx, img->fd, img->filename, small, n, 0);
     if (r == 0)
-        r = qc_header_parse(ctx, h, c0, n, img->file_size, img->filename);
-    free(c0);
+        r = qc_header_parse(ctx, h, small, n, img->file_size, img->filename);
+    if (r == 1) {
+        qc_header_clear(h);
+        uint8_t *c0 = qc_malloc(ctx, cs);
+        if (!c0)
+            return QC_ERR_NOMEM;
+        n = (size_t)qc_min(cs, img->file_size);
+        r = qc_pread_full(ctx, img->fd, img->filename, c0, n, 0);
+        if (r == 0)
+            r = qc_header_parse(ctx, h, c0, n, img->file_size, img->filename);
+        free(c0);
+    }
     if (r < 0)
         return r;
 
@@ -279,8 +300,6 @@ static int open_qcow2(qc_image *img)
     if (h->l1_size < need)
         return bad(img, "L1 table is too small for the virtual size");
     img->l1_size = h->l1_size;
-    if ((r = load_u64_table(img, &img->l1, h->l1_offset, h->l1_size, "L1 table")) < 0)
-        return r;
 
     uint64_t rt_bytes = (uint64_t)h->rt_clusters * img->cluster_size;
     if (h->rt_clusters == 0 || rt_bytes > QC_MAX_REFTABLE_BYTES)
@@ -288,8 +307,6 @@ static int open_qcow2(qc_image *img)
     if ((r = check_table(img, h->rt_offset, rt_bytes / 8, 8, QC_MAX_REFTABLE_BYTES, "refcount table")) < 0)
         return r;
     img->rt_entries = rt_bytes / 8;
-    if ((r = load_u64_table(img, &img->reftable, h->rt_offset, img->rt_entries, "refcount table")) < 0)
-        return r;
 
     if ((r = qc_cache_init(ctx, &img->l2c, img->cluster_size, ctx->cache_bytes)) < 0 ||
         (r = qc_cache_init(ctx, &img->rbc, img->cluster_size, ctx->cache_bytes / 4)) < 0)

@@ -255,7 +255,10 @@ bool qc_path_has_protocol(const char *name);
 bool qc_buf_is_zero(const void *buf, size_t n);
 
 /* ---- header.c ---- */
-/* Parse cluster 0 (len bytes, at least the fixed header). */
+/*
+ * Parse cluster 0 from buf (len bytes: all of cluster 0, or a prefix).
+ * Returns 1 if a prefix was too short to decide: call again with it all.
+ */
 int qc_header_parse(qc_ctx *ctx, qc_header *h, const uint8_t *buf, size_t len,
                     uint64_t file_size, const char *path);
 void qc_header_clear(qc_header *h);
@@ -285,6 +288,8 @@ void qc_lock_release(qc_image *img);
 int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,
                       unsigned flags);
 void qc_image_free_one(qc_image *img);
+/* Read the L1 and refcount tables if not yet in memory. */
+int qc_image_load_tables(qc_image *img);
 int qc_format_from_name(qc_ctx *ctx, const char *fmt, const char *path);
 const char *qc_format_name(int fmt);
 
