@@ -162,6 +162,16 @@ static void qcx_croak_msg(pTHX_ const char *code, int err, const char *path,
     croak_sv(sv_2mortal(e));
 }
 
+/* Raise the error held by ctx (which stays alive). */
+static void qcx_croak_ctx(pTHX_ qc_ctx *ctx, int r)
+{
+    qc_error e = *qc_ctx_error(ctx);
+    if (!e.msg[0])
+        snprintf(e.msg, sizeof(e.msg), "operation failed (%s)", qc_strerror(r));
+    qc_ctx_clear_error(ctx);
+    qcx_croak_msg(aTHX_ qc_strerror(e.code ? e.code : r), e.sys_errno, e.path, e.op, e.msg);
+}
+
 /* Finish the call; on failure raise its error. */
 static void qcx_check(pTHX_ qcx_call *c, int r)
 {
@@ -232,8 +242,35 @@ static const char *qcx_str_or_null(pTHX_ SV *sv)
     return SvOK(sv) ? SvPV_nolen(sv) : NULL;
 }
 
+/* An open image handle (PVE::Storage::Qcow2Chain::Image). */
+typedef struct qcx_image {
+    qcx_call call; /* context, fault injection, progress */
+    qc_image *img;
+} qcx_image;
+
+typedef qcx_image *PVE__Storage__Qcow2Chain__Image;
+
+static qcx_image *qcx_image_from(pTHX_ SV *sv)
+{
+    if (!sv_isobject(sv) || !sv_derived_from(sv, "PVE::Storage::Qcow2Chain::Image"))
+        croak("not a PVE::Storage::Qcow2Chain::Image object\n");
+    qcx_image *h = INT2PTR(qcx_image *, SvIV(SvRV(sv)));
+    if (!h || !h->img)
+        croak("PVE::Storage::Qcow2Chain::Image: the image is closed\n");
+    return h;
+}
+
+/* Integer option from a hash, with a default. */
+static UV qcx_opt_uv(pTHX_ HV *o, const char *k, UV def)
+{
+    SV *v = opt_sv(aTHX_ o, k);
+    return v ? SvUV(v) : def;
+}
+
 MODULE = PVE::Storage::Qcow2Chain   PACKAGE = PVE::Storage::Qcow2Chain
 
 PROTOTYPES: DISABLE
 
 INCLUDE: xs/Qcow2Chain.xs
+
+INCLUDE: xs/Image.xs

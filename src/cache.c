@@ -84,6 +84,25 @@ int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const
     return 0;
 }
 
+int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data)
+{
+    bool hit;
+    qc_cached *s = lookup(c, off, &hit);
+    s->used = ++c->tick;
+    if (!hit && s->off && s->dirty) {
+        int r = qc_cache_writeback(img, c, s);
+        if (r < 0)
+            return r;
+    }
+    if (!s->data && !(s->data = qc_malloc(img->ctx, c->table_size)))
+        return QC_ERR_NOMEM;
+    memset(s->data, 0, c->table_size);
+    s->off = off;
+    s->dirty = true;
+    *data = s->data;
+    return 0;
+}
+
 /*
  * Write one dirty table back. An L2 table may point at clusters whose
  * refcounts and data are not yet on disk: those go first (refcount blocks
@@ -92,10 +111,8 @@ int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const
 int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s)
 {
     if (c == &img->l2c) {
-        int r = qc_cache_flush(img, &img->rbc);
+        int r = qc_meta_deps(img);
         if (r < 0)
-            return r;
-        if ((r = qc_sys_fsync(img->ctx, img->fd, img->filename)) < 0)
             return r;
     }
     int r = qc_pwrite_full(img->ctx, img->fd, img->filename, s->data, c->table_size, s->off);
@@ -107,12 +124,24 @@ int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s)
 
 int qc_cache_flush(qc_image *img, qc_cache *c)
 {
+    bool any = false;
+    for (unsigned i = 0; i < c->cap; i++)
+        any |= c->slots[i].off && c->slots[i].dirty;
+    if (!any)
+        return 0;
+    if (c == &img->l2c) {
+        /* Dependencies once for all tables, not once per table. */
+        int r = qc_meta_deps(img);
+        if (r < 0)
+            return r;
+    }
     for (unsigned i = 0; i < c->cap; i++) {
         qc_cached *s = &c->slots[i];
         if (s->off && s->dirty) {
-            int r = qc_cache_writeback(img, c, s);
+            int r = qc_pwrite_full(img->ctx, img->fd, img->filename, s->data, c->table_size, s->off);
             if (r < 0)
                 return r;
+            s->dirty = false;
         }
     }
     return 0;

@@ -135,6 +135,8 @@ void qc_image_close(qc_image *img)
 {
     while (img) {
         qc_image *next = img->backing;
+        if (img->write_ready)
+            qc_flush(img); /* best effort; callers who care flush first */
         qc_image_free_one(img);
         img = next;
     }

@@ -26,8 +26,8 @@ static int get_l2(qc_image *img, uint64_t l1i, uint8_t **l2)
  * Kind and host cluster of subcluster sc in L2 entry (e, bitmap).
  * Returns NULL, or why the entry is invalid.
  */
-static const char *classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned sc,
-                            int *kind, uint64_t *host)
+const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned sc,
+                        int *kind, uint64_t *host)
 {
     bool data_file = img->hdr.incompat & QC_INCOMPAT_DATA_FILE;
     *host = e & QC_OFFSET_MASK;
@@ -105,7 +105,7 @@ int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
     unsigned sc = (unsigned)((off >> img->sc_bits) & ((1u << (img->cluster_bits - img->sc_bits)) - 1));
     uint64_t e, bm, h0;
     read_entry(img, l2, ci, &e, &bm);
-    const char *why = classify(img, e, bm, sc, kind, &h0);
+    const char *why = qc_classify(img, e, bm, sc, kind, &h0);
     if (why)
         return corrupt(img, "%s (guest offset %#llx, L2 entry %#llx)", why, (unsigned long long)((l1i << cover_bits) + (ci << img->cluster_bits)), (unsigned long long)e);
     uint64_t scs = 1ull << img->sc_bits;
@@ -124,7 +124,7 @@ int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
             uint64_t ne, nbm, nh;
             int k;
             read_entry(img, l2, c, &ne, &nbm);
-            if (classify(img, ne, nbm, s, &k, &nh) || k != *kind)
+            if (qc_classify(img, ne, nbm, s, &k, &nh) || k != *kind)
                 break;
             if (hosted && nh != h0 + ((pos & ~(img->cluster_size - 1)) - cstart))
                 break;
@@ -132,37 +132,6 @@ int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
         }
     }
     *len = qc_min(pos, table_end) - off;
-    return 0;
-}
-
-int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc)
-{
-    *rc = 0;
-    int r = img->reftable ? 0 : qc_image_load_tables(img);
-    if (r < 0)
-        return r;
-    uint64_t rti = cluster >> img->rb_bits;
-    if (rti >= img->rt_entries)
-        return 0;
-    uint64_t rbo = img->reftable[rti] & QC_RT_OFFSET_MASK;
-    if (!rbo)
-        return 0;
-    if (rbo & (img->cluster_size - 1))
-        return corrupt(img, "refcount block offset %#llx is not cluster aligned (index %llu)", (unsigned long long)rbo, (unsigned long long)rti);
-    uint8_t *rb;
-    r = qc_cache_get(img, &img->rbc, rbo, &rb, "refcount block");
-    if (r < 0)
-        return r;
-    uint64_t i = cluster & ((1ull << img->rb_bits) - 1);
-    switch (img->refcount_bits) {
-    case 1: *rc = rb[i / 8] >> (i % 8) & 1; break;
-    case 2: *rc = rb[i / 4] >> (2 * (i % 4)) & 3; break;
-    case 4: *rc = rb[i / 2] >> (4 * (i % 2)) & 15; break;
-    case 8: *rc = rb[i]; break;
-    case 16: *rc = qc_be16(rb + 2 * i); break;
-    case 32: *rc = qc_be32(rb + 4 * i); break;
-    default: *rc = qc_be64(rb + 8 * i); break;
-    }
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* header.c - parse cluster 0 (header, extensions, backing name) from a buffer. */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,5 +235,105 @@ int qc_header_parse(qc_ctx *ctx, qc_header *h, const uint8_t *buf, size_t len,
         if (!(h->backing_name = qc_strndup(ctx, p, h->backing_size)))
             return QC_ERR_NOMEM;
     }
+    return 0;
+}
+
+/* QEMU's feature name table, as written by every v3 header update. */
+static const struct {
+    uint8_t type, bit;
+    const char *name;
+} feature_names[] = {
+    {0, 0, "dirty bit"},           {0, 1, "corrupt bit"},    {0, 2, "external data file"},
+    {0, 3, "compression type"},    {0, 4, "extended L2 entries"}, {1, 0, "lazy refcounts"},
+    {2, 0, "bitmaps"},             {2, 1, "raw external data"},
+};
+
+/* Append one extension at *o; false if it does not fit before limit. */
+static bool put_ext(uint8_t *buf, size_t *o, size_t limit, uint32_t magic, const void *data, uint32_t len)
+{
+    size_t need = 8 + (size_t)qc_align_up(len, 8);
+    if (*o + need > limit)
+        return false;
+    qc_put32(buf + *o, magic);
+    qc_put32(buf + *o + 4, len);
+    if (len)
+        memcpy(buf + *o + 8, data, len);
+    *o += need;
+    return true;
+}
+
+int qc_header_serialize(qc_ctx *ctx, qc_header *h, uint8_t *buf, size_t cs, const char *path)
+{
+    memset(buf, 0, cs);
+    qc_put32(buf, QC_MAGIC);
+    qc_put32(buf + 4, h->version);
+    qc_put32(buf + 20, h->cluster_bits);
+    qc_put64(buf + 24, h->size);
+    qc_put32(buf + 32, h->crypt_method);
+    qc_put32(buf + 36, h->l1_size);
+    qc_put64(buf + 40, h->l1_offset);
+    qc_put64(buf + 48, h->rt_offset);
+    qc_put32(buf + 56, h->rt_clusters);
+    qc_put32(buf + 60, h->nb_snapshots);
+    qc_put64(buf + 64, h->snapshots_offset);
+    size_t o = 72;
+    if (h->version >= 3) {
+        qc_put64(buf + 72, h->incompat);
+        qc_put64(buf + 80, h->compat);
+        qc_put64(buf + 88, h->autoclear);
+        qc_put32(buf + 96, h->refcount_order);
+        qc_put32(buf + 100, h->header_length);
+        if (h->header_length > 104)
+            buf[104] = h->compression_type;
+        if (h->extra_len)
+            memcpy(buf + 105, h->extra, h->extra_len);
+        o = h->header_length;
+    }
+    size_t name_len = h->backing_name ? strlen(h->backing_name) : 0;
+    if (name_len > QC_MAX_BACKING_NAME)
+        return qc_fail(ctx, QC_ERR_INVALID, 0, path, "header",
+                       "'%s': backing file name is longer than %u bytes", path, QC_MAX_BACKING_NAME);
+    /* Extensions must leave room for the end marker and the backing name. */
+    size_t limit = cs - 8 - name_len;
+    bool ok = true;
+    if (h->backing_name && h->backing_fmt)
+        ok = ok && put_ext(buf, &o, limit, QC_EXT_BACKING_FMT, h->backing_fmt, (uint32_t)strlen(h->backing_fmt));
+    if (h->data_file)
+        ok = ok && put_ext(buf, &o, limit, QC_EXT_DATA_FILE, h->data_file, (uint32_t)strlen(h->data_file));
+    if (h->crypto.len)
+        ok = ok && put_ext(buf, &o, limit, QC_EXT_CRYPTO, h->crypto.data, h->crypto.len);
+    if (h->version >= 3 && cs > 4096) {
+        uint8_t t[sizeof(feature_names) / sizeof(feature_names[0]) * 48];
+        memset(t, 0, sizeof(t));
+        for (size_t i = 0; i < sizeof(feature_names) / sizeof(feature_names[0]); i++) {
+            t[i * 48] = feature_names[i].type;
+            t[i * 48 + 1] = feature_names[i].bit;
+            memcpy(t + i * 48 + 2, feature_names[i].name, strlen(feature_names[i].name));
+        }
+        ok = ok && put_ext(buf, &o, limit, QC_EXT_FEATURES, t, sizeof(t));
+    }
+    if (h->has_bitmaps_ext) {
+        uint8_t b[24] = {0};
+        qc_put32(b, h->nb_bitmaps);
+        qc_put64(b + 8, h->bitmap_dir_size);
+        qc_put64(b + 16, h->bitmap_dir_offset);
+        ok = ok && put_ext(buf, &o, limit, QC_EXT_BITMAPS, b, sizeof(b));
+    }
+    for (size_t i = 0; i < h->n_unknown; i++)
+        ok = ok && put_ext(buf, &o, limit, h->unknown[i].magic, h->unknown[i].data, h->unknown[i].len);
+    if (!ok)
+        return qc_fail(ctx, QC_ERR_NOSPC, ENOSPC, path, "header",
+                       "'%s': No space left in the file header", path);
+    o += 8; /* end marker (zeros) */
+    if (h->backing_name) {
+        memcpy(buf + o, h->backing_name, name_len);
+        h->backing_offset = o;
+        h->backing_size = (uint32_t)name_len;
+    } else {
+        h->backing_offset = 0;
+        h->backing_size = 0;
+    }
+    qc_put64(buf + 8, h->backing_offset);
+    qc_put32(buf + 16, h->backing_size);
     return 0;
 }

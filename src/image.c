@@ -146,6 +146,7 @@ static int load_snapshots(qc_image *img)
         if ((r = check_table(img, s->l1_offset, s->l1_size, 8, QC_MAX_L1_BYTES, "snapshot L1 table")) < 0)
             goto out;
     }
+    img->snap_table_bytes = o - h->snapshots_offset;
     r = 0;
 out:
     free(var);

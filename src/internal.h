@@ -176,12 +176,21 @@ struct qc_image {
     qc_cache rbc;
     qc_snapshot *snaps;
     uint32_t nsnaps;
+    uint64_t snap_table_bytes;
     qc_bitmap *bitmaps;
     uint32_t nbitmaps;
     int prealloc;              /* -1 unknown, 0 no, 1 metadata preallocation */
     uint8_t *zbuf;             /* last decompressed cluster */
     uint64_t zbuf_desc;        /* its descriptor, 0 = none */
     int data_fd;               /* external data file, or fd */
+
+    /* write state */
+    bool write_ready;          /* prepared for writing (see write.c) */
+    uint64_t free_hint;        /* first cluster that may be free */
+    struct qc_free { uint64_t off, bytes; } *frees; /* deferred refcount decrements */
+    size_t nfree, free_cap;
+    uint64_t l1_dirty_lo, l1_dirty_hi; /* L1 entries to write at flush */
+    uint64_t rt_dirty_lo, rt_dirty_hi; /* reftable entries to write at flush */
 
     /* chain */
     qc_image *backing;
@@ -262,6 +271,13 @@ bool qc_buf_is_zero(const void *buf, size_t n);
 int qc_header_parse(qc_ctx *ctx, qc_header *h, const uint8_t *buf, size_t len,
                     uint64_t file_size, const char *path);
 void qc_header_clear(qc_header *h);
+/*
+ * Write h as cluster 0 into buf (cs bytes), in QEMU's order: header,
+ * unknown header fields, backing format, data file, crypto, feature table,
+ * bitmaps, unknown extensions, end marker, backing name. Sets
+ * h->backing_offset/size. QC_ERR_NOSPC if it does not fit.
+ */
+int qc_header_serialize(qc_ctx *ctx, qc_header *h, uint8_t *buf, size_t cs, const char *path);
 /* Name of feature (type, bit) from the feature table, or NULL. */
 const char *qc_header_feature_name(const qc_header *h, int type, int bit, char *buf, size_t n);
 
@@ -277,6 +293,8 @@ int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s);
 int qc_cache_flush(qc_image *img, qc_cache *c);
 /* Mark the table whose buffer is data as modified. */
 void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data);
+/* A slot for a new table at off: zero-filled, dirty, not read from disk. */
+int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data);
 
 /* ---- lock.c ---- */
 enum { QC_LOCK_NONE = 0, QC_LOCK_SHARED, QC_LOCK_READ, QC_LOCK_WRITE };
@@ -302,9 +320,46 @@ const char *qc_format_name(int fmt);
  */
 int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
               int *kind, uint64_t *host);
-int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc);
 /* Decompress the cluster described by desc into img->zbuf. */
 int qc_read_compressed(qc_image *img, uint64_t desc);
+
+/* ---- refcount.c ---- */
+int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc);
+uint64_t qc_rb_get(const qc_image *img, const uint8_t *rb, uint64_t i);
+/* Store refcount v at index i of a block of bits-wide entries. */
+void qc_rb_put(unsigned bits, uint8_t *rb, uint64_t i, uint64_t v);
+uint64_t qc_refcount_max(const qc_image *img);
+/* Add delta to a cluster's refcount (creating blocks/growing the table). */
+int qc_refcount_add(qc_image *img, uint64_t cluster, int64_t delta);
+/* n contiguous new clusters with refcount 1; host = byte offset. */
+int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host);
+/* Drop one reference to every cluster touched by [off, off+bytes) at the next flush. */
+int qc_free_later(qc_image *img, uint64_t off, uint64_t bytes);
+int qc_apply_frees(qc_image *img);
+
+/* ---- flush.c ---- */
+/* Refcount blocks written, synced; then dirty refcount table entries, synced. */
+int qc_meta_deps(qc_image *img);
+/* Everything durable in order: refcounts, L2, L1, then deferred frees. */
+int qc_flush(qc_image *img);
+/* Rewrite cluster 0 from img->hdr in one write. */
+int qc_header_write(qc_image *img);
+void qc_l1_dirty(qc_image *img, uint64_t i);
+
+/* ---- write.c ---- */
+int qc_write_prepare(qc_image *img);
+/* L2 entry kind of guest cluster (standard or extended), exported for commit. */
+const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned sc,
+                        int *kind, uint64_t *host);
+
+/* ---- create.c ---- */
+int qc_sync_dir(qc_ctx *ctx, const char *path);
+/* Rename tmp to path without replacing anything, then sync the directory. */
+int qc_commit_temp(qc_ctx *ctx, const char *tmp, const char *path);
+
+/* ---- check.c ---- */
+/* Rebuild refcounts from the metadata (repair of dirty/leaky images). */
+int qc_rebuild_refcounts(qc_image *img);
 
 /* ---- compress.c ---- */
 int qc_inflate(qc_ctx *ctx, int type, const uint8_t *in, size_t in_len,

@@ -162,6 +162,55 @@ qc_image *qc_image_backing(const qc_image *img);
 /* Read guest data through the chain (zeros past a shorter backing). */
 int qc_image_read(qc_image *img, void *buf, uint64_t off, size_t len);
 
+/*
+ * Guest writes to the top image (opened with QC_OPEN_RDWR), copying on
+ * write from the backing chain and from internal snapshots. Metadata
+ * reaches the disk in a crash-safe order at qc_image_flush (also run by
+ * qc_image_close): until then a crash loses the writes, never the image.
+ */
+int qc_image_write(qc_image *img, const void *buf, uint64_t off, size_t len);
+enum { QC_ZERO_UNMAP = 1u }; /* may release the clusters instead of keeping them */
+int qc_image_write_zeroes(qc_image *img, uint64_t off, uint64_t len, unsigned flags);
+/* Discard as QEMU does: whole clusters only; afterwards they read as zeros
+ * (v3) or from the backing (v2 without backing: zeros). */
+int qc_image_discard(qc_image *img, uint64_t off, uint64_t len);
+int qc_image_flush(qc_image *img);
+
+/* ---- create ---------------------------------------------------------- */
+
+typedef struct qc_create_opts {
+    uint64_t size;            /* 0: the backing file's size */
+    int version;              /* 2 (compat=0.10) or 3 (compat=1.1, default) */
+    uint32_t cluster_size;    /* 512 .. 2 MiB, default 64 KiB */
+    bool extended_l2;
+    uint32_t refcount_bits;   /* 1 .. 64, default 16 */
+    bool lazy_refcounts;
+    int compression_type;     /* 0 zlib, 1 zstd */
+    int preallocation;        /* 0 off, 1 metadata */
+    const char *backing;      /* stored verbatim; relative to the new image */
+    const char *backing_fmt;  /* required with backing */
+} qc_create_opts;
+
+/* Defaults as qemu-img create. */
+void qc_create_opts_init(qc_create_opts *o);
+/*
+ * Create a qcow2 image atomically: written under a temporary name, synced,
+ * renamed into place without replacing an existing file, directory synced.
+ * On failure nothing is left behind.
+ */
+int qc_create(qc_ctx *ctx, const char *path, const qc_create_opts *o);
+
+/* ---- check ----------------------------------------------------------- */
+
+enum { QC_REPAIR_NONE = 0, QC_REPAIR_LEAKS = 1, QC_REPAIR_ALL = 2 };
+/*
+ * qemu-img check: fills *out with qemu-img check --output=json's keys plus
+ * "messages" (the findings, one line each). Returns 0 when the check ran
+ * (whatever it found); the caller derives qemu-img's exit code: corruptions
+ * 2, leaks 3, else 0.
+ */
+int qc_check(qc_ctx *ctx, json_object **out, const char *path, const char *fmt, int repair);
+
 /* ---- inspection ----------------------------------------------------- */
 
 /* qemu-img info --output=json [--backing-chain]: object, or array top-first. */

@@ -77,3 +77,45 @@ _read(file, fmt, offset, length, opts)
     SvCUR_set(RETVAL, length);
   OUTPUT:
     RETVAL
+
+void
+_create(file, spec, opts)
+    const char *file
+    HV *spec
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_create_opts o;
+    SV *v;
+  CODE:
+    qc_create_opts_init(&o);
+    o.size = (uint64_t)qcx_opt_uv(aTHX_ spec, "size", 0);
+    o.version = (int)qcx_opt_uv(aTHX_ spec, "version", 3);
+    o.cluster_size = (uint32_t)qcx_opt_uv(aTHX_ spec, "cluster_size", 65536);
+    o.extended_l2 = opt_true(aTHX_ spec, "extended_l2");
+    o.refcount_bits = (uint32_t)qcx_opt_uv(aTHX_ spec, "refcount_bits", 16);
+    o.lazy_refcounts = opt_true(aTHX_ spec, "lazy_refcounts");
+    o.compression_type = (int)qcx_opt_uv(aTHX_ spec, "compression_type", 0);
+    o.preallocation = (int)qcx_opt_uv(aTHX_ spec, "preallocation", 0);
+    if ((v = opt_sv(aTHX_ spec, "backing_file")))
+        o.backing = SvPV_nolen(v);
+    if ((v = opt_sv(aTHX_ spec, "backing_fmt")))
+        o.backing_fmt = SvPV_nolen(v);
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_create(c.ctx, file, &o));
+
+SV *
+_check(file, fmt, repair, opts)
+    const char *file
+    SV *fmt
+    int repair
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    json_object *o = NULL;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_check(c.ctx, &o, file, qcx_str_or_null(aTHX_ fmt), repair));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
+  OUTPUT:
+    RETVAL

@@ -51,6 +51,61 @@ sub convert_raw {
     return;
 }
 
+# Sizes as qemu-img takes them: bytes, or a number with k/M/G/T/P/E (binary).
+sub parse_size {
+    my ($s) = @_;
+    die "invalid size '" . ($s // '') . "'\n" if !defined($s) || $s !~ /^(\d+(?:\.\d+)?)\s*([bkKmMgGtTpPeE]?)(?:i?B)?$/;
+    my ($n, $u) = ($1, lc($2 // ''));
+    my %m = ('' => 1, b => 1, k => 1024, m => 1024**2, g => 1024**3, t => 1024**4, p => 1024**5, e => 1024**6);
+    my $v = $n * $m{$u};
+    die "invalid size '$s'\n" if $v != int($v);
+    return int($v);
+}
+
+my %CREATE = map { $_ => 1 } qw(
+    size compat cluster_size extended_l2 refcount_bits lazy_refcounts compression_type
+    preallocation backing_file backing_fmt
+);
+
+sub create {
+    my ($file, %opt) = @_;
+    my %spec;
+    for my $k (keys %opt) {
+        next if !$CREATE{$k};
+        $spec{$k} = delete $opt{$k};
+    }
+    my $o = _opts('create', {}, %opt);
+    $spec{size} = parse_size($spec{size}) if defined $spec{size};
+    $spec{cluster_size} = parse_size($spec{cluster_size}) if defined $spec{cluster_size};
+    if (defined(my $c = delete $spec{compat})) {
+        $spec{version} = $c eq '0.10' ? 2 : $c eq '1.1' ? 3 : die "create: compat must be 0.10 or 1.1\n";
+    }
+    if (defined(my $c = $spec{compression_type})) {
+        $spec{compression_type} = $c eq 'zlib' ? 0 : $c eq 'zstd' ? 1 : die "create: compression_type must be zlib or zstd\n";
+    }
+    if (defined(my $p = $spec{preallocation})) {
+        $spec{preallocation} = $p eq 'off' ? 0 : $p eq 'metadata' ? 1
+            : die "create: preallocation must be off or metadata\n";
+    }
+    for my $b (qw(extended_l2 lazy_refcounts)) {
+        next if !defined $spec{$b};
+        my $v = $spec{$b};
+        $spec{$b} = ($v && $v !~ /^(off|false|no|0)$/i) ? 1 : 0;
+    }
+    _create(_file('create', $file), \%spec, $o);
+    return;
+}
+
+my %REPAIR = (none => 0, leaks => 1, all => 2);
+
+sub check {
+    my ($file, %opt) = @_;
+    my $o = _opts('check', { repair => 1 }, %opt);
+    my $repair = delete($o->{repair}) // 'none';
+    die "check: repair must be 'leaks' or 'all'\n" if !exists $REPAIR{$repair};
+    return _check(_file('check', $file), delete $o->{format}, $REPAIR{$repair}, $o);
+}
+
 sub read {
     my ($file, $offset, $length, %opt) = @_;
     my $o = _opts('read', {}, %opt);
@@ -171,6 +226,32 @@ as a sparse raw file.
 
 Returns C<$length> bytes of the guest view starting at C<$offset>.
 
+=item create($file, %opt)
+
+Creates a qcow2 image as C<qemu-img create -f qcow2> would, atomically
+(temporary name, fsync, rename without replacing, directory fsync). Options:
+C<size> (bytes or with k/M/G/T suffix; taken from the backing file when
+omitted), C<compat> (C<'1.1'> default or C<'0.10'>), C<cluster_size>
+(512..2M, default 64k), C<extended_l2>, C<refcount_bits> (1..64),
+C<lazy_refcounts>, C<compression_type> (C<zlib>, C<zstd>),
+C<preallocation> (C<off>, C<metadata>), C<backing_file> (stored as
+given, relative to the new image) and C<backing_fmt> (required with a
+backing file). An existing file is never replaced.
+
+=item check($file, repair => 'leaks' | 'all', %opt)
+
+Checks every refcount against the metadata, as C<qemu-img check>. Returns
+a hash with qemu-img's JSON keys (C<image-end-offset>, C<total-clusters>,
+C<check-errors>, C<leaks>, C<leaks-fixed>, C<corruptions>,
+C<corruptions-fixed>, C<allocated-clusters>, C<fragmented-clusters>,
+C<compressed-clusters>, C<filename>, C<format>) and C<messages>, the
+findings one per line. C<repair =E<gt> 'leaks'> frees leaked clusters,
+C<'all'> also rebuilds wrong refcounts.
+
+=item parse_size($text)
+
+Bytes from a size with an optional k/M/G/T/P/E suffix (powers of 1024).
+
 =item core_version()
 
 Version of the C core.
@@ -179,6 +260,7 @@ Version of the C core.
 
 =head1 SEE ALSO
 
-L<qcow2-chain(1)>, L<PVE::Storage::Qcow2Chain::Error>.
+L<qcow2-chain(1)>, L<PVE::Storage::Qcow2Chain::Image> (guest reads and
+writes on an open image), L<PVE::Storage::Qcow2Chain::Error>.
 
 =cut

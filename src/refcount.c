@@ -1,0 +1,324 @@
+/*
+ * refcount.c - refcounts: lookup, update, cluster allocation, new refcount
+ * blocks, refcount table growth, and frees deferred until the references
+ * to a cluster are gone from the disk.
+ *
+ * Ordering: an increase may reach the disk any time (a crash then leaks);
+ * a decrease only after the L2/L1 change that dropped the reference is
+ * durable (qc_flush applies deferred frees last). A new refcount block is
+ * written and synced before the refcount table entry that points to it.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t qc_rb_get(const qc_image *img, const uint8_t *rb, uint64_t i)
+{
+    switch (img->refcount_bits) {
+    case 1: return rb[i / 8] >> (i % 8) & 1;
+    case 2: return rb[i / 4] >> (2 * (i % 4)) & 3;
+    case 4: return rb[i / 2] >> (4 * (i % 2)) & 15;
+    case 8: return rb[i];
+    case 16: return qc_be16(rb + 2 * i);
+    case 32: return qc_be32(rb + 4 * i);
+    default: return qc_be64(rb + 8 * i);
+    }
+}
+
+void qc_rb_put(unsigned b, uint8_t *rb, uint64_t i, uint64_t v)
+{
+    if (b < 8) {
+        unsigned per = 8 / b, sh = (unsigned)(i % per) * b;
+        uint8_t mask = (uint8_t)(((1u << b) - 1) << sh);
+        rb[i / per] = (uint8_t)((rb[i / per] & ~mask) | ((v << sh) & mask));
+        return;
+    }
+    switch (b) {
+    case 8: rb[i] = (uint8_t)v; break;
+    case 16: qc_put16(rb + 2 * i, (uint16_t)v); break;
+    case 32: qc_put32(rb + 4 * i, (uint32_t)v); break;
+    default: qc_put64(rb + 8 * i, v); break;
+    }
+}
+
+uint64_t qc_refcount_max(const qc_image *img)
+{
+    return img->refcount_bits == 64 ? (uint64_t)INT64_MAX : (1ull << img->refcount_bits) - 1;
+}
+
+static int load(qc_image *img) { return img->reftable ? 0 : qc_image_load_tables(img); }
+
+int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc)
+{
+    *rc = 0;
+    int r = load(img);
+    if (r < 0)
+        return r;
+    uint64_t rti = cluster >> img->rb_bits;
+    if (rti >= img->rt_entries)
+        return 0;
+    uint64_t rbo = img->reftable[rti] & QC_RT_OFFSET_MASK;
+    if (!rbo)
+        return 0;
+    if (rbo & (img->cluster_size - 1))
+        return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "read",
+                       "'%s': corrupt image: refcount block offset %#llx is not cluster aligned",
+                       img->filename, (unsigned long long)rbo);
+    uint8_t *rb;
+    if ((r = qc_cache_get(img, &img->rbc, rbo, &rb, "refcount block")) < 0)
+        return r;
+    *rc = qc_rb_get(img, rb, cluster & ((1ull << img->rb_bits) - 1));
+    return 0;
+}
+
+/* Mark reftable entries [i, i+1) to be written at the next flush. */
+static void rt_dirty(qc_image *img, uint64_t i)
+{
+    if (img->rt_dirty_lo > i)
+        img->rt_dirty_lo = i;
+    if (img->rt_dirty_hi < i + 1)
+        img->rt_dirty_hi = i + 1;
+}
+
+/* A new, self-describing refcount block at the first cluster of its range. */
+static int create_refblock(qc_image *img, uint64_t rti)
+{
+    uint64_t at = (rti << img->rb_bits) << img->cluster_bits;
+    uint8_t *rb;
+    int r = qc_cache_new(img, &img->rbc, at, &rb);
+    if (r < 0)
+        return r;
+    qc_rb_put(img->refcount_bits, rb, 0, 1);
+    img->reftable[rti] = at;
+    rt_dirty(img, rti);
+    return 0;
+}
+
+/*
+ * Grow the refcount table so that it has at least min_entries entries.
+ * Called when allocation reaches clusters the table does not cover, so the
+ * first uncovered cluster is free: the new blocks and table go there,
+ * covering themselves. The header switches to the new table only once it
+ * is durable; the old table is freed afterwards.
+ */
+static int grow_reftable(qc_image *img, uint64_t min_entries)
+{
+    qc_ctx *ctx = img->ctx;
+    uint64_t per = img->cluster_size / 8;
+    uint64_t entries = qc_align_up(qc_max(min_entries, img->rt_entries) * 2, per);
+    uint64_t k = entries / per; /* table clusters */
+    if (k * img->cluster_size > QC_MAX_REFTABLE_BYTES)
+        return qc_fail(ctx, QC_ERR_NOSPC, 0, img->filename, "write",
+                       "'%s': refcount table would exceed its maximum size", img->filename);
+    uint64_t rb_entries = 1ull << img->rb_bits;
+    uint64_t first = img->rt_entries; /* first uncovered range */
+    uint64_t s = first << img->rb_bits, m = 1;
+    while ((m + k + rb_entries - 1) / rb_entries > m)
+        m++;
+    if (first + m > entries)
+        return qc_fail(ctx, QC_ERR_INVALID, 0, img->filename, "write", "refcount table growth miscomputed");
+
+    uint64_t *nt = qc_calloc(ctx, entries, 8);
+    uint8_t *buf = qc_calloc(ctx, 1, (size_t)img->cluster_size);
+    int r = (nt && buf) ? 0 : QC_ERR_NOMEM;
+    /* Flush what is pending first, so the new table copies a durable state. */
+    if (r == 0)
+        r = qc_meta_deps(img);
+    if (r < 0)
+        goto out;
+    memcpy(nt, img->reftable, img->rt_entries * 8);
+    /* m refcount blocks at s.., covering ranges first..first+m-1; table after them. */
+    for (uint64_t j = 0; j < m && r == 0; j++) {
+        memset(buf, 0, (size_t)img->cluster_size);
+        for (uint64_t c = s; c < s + m + k; c++)
+            if ((c >> img->rb_bits) == first + j)
+                qc_rb_put(img->refcount_bits, buf, c & (rb_entries - 1), 1);
+        nt[first + j] = (s + j) << img->cluster_bits;
+        r = qc_pwrite_full(ctx, img->fd, img->filename, buf, (size_t)img->cluster_size,
+                           (s + j) << img->cluster_bits);
+    }
+    uint64_t t_off = (s + m) << img->cluster_bits;
+    uint8_t *be = (uint8_t *)buf;
+    for (uint64_t c = 0; c < k && r == 0; c++) {
+        for (uint64_t i = 0; i < per; i++)
+            qc_put64(be + i * 8, nt[c * per + i]);
+        r = qc_pwrite_full(ctx, img->fd, img->filename, be, (size_t)img->cluster_size,
+                           t_off + c * img->cluster_size);
+    }
+    if (r == 0)
+        r = qc_sys_fsync(ctx, img->fd, img->filename);
+    if (r < 0)
+        goto out;
+    uint64_t old_off = img->hdr.rt_offset, old_clusters = img->hdr.rt_clusters;
+    img->hdr.rt_offset = t_off;
+    img->hdr.rt_clusters = (uint32_t)k;
+    if ((r = qc_header_write(img)) < 0 || (r = qc_sys_fsync(ctx, img->fd, img->filename)) < 0) {
+        img->hdr.rt_offset = old_off;
+        img->hdr.rt_clusters = (uint32_t)old_clusters;
+        goto out;
+    }
+    free(img->reftable);
+    img->reftable = nt;
+    nt = NULL;
+    img->rt_entries = entries;
+    r = qc_free_later(img, old_off, old_clusters * img->cluster_size);
+out:
+    free(nt);
+    free(buf);
+    return r;
+}
+
+int qc_refcount_add(qc_image *img, uint64_t cluster, int64_t delta)
+{
+    int r = load(img);
+    if (r < 0)
+        return r;
+    uint64_t rti = cluster >> img->rb_bits;
+    if (rti >= img->rt_entries || !(img->reftable[rti] & QC_RT_OFFSET_MASK)) {
+        if (delta < 0)
+            goto underflow;
+        if (rti >= img->rt_entries && (r = grow_reftable(img, rti + 1)) < 0)
+            return r;
+        if (!(img->reftable[rti] & QC_RT_OFFSET_MASK) && (r = create_refblock(img, rti)) < 0)
+            return r;
+    }
+    uint8_t *rb;
+    if ((r = qc_cache_get(img, &img->rbc, img->reftable[rti] & QC_RT_OFFSET_MASK, &rb, "refcount block")) < 0)
+        return r;
+    uint64_t i = cluster & ((1ull << img->rb_bits) - 1), v = qc_rb_get(img, rb, i);
+    if (delta < 0 && v < (uint64_t)-delta)
+        goto underflow;
+    if (delta > 0 && qc_refcount_max(img) - v < (uint64_t)delta)
+        return qc_fail(img->ctx, QC_ERR_UNSUPPORTED, 0, img->filename, "write",
+                       "'%s': refcount of cluster %llu would overflow %u bits", img->filename,
+                       (unsigned long long)cluster, img->refcount_bits);
+    qc_rb_put(img->refcount_bits, rb, i, v + (uint64_t)delta);
+    qc_cache_mark_dirty(&img->rbc, rb);
+    return 0;
+underflow:
+    return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
+                   "'%s': corrupt image: refcount of cluster %llu would drop below zero",
+                   img->filename, (unsigned long long)cluster);
+}
+
+/* First run of n clusters with refcount 0 at or after the hint. */
+static int find_free(qc_image *img, uint64_t n, uint64_t *start)
+{
+    uint64_t c = img->free_hint, run = 0, s = c;
+    for (;;) {
+        uint64_t rti = c >> img->rb_bits;
+        if (rti >= img->rt_entries) {
+            *start = run ? s : c; /* everything past the table is free */
+            return 0;
+        }
+        if (!(img->reftable[rti] & QC_RT_OFFSET_MASK)) {
+            /* a whole range without a block is free */
+            uint64_t next = (rti + 1) << img->rb_bits;
+            if (!run)
+                s = c;
+            run += next - c;
+            c = next;
+        } else {
+            uint64_t rc;
+            int r = qc_refcount_get(img, c, &rc);
+            if (r < 0)
+                return r;
+            if (rc) {
+                run = 0;
+            } else {
+                if (!run)
+                    s = c;
+                run++;
+            }
+            c++;
+        }
+        if (run >= n) {
+            *start = s;
+            return 0;
+        }
+    }
+}
+
+int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)
+{
+    int r = load(img);
+    if (r < 0)
+        return r;
+    for (int tries = 0;; tries++) {
+        uint64_t s;
+        if (tries > 64)
+            return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
+                           "'%s': could not find free clusters (refcounts inconsistent?)", img->filename);
+        if ((r = find_free(img, n, &s)) < 0)
+            return r;
+        /* Make sure refcount blocks exist for the run; they may land in it. */
+        bool moved = false;
+        for (uint64_t rti = s >> img->rb_bits; rti <= (s + n - 1) >> img->rb_bits && !moved; rti++) {
+            if (rti >= img->rt_entries) {
+                if ((r = grow_reftable(img, ((s + n - 1) >> img->rb_bits) + 1)) < 0)
+                    return r;
+                moved = true;
+            } else if (!(img->reftable[rti] & QC_RT_OFFSET_MASK)) {
+                if ((r = create_refblock(img, rti)) < 0)
+                    return r;
+                moved = (rti << img->rb_bits) >= s;
+            }
+        }
+        if (moved)
+            continue;
+        for (uint64_t c = s; c < s + n; c++)
+            if ((r = qc_refcount_add(img, c, 1)) < 0)
+                return r;
+        img->free_hint = s + n;
+        *host = s << img->cluster_bits;
+        return 0;
+    }
+}
+
+int qc_free_later(qc_image *img, uint64_t off, uint64_t bytes)
+{
+    if (!bytes)
+        return 0;
+    if (img->nfree == img->free_cap) {
+        size_t cap = img->free_cap ? img->free_cap * 2 : 64;
+        void *n = realloc(img->frees, cap * sizeof(*img->frees));
+        if (!n)
+            return qc_fail(img->ctx, QC_ERR_NOMEM, ENOMEM, img->filename, "write", "Out of memory");
+        img->frees = n;
+        img->free_cap = cap;
+    }
+    img->frees[img->nfree].off = off;
+    img->frees[img->nfree].bytes = bytes;
+    img->nfree++;
+    return 0;
+}
+
+/* Apply deferred frees (their references are durably gone). */
+int qc_apply_frees(qc_image *img)
+{
+    qc_ctx *ctx = img->ctx;
+    for (size_t i = 0; i < img->nfree; i++) {
+        uint64_t first = img->frees[i].off >> img->cluster_bits;
+        uint64_t last = (img->frees[i].off + img->frees[i].bytes - 1) >> img->cluster_bits;
+        for (uint64_t c = first; c <= last; c++) {
+            int r = qc_refcount_add(img, c, -1);
+            if (r < 0)
+                return r;
+            uint64_t rc;
+            if ((r = qc_refcount_get(img, c, &rc)) < 0)
+                return r;
+            if (rc == 0) {
+                if (c < img->free_hint)
+                    img->free_hint = c;
+                qc_cache_forget(&img->l2c, c << img->cluster_bits);
+                /* Give the space back to the host; failure is harmless. */
+                ctx->io->fallocate(ctx->io_user, img->fd, 0x01 | 0x02 /* KEEP_SIZE|PUNCH_HOLE */,
+                                   c << img->cluster_bits, img->cluster_size);
+            }
+        }
+    }
+    img->nfree = 0;
+    return 0;
+}
