@@ -222,6 +222,8 @@ typedef struct result {
     uint64_t allocated, fragmented, compressed, end;
 } result;
 
+static int check_copied(qc_image *img, result *res, json_object *messages);
+
 /* Count, then compare with the stored refcounts; fix per mode. */
 static int check_pass(qc_image *img, int repair, result *res, json_object *messages)
 {
@@ -278,6 +280,8 @@ static int check_pass(qc_image *img, int repair, result *res, json_object *messa
             break;
     }
     free(w.refs);
+    if (r == 0)
+        r = check_copied(img, res, messages);
     res->corruptions += w.corruptions;
     res->allocated = w.allocated;
     res->fragmented = w.fragmented;
@@ -321,6 +325,47 @@ static int fix_copied(qc_image *img, uint64_t *fixed)
                 qc_put64(p, nle);
                 qc_cache_mark_dirty(&img->l2c, l2);
                 ++*fixed;
+            }
+        }
+    }
+    return 0;
+}
+
+/*
+ * QEMU's OFLAG_COPIED check over the active tables: the flag must be set
+ * exactly where the refcount is 1. Each mismatch is a corruption.
+ */
+static int check_copied(qc_image *img, result *res, json_object *messages)
+{
+    walk w;
+    memset(&w, 0, sizeof(w));
+    w.stats = true;
+    w.messages = messages;
+    for (uint64_t i = 0; i < img->l1_size; i++) {
+        uint64_t e = img->l1[i], off = e & QC_OFFSET_MASK, rc;
+        if (!off || (off & (img->cluster_size - 1)) || off >= img->file_size)
+            continue;
+        if (qc_refcount_get(img, off >> img->cluster_bits, &rc) < 0)
+            continue;
+        if ((rc == 1) != !!(e & QC_OFLAG_COPIED)) {
+            res->corruptions++;
+            msg(&w, "ERROR OFLAG_COPIED L2 cluster: l1_index=%llu l1_entry=%llx refcount=%llu",
+                (unsigned long long)i, (unsigned long long)e, (unsigned long long)rc);
+        }
+        for (uint64_t j = 0; j < (1ull << img->l2_bits); j++) {
+            uint8_t *l2;
+            int r = qc_cache_get(img, &img->l2c, off, &l2, "L2 table");
+            if (r < 0)
+                return r;
+            uint64_t le = qc_be64(l2 + j * img->l2_entry_size), host = le & QC_OFFSET_MASK;
+            if ((le & QC_OFLAG_COMPRESSED) || !host || (host & (img->cluster_size - 1)))
+                continue;
+            if (qc_refcount_get(img, host >> img->cluster_bits, &rc) < 0)
+                continue;
+            if ((rc == 1) != !!(le & QC_OFLAG_COPIED)) {
+                res->corruptions++;
+                msg(&w, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+                    (unsigned long long)le, (unsigned long long)rc);
             }
         }
     }
@@ -488,7 +533,7 @@ int qc_check(qc_ctx *ctx, json_object **out, const char *path, const char *fmt, 
         img->write_ready = false;
         if ((r = qc_write_prepare(img)) == 0) { /* repairs a dirty image itself */
             if (repair == QC_REPAIR_ALL && corr && !(img->hdr.incompat & QC_INCOMPAT_DIRTY))
-                r = qc_rebuild_refcounts(img);
+                r = qc_rebuild_refcounts(img); /* also sets COPIED right */
             else if (leaks)
                 r = check_pass(img, QC_REPAIR_LEAKS, &again, messages);
             if (r == 0)

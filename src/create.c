@@ -141,6 +141,7 @@ static int write_image(qc_ctx *ctx, int fd, const char *tmp, const char *path, c
                        uint64_t size, uint32_t cbits, uint32_t l2_bits, const layout *L, uint64_t l1_size)
 {
     uint64_t cs = L->cs;
+    uint8_t pad[7] = {0}; /* header bytes 105..111 */
     qc_header h;
     memset(&h, 0, sizeof(h));
     h.version = (uint32_t)o->version;
@@ -155,7 +156,7 @@ static int write_image(qc_ctx *ctx, int fd, const char *tmp, const char *path, c
         h.header_length = 112;
         h.compression_type = (uint8_t)o->compression_type;
         h.extra_len = 112 - 105;
-        h.extra = (uint8_t[7]){0};
+        h.extra = pad;
         if (o->compression_type)
             h.incompat |= QC_INCOMPAT_COMPRESSION;
         if (o->extended_l2)
