@@ -118,6 +118,7 @@ int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s)
     int r = qc_pwrite_full(img->ctx, img->fd, img->filename, s->data, c->table_size, s->off);
     if (r < 0)
         return r;
+    img->unsynced = true;
     s->dirty = false;
     return 0;
 }
@@ -141,6 +142,7 @@ int qc_cache_flush(qc_image *img, qc_cache *c)
             int r = qc_pwrite_full(img->ctx, img->fd, img->filename, s->data, c->table_size, s->off);
             if (r < 0)
                 return r;
+            img->unsynced = true;
             s->dirty = false;
         }
     }

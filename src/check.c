@@ -447,15 +447,16 @@ int qc_rebuild_refcounts(qc_image *img)
         r = qc_pwrite_full(ctx, img->fd, img->filename, be, (size_t)(nrt * cs), rt_at * cs);
         free(be);
     }
+    img->unsynced = true;
     if (r == 0)
-        r = qc_sys_fsync(ctx, img->fd, img->filename);
+        r = qc_img_sync(img);
     if (r < 0)
         goto out;
     uint64_t old_off = img->hdr.rt_offset;
     uint32_t old_cl = img->hdr.rt_clusters;
     img->hdr.rt_offset = rt_at * cs;
     img->hdr.rt_clusters = (uint32_t)nrt;
-    if ((r = qc_header_write(img)) < 0 || (r = qc_sys_fsync(ctx, img->fd, img->filename)) < 0) {
+    if ((r = qc_header_write(img)) < 0 || (r = qc_img_sync(img)) < 0) {
         img->hdr.rt_offset = old_off;
         img->hdr.rt_clusters = old_cl;
         goto out;

@@ -30,46 +30,49 @@ static int write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t
     for (size_t i = 0; i < n; i++)
         qc_put64(b + i * 8, t[lo + i]);
     int r = qc_pwrite_full(img->ctx, img->fd, img->filename, b, n * 8, off + lo * 8);
+    img->unsynced = true;
     free(b);
+    return r;
+}
+
+int qc_img_sync(qc_image *img)
+{
+    if (!img->unsynced)
+        return 0;
+    int r = qc_sys_fsync(img->ctx, img->fd, img->filename);
+    if (r == 0)
+        img->unsynced = false;
     return r;
 }
 
 int qc_meta_deps(qc_image *img)
 {
-    bool rb_dirty = false;
-    for (unsigned i = 0; i < img->rbc.cap; i++)
-        rb_dirty |= img->rbc.slots[i].off && img->rbc.slots[i].dirty;
-    bool rt = img->rt_dirty_hi > img->rt_dirty_lo;
-    if (!rb_dirty && !rt)
-        return 0;
     int r = qc_cache_flush(img, &img->rbc);
-    if (r == 0)
-        r = qc_sys_fsync(img->ctx, img->fd, img->filename);
-    if (r == 0 && rt) {
-        r = write_entries(img, img->reftable, img->rt_dirty_lo, img->rt_dirty_hi, img->hdr.rt_offset);
-        if (r == 0)
-            r = qc_sys_fsync(img->ctx, img->fd, img->filename);
+    if (r == 0 && img->rt_dirty_hi > img->rt_dirty_lo) {
+        /* the blocks must be durable before the table points at them */
+        if ((r = qc_img_sync(img)) == 0)
+            r = write_entries(img, img->reftable, img->rt_dirty_lo, img->rt_dirty_hi, img->hdr.rt_offset);
         if (r == 0) {
             img->rt_dirty_lo = UINT64_MAX;
             img->rt_dirty_hi = 0;
         }
     }
+    if (r == 0)
+        r = qc_img_sync(img);
     return r;
 }
 
 int qc_flush(qc_image *img)
 {
     if (img->fmt != QC_FMT_QCOW2 || !img->write_ready)
-        return img->flags & QC_OPEN_RDWR ? qc_sys_fsync(img->ctx, img->fd, img->filename) : 0;
-    int r = qc_cache_flush(img, &img->l2c); /* runs the refcount deps first */
+        return qc_img_sync(img);
+    int r = qc_cache_flush(img, &img->l2c); /* runs qc_meta_deps first */
     if (r == 0)
         r = qc_meta_deps(img);
-    if (r == 0)
-        r = qc_sys_fsync(img->ctx, img->fd, img->filename);
     if (r == 0 && img->l1_dirty_hi > img->l1_dirty_lo) {
         r = write_entries(img, img->l1, img->l1_dirty_lo, img->l1_dirty_hi, img->hdr.l1_offset);
         if (r == 0)
-            r = qc_sys_fsync(img->ctx, img->fd, img->filename);
+            r = qc_img_sync(img);
         if (r == 0) {
             img->l1_dirty_lo = UINT64_MAX;
             img->l1_dirty_hi = 0;
@@ -92,6 +95,7 @@ int qc_header_write(qc_image *img)
     int r = qc_header_serialize(img->ctx, &img->hdr, buf, (size_t)img->cluster_size, img->filename);
     if (r == 0)
         r = qc_pwrite_full(img->ctx, img->fd, img->filename, buf, (size_t)img->cluster_size, 0);
+    img->unsynced = true;
     free(buf);
     return r;
 }

@@ -186,6 +186,7 @@ struct qc_image {
 
     /* write state */
     bool write_ready;          /* prepared for writing (see write.c) */
+    bool unsynced;             /* written since the last fsync */
     uint64_t free_hint;        /* first cluster that may be free */
     struct qc_free { uint64_t off, bytes; } *frees; /* deferred refcount decrements */
     size_t nfree, free_cap;
@@ -338,8 +339,13 @@ int qc_free_later(qc_image *img, uint64_t off, uint64_t bytes);
 int qc_apply_frees(qc_image *img);
 
 /* ---- flush.c ---- */
-/* Refcount blocks written, synced; then dirty refcount table entries, synced. */
+/*
+ * What must be durable before an L2 table is written: data and refcount
+ * blocks, then dirty refcount table entries; ends with everything synced.
+ */
 int qc_meta_deps(qc_image *img);
+/* fsync img if anything was written since the last one. */
+int qc_img_sync(qc_image *img);
 /* Everything durable in order: refcounts, L2, L1, then deferred frees. */
 int qc_flush(qc_image *img);
 /* Rewrite cluster 0 from img->hdr in one write. */

@@ -147,14 +147,15 @@ static int grow_reftable(qc_image *img, uint64_t min_entries)
         r = qc_pwrite_full(ctx, img->fd, img->filename, be, (size_t)img->cluster_size,
                            t_off + c * img->cluster_size);
     }
+    img->unsynced = true;
     if (r == 0)
-        r = qc_sys_fsync(ctx, img->fd, img->filename);
+        r = qc_img_sync(img);
     if (r < 0)
         goto out;
     uint64_t old_off = img->hdr.rt_offset, old_clusters = img->hdr.rt_clusters;
     img->hdr.rt_offset = t_off;
     img->hdr.rt_clusters = (uint32_t)k;
-    if ((r = qc_header_write(img)) < 0 || (r = qc_sys_fsync(ctx, img->fd, img->filename)) < 0) {
+    if ((r = qc_header_write(img)) < 0 || (r = qc_img_sync(img)) < 0) {
         img->hdr.rt_offset = old_off;
         img->hdr.rt_clusters = (uint32_t)old_clusters;
         goto out;

@@ -14,6 +14,13 @@
 #define ALL_ALLOC 0x00000000ffffffffull
 #define ALL_ZERO 0xffffffff00000000ull
 
+/* Guest data into the image file; it becomes durable at the next sync. */
+static int data_write(qc_image *img, const void *buf, size_t len, uint64_t off)
+{
+    img->unsynced = true;
+    return qc_pwrite_full(img->ctx, img->fd, img->filename, buf, len, off);
+}
+
 static int refuse(qc_image *img, int code, const char *why)
 {
     return qc_fail(img->ctx, code, 0, img->filename, "write", "'%s': %s", img->filename, why);
@@ -27,7 +34,7 @@ static int drop_bitmaps(qc_image *img)
     h->autoclear &= ~QC_AUTOCLEAR_BITMAPS;
     int r = qc_header_write(img);
     if (r == 0)
-        r = qc_sys_fsync(img->ctx, img->fd, img->filename);
+        r = qc_img_sync(img);
     if (r < 0)
         return r;
     /* Nothing references them now; give their clusters back. */
@@ -80,7 +87,7 @@ int qc_write_prepare(qc_image *img)
         if ((r = qc_rebuild_refcounts(img)) < 0)
             goto fail;
         h->incompat &= ~QC_INCOMPAT_DIRTY;
-        if ((r = qc_header_write(img)) < 0 || (r = qc_sys_fsync(img->ctx, img->fd, img->filename)) < 0)
+        if ((r = qc_header_write(img)) < 0 || (r = qc_img_sync(img)) < 0)
             goto fail;
     }
     if (h->has_bitmaps_ext && (r = drop_bitmaps(img)) < 0)
@@ -233,9 +240,9 @@ static int write_in_cluster(qc_image *img, uint64_t off, const uint8_t *data, si
         bool zero = e & QC_OFLAG_ZERO;
         if (own && !zero) { /* in place */
             if (data)
-                return qc_pwrite_full(img->ctx, img->fd, img->filename, data, len, host + in);
+                return data_write(img, data, len, host + in);
             memset(tmp, 0, len);
-            return qc_pwrite_full(img->ctx, img->fd, img->filename, tmp, len, host + in);
+            return data_write(img, tmp, len, host + in);
         }
         if (in || len < cs) {
             if ((r = current_cluster(img, cstart, e, bm, tmp)) < 0)
@@ -248,7 +255,7 @@ static int write_in_cluster(qc_image *img, uint64_t off, const uint8_t *data, si
         uint64_t nh = host;
         if (!own && (r = qc_alloc_clusters(img, 1, &nh)) < 0)
             return r;
-        if ((r = qc_pwrite_full(img->ctx, img->fd, img->filename, tmp, cs, nh)) < 0)
+        if ((r = data_write(img, tmp, cs, nh)) < 0)
             return r;
         set_entry(img, l2, idx, nh | QC_OFLAG_COPIED, 0);
         return own ? 0 : unref_entry(img, e);
@@ -269,7 +276,7 @@ static int write_in_cluster(qc_image *img, uint64_t off, const uint8_t *data, si
             memcpy(tmp + in, data, len);
         else
             memset(tmp + in, 0, len);
-        if ((r = qc_pwrite_full(img->ctx, img->fd, img->filename, tmp, cs, nh)) < 0)
+        if ((r = data_write(img, tmp, cs, nh)) < 0)
             return r;
         set_entry(img, l2, idx, nh | QC_OFLAG_COPIED, ALL_ALLOC);
         return unref_entry(img, e);
@@ -298,7 +305,7 @@ static int write_in_cluster(qc_image *img, uint64_t off, const uint8_t *data, si
         memcpy(tmp + in, data, len);
     else
         memset(tmp + in, 0, len);
-    if ((r = qc_pwrite_full(img->ctx, img->fd, img->filename, tmp + a, b - a, nh + a)) < 0)
+    if ((r = data_write(img, tmp + a, b - a, nh + a)) < 0)
         return r;
     uint64_t nbm = (bm | touched) & ~(touched << 32);
     if (nbm != bm || nh != host)
@@ -323,7 +330,7 @@ int qc_image_write(qc_image *img, const void *buf, uint64_t off, size_t len)
     if (r < 0 || !len)
         return r;
     if (img->fmt == QC_FMT_RAW)
-        return qc_pwrite_full(img->ctx, img->fd, img->filename, buf, len, off);
+        return data_write(img, buf, len, off);
     uint8_t *tmp = qc_malloc(img->ctx, (size_t)img->cluster_size);
     if (!tmp)
         return QC_ERR_NOMEM;
@@ -452,7 +459,7 @@ int qc_image_write_zeroes(qc_image *img, uint64_t off, uint64_t len, unsigned fl
         uint8_t z[65536] = {0};
         while (len && r == 0) {
             size_t n = (size_t)qc_min(len, sizeof(z));
-            r = qc_pwrite_full(img->ctx, img->fd, img->filename, z, n, off);
+            r = data_write(img, z, n, off);
             off += n;
             len -= n;
         }

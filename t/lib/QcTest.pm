@@ -9,9 +9,8 @@ use warnings;
 use Cwd qw(abs_path getcwd);
 use Exporter 'import';
 use File::Temp qw(tempdir);
-use IPC::Open3;
+use POSIX ();
 use JSON::PP;
-use Symbol 'gensym';
 use Test::More;
 
 our @EXPORT = qw(
@@ -28,17 +27,22 @@ sub scratch {
     return tempdir('qc-test-XXXXXX', DIR => $base, CLEANUP => !$ENV{QC_KEEP});
 }
 
-# Run a command; returns (exit code, stdout, stderr).
+# Run a command; returns (exit code, stdout, stderr). Output goes through
+# files, so a chatty command cannot block on a full pipe.
 sub run_cmd {
     my (@cmd) = @_;
-    my $err = gensym;
-    my $pid = open3(my $in, my $out, $err, @cmd);
-    close $in;
-    local $/;
-    my $o = <$out> // '';
-    my $e = <$err> // '';
+    my $o = File::Temp->new;
+    my $e = File::Temp->new;
+    my $pid = fork() // die "fork: $!";
+    if (!$pid) {
+        open(STDIN, '<', '/dev/null');
+        open(STDOUT, '>&', $o) or die;
+        open(STDERR, '>&', $e) or die;
+        exec(@cmd) or POSIX::_exit(127);
+    }
     waitpid($pid, 0);
-    return ($? >> 8, $o, $e);
+    my $rc = $? >> 8;
+    return ($rc, slurp("$o"), slurp("$e"));
 }
 
 sub qimg {
