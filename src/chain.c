@@ -77,6 +77,12 @@ static int backing_target(qc_image *img, char **full, int *fmt)
 int qc_image_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt,
                   unsigned flags)
 {
+    return qc_chain_open(ctx, out, path, fmt, flags, NULL);
+}
+
+int qc_chain_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt,
+                  unsigned flags, const struct stat *rw)
+{
     *out = NULL;
     int f = 0;
     if (fmt && (f = qc_format_from_name(ctx, fmt, path)) < 0)
@@ -103,7 +109,12 @@ int qc_image_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt
         if ((r = backing_target(cur, &full, &bfmt)) < 0)
             goto fail;
         qc_image *b;
-        r = qc_image_open_one(ctx, &b, full, bfmt, flags & ~QC_OPEN_RDWR);
+        unsigned bflags = flags & ~QC_OPEN_RDWR;
+        struct stat st;
+        if (rw && ctx->io->stat(ctx->io_user, full, &st) == 0 && st.st_dev == rw->st_dev &&
+            st.st_ino == rw->st_ino)
+            bflags |= QC_OPEN_RDWR; /* the layer this operation writes */
+        r = qc_image_open_one(ctx, &b, full, bfmt, bflags);
         if (r < 0) {
             qc_error e = ctx->err;
             qc_fail(ctx, r, e.sys_errno, cur->filename, "open",
@@ -121,7 +132,7 @@ int qc_image_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt
             }
         cur->backing = b;
         cur->backing_full = full;
-        if ((r = qc_lock_apply(b, lock_mode_for(ctx, flags & ~QC_OPEN_RDWR))) < 0)
+        if ((r = qc_lock_apply(b, lock_mode_for(ctx, bflags))) < 0)
             goto fail;
     }
     *out = top;

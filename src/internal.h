@@ -297,6 +297,11 @@ void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data);
 /* A slot for a new table at off: zero-filled, dirty, not read from disk. */
 int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data);
 
+/* ---- chain.c ---- */
+/* qc_image_open, with the backing layer that is the file rw (if any) opened read-write. */
+int qc_chain_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt,
+                  unsigned flags, const struct stat *rw);
+
 /* ---- lock.c ---- */
 enum { QC_LOCK_NONE = 0, QC_LOCK_SHARED, QC_LOCK_READ, QC_LOCK_WRITE };
 /* Take QEMU's lock bytes for mode (replacing what img held); undo on conflict. */
@@ -362,6 +367,30 @@ const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned s
 int qc_sync_dir(qc_ctx *ctx, const char *path);
 /* Rename tmp to path without replacing anything, then sync the directory. */
 int qc_commit_temp(qc_ctx *ctx, const char *tmp, const char *path);
+
+int qc_write_cluster_copy(qc_image *img, uint64_t cstart, int src_fd, const char *src_name,
+                          uint64_t src_off, uint8_t *tmp);
+
+/* ---- copy.c ---- */
+/* Progress and rate limit of a long copy: done of total bytes. */
+typedef struct qc_meter {
+    uint64_t total, done;
+    double start;
+} qc_meter;
+void qc_meter_start(qc_ctx *ctx, qc_meter *m, uint64_t total);
+/* Account n more bytes: report progress, sleep for the rate limit, honour cancel. */
+int qc_meter_add(qc_ctx *ctx, qc_meter *m, uint64_t n, const char *path);
+/*
+ * Status of [off, off+max) of the chain from top down to (not including)
+ * stop: the first layer that has data or zeros there. *layer = NULL when
+ * no layer above stop decides the range (it reads from stop).
+ */
+int qc_status_above(qc_image *top, qc_image *stop, uint64_t off, uint64_t max, uint64_t *len,
+                    int *flags, uint64_t *map, qc_image **layer);
+
+/* ---- commit.c ---- */
+/* Drop all clusters of img (reads from its backing afterwards). */
+int qc_make_empty(qc_image *img);
 
 /* ---- check.c ---- */
 /* Rebuild refcounts from the metadata (repair of dirty/leaky images). */

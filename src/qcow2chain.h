@@ -175,6 +175,8 @@ int qc_image_write_zeroes(qc_image *img, uint64_t off, uint64_t len, unsigned fl
  * (v3) or from the backing (v2 without backing: zeros). */
 int qc_image_discard(qc_image *img, uint64_t off, uint64_t len);
 int qc_image_flush(qc_image *img);
+/* Grow the virtual size (never shrinks); the new area reads as zeros. */
+int qc_image_grow(qc_image *img, uint64_t size);
 
 /* ---- create ---------------------------------------------------------- */
 
@@ -199,6 +201,27 @@ void qc_create_opts_init(qc_create_opts *o);
  * On failure nothing is left behind.
  */
 int qc_create(qc_ctx *ctx, const char *path, const qc_create_opts *o);
+
+/* ---- commit and rebase ---------------------------------------------- */
+
+enum { QC_COMMIT_KEEP = 1u }; /* -d: do not empty FILE afterwards */
+/*
+ * qemu-img commit [-d] [-b BASE] FILE: copies everything allocated in FILE
+ * and the layers above BASE (default: FILE's backing file) into BASE,
+ * zeros as zeros; grows BASE if FILE is larger; then empties FILE unless
+ * QC_COMMIT_KEEP or a BASE was named. Progress and rate limit from ctx.
+ */
+int qc_commit(qc_ctx *ctx, const char *path, const char *fmt, const char *base, unsigned flags);
+
+enum { QC_REBASE_UNSAFE = 1u }; /* -u: only rewrite the header */
+/*
+ * qemu-img rebase -b NEW -F NEW_FMT FILE ("" = no backing): FILE keeps its
+ * guest view; where the old chain and NEW can differ, FILE receives the old
+ * data first; then one header write records NEW. new_fmt is required unless
+ * new_backing is "".
+ */
+int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_backing,
+              const char *new_fmt, unsigned flags);
 
 /* ---- check ----------------------------------------------------------- */
 

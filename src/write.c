@@ -547,3 +547,47 @@ int qc_image_discard(qc_image *img, uint64_t off, uint64_t len)
     }
     return r;
 }
+
+/*
+ * Point whole guest cluster cstart at a cluster holding cluster_size bytes
+ * of src_fd at src_off, copied with copy_file_range (a reflink or a
+ * server-side copy where the filesystem can) or else read and written.
+ */
+int qc_write_cluster_copy(qc_image *img, uint64_t cstart, int src_fd, const char *src_name,
+                          uint64_t src_off, uint8_t *tmp)
+{
+    qc_ctx *ctx = img->ctx;
+    size_t cs = (size_t)img->cluster_size;
+    uint32_t cover = img->cluster_bits + img->l2_bits;
+    uint64_t l1i = cstart >> cover, idx = (cstart >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
+    uint8_t *l2;
+    int r = l2_for_write(img, l1i, &l2);
+    if (r < 0)
+        return r;
+    uint64_t e, bm;
+    get_entry(img, l2, idx, &e, &bm);
+    uint64_t host = e & QC_OFFSET_MASK;
+    bool own = host && !(e & QC_OFLAG_COMPRESSED) && (e & QC_OFLAG_COPIED);
+    uint64_t nh = host;
+    if (!own && (r = qc_alloc_clusters(img, 1, &nh)) < 0)
+        return r;
+    size_t done = 0;
+    while (done < cs) {
+        ssize_t n = ctx->io->copy_range(ctx->io_user, src_fd, src_off + done, img->fd, nh + done, cs - done);
+        if (n <= 0)
+            break;
+        done += (size_t)n;
+    }
+    if (done < cs) {
+        /* No in-kernel copy here (or a short source): plain read and write. */
+        if ((r = qc_pread_full(ctx, src_fd, src_name, tmp, cs - done, src_off + done)) < 0 ||
+            (r = data_write(img, tmp, cs - done, nh + done)) < 0)
+            return r;
+    }
+    img->unsynced = true;
+    /* the L2 pointer may be stale after allocation: fetch the table again */
+    if ((r = qc_cache_get(img, &img->l2c, img->l1[l1i] & QC_OFFSET_MASK, &l2, "L2 table")) < 0)
+        return r;
+    set_entry(img, l2, idx, nh | QC_OFLAG_COPIED, img->ext_l2 ? ALL_ALLOC : 0);
+    return own ? 0 : unref_entry(img, e);
+}

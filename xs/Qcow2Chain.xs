@@ -119,3 +119,32 @@ _check(file, fmt, repair, opts)
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
+
+void
+_commit(file, fmt, base, keep, opts)
+    const char *file
+    SV *fmt
+    SV *base
+    int keep
+    SV *opts
+  PREINIT:
+    qcx_call c;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_commit(c.ctx, file, qcx_str_or_null(aTHX_ fmt), qcx_str_or_null(aTHX_ base),
+                                  keep ? QC_COMMIT_KEEP : 0));
+
+void
+_rebase(file, fmt, backing, backing_fmt, unsafe, opts)
+    const char *file
+    SV *fmt
+    const char *backing
+    SV *backing_fmt
+    int unsafe
+    SV *opts
+  PREINIT:
+    qcx_call c;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_rebase(c.ctx, file, qcx_str_or_null(aTHX_ fmt), backing,
+                                  qcx_str_or_null(aTHX_ backing_fmt), unsafe ? QC_REBASE_UNSAFE : 0));

@@ -96,6 +96,23 @@ sub create {
     return;
 }
 
+sub commit {
+    my ($file, %opt) = @_;
+    my $o = _opts('commit', { base => 1, keep => 1 }, %opt);
+    my ($base, $keep) = (delete $o->{base}, delete $o->{keep});
+    _commit(_file('commit', $file), delete $o->{format}, $base, $keep ? 1 : 0, $o);
+    return;
+}
+
+sub rebase {
+    my ($file, %opt) = @_;
+    my $o = _opts('rebase', { backing_file => 1, backing_fmt => 1, unsafe => 1 }, %opt);
+    my ($b, $bf, $unsafe) = (delete $o->{backing_file}, delete $o->{backing_fmt}, delete $o->{unsafe});
+    die "rebase: backing_file is required (use '' for none)\n" if !defined $b;
+    _rebase(_file('rebase', $file), delete $o->{format}, $b, $bf, $unsafe ? 1 : 0, $o);
+    return;
+}
+
 my %REPAIR = (none => 0, leaks => 1, all => 2);
 
 sub check {
@@ -237,6 +254,29 @@ C<lazy_refcounts>, C<compression_type> (C<zlib>, C<zstd>),
 C<preallocation> (C<off>, C<metadata>), C<backing_file> (stored as
 given, relative to the new image) and C<backing_fmt> (required with a
 backing file). An existing file is never replaced.
+
+=item commit($file, base => $base, keep => 1, progress => sub {...}, rate_limit => $bps)
+
+C<qemu-img commit>: copies everything allocated in C<$file> and in the
+layers above the base (default: C<$file>'s backing file) into the base,
+zeros as zeros, growing the base when C<$file> is larger. Afterwards
+C<$file> is emptied, unless C<keep> is true or a C<base> was named (as
+C<qemu-img commit -d> / C<-b>). No backing pointer is rewritten.
+Whole clusters move with C<copy_file_range>, so on XFS/btrfs (reflinks)
+and NFS 4.2 (server-side copy) the data is not read at all. C<$file>'s
+guest view stays the same at every moment, also across a crash.
+
+=item rebase($file, backing_file => $new, backing_fmt => $fmt, unsafe => 1)
+
+C<qemu-img rebase>. Safe mode (default) keeps C<$file>'s guest view:
+where the old chain and C<$new> can read differently, C<$file> receives the
+old data, then one header write records C<$new>. Only ranges allocated
+above the deepest layer both chains share are read (deleting a middle
+snapshot reads just that snapshot's data). C<backing_file =E<gt> ''>
+removes the backing file. C<unsafe =E<gt> 1> only rewrites the header.
+C<backing_fmt> is required unless C<backing_file> is C<''>; every
+argument is checked (new backing readable, name fits in the header)
+before anything is written.
 
 =item check($file, repair => 'leaks' | 'all', %opt)
 

@@ -1,0 +1,247 @@
+/*
+ * rebase.c - qemu-img rebase. Safe mode keeps FILE's guest view: where
+ * the old backing chain and the new one can read differently, FILE gets
+ * the old data before one header write switches the backing file. Only
+ * the ranges allocated above the deepest layer both chains share are
+ * read, not the whole disk. Unsafe mode (-u) rewrites cluster 0 only.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int set_backing(qc_image *img, const char *name, const char *fmt)
+{
+    qc_header *h = &img->hdr;
+    char *n = name && *name ? qc_strdup(img->ctx, name) : NULL;
+    char *f = name && *name && fmt ? qc_strdup(img->ctx, fmt) : NULL;
+    if ((name && *name && !n) || (fmt && name && *name && !f)) {
+        free(n);
+        free(f);
+        return QC_ERR_NOMEM;
+    }
+    free(h->backing_name);
+    free(h->backing_fmt);
+    h->backing_name = n;
+    h->backing_fmt = f;
+    return 0;
+}
+
+/* Would cluster 0 hold the new name? Checked before any data moves. */
+static int header_fits(qc_image *img, const char *name, const char *fmt)
+{
+    qc_header h = img->hdr;
+    h.backing_name = name && *name ? (char *)name : NULL;
+    h.backing_fmt = name && *name ? (char *)fmt : NULL;
+    uint8_t *buf = qc_malloc(img->ctx, (size_t)img->cluster_size);
+    if (!buf)
+        return QC_ERR_NOMEM;
+    int r = qc_header_serialize(img->ctx, &h, buf, (size_t)img->cluster_size, img->filename);
+    free(buf);
+    return r;
+}
+
+static int write_header(qc_image *img, const char *name, const char *fmt)
+{
+    int r = set_backing(img, name, fmt);
+    if (r == 0)
+        r = qc_header_write(img);
+    if (r == 0)
+        r = qc_img_sync(img);
+    return r;
+}
+
+static qc_image *in_chain(qc_image *chain, const qc_image *x)
+{
+    for (qc_image *l = chain; l; l = l->backing)
+        if (l->dev == x->dev && l->ino == x->ino)
+            return l;
+    return NULL;
+}
+
+/* Status of one side above its shared layer; a missing side reads zeros. */
+static int side(qc_image *top, qc_image *stop, uint64_t off, uint64_t max, uint64_t *len, int *fl,
+                qc_image **src)
+{
+    uint64_t map;
+    if (!top) {
+        *len = max;
+        *fl = QC_BS_ZERO;
+        *src = NULL;
+        return 1;
+    }
+    int r = qc_status_above(top, stop, off, max, len, fl, &map, src);
+    return r < 0 ? r : *src != NULL;
+}
+
+static int read_side(qc_image *top, uint8_t *buf, uint64_t off, size_t n)
+{
+    uint64_t m = top && off < top->size ? qc_min(n, top->size - off) : 0;
+    int r = m ? qc_image_read(top, buf, off, (size_t)m) : 0;
+    memset(buf + m, 0, n - m);
+    return r;
+}
+
+/* Give FILE the old view of [off, off+n) wherever it differs from the new one. */
+static int preserve(qc_image *file, qc_image *newc, uint64_t off, uint64_t n, uint8_t *a, uint8_t *b,
+                    size_t bufsz)
+{
+    uint64_t g = 1ull << file->sc_bits, end = off + n;
+    off &= ~(g - 1);
+    end = qc_min(qc_align_up(end, g), file->size);
+    while (off < end) {
+        size_t k = (size_t)qc_min(end - off, bufsz);
+        int r = read_side(file->backing, a, off, k);
+        if (r == 0)
+            r = read_side(newc, b, off, k);
+        if (r < 0)
+            return r;
+        /* runs of granules that differ get the old data */
+        for (size_t i = 0; i < k;) {
+            size_t e = i;
+            while (e < k && memcmp(a + e, b + e, (size_t)qc_min(g, k - e)))
+                e += (size_t)qc_min(g, k - e);
+            if (e == i) {
+                i += (size_t)qc_min(g, k - i);
+                continue;
+            }
+            r = qc_buf_is_zero(a + i, e - i) ? qc_image_write_zeroes(file, off + i, e - i, 0)
+                                             : qc_image_write(file, a + i, off + i, e - i);
+            if (r < 0)
+                return r;
+            i = e;
+        }
+        off += k;
+    }
+    return 0;
+}
+
+/* Walk FILE's unallocated ranges where the sides can differ; copy when buf. */
+static int walk(qc_ctx *ctx, qc_image *file, qc_image *newc, qc_image *old_stop, qc_image *new_stop,
+                uint8_t *a, uint8_t *b, size_t bufsz, uint64_t *total, qc_meter *m)
+{
+    for (uint64_t off = 0; off < file->size;) {
+        uint64_t n, map;
+        int fl;
+        int r = qc_layer_status(file, off, file->size - off, &n, &fl, &map);
+        if (r < 0)
+            return r;
+        if (fl & QC_BS_ALLOCATED) {
+            off += n;
+            continue;
+        }
+        for (uint64_t p = off; p < off + n;) {
+            uint64_t n1, n2;
+            int f1, f2;
+            qc_image *s1, *s2;
+            int d1 = side(file->backing, old_stop, p, off + n - p, &n1, &f1, &s1);
+            if (d1 < 0)
+                return d1;
+            int d2 = side(newc, new_stop, p, n1, &n2, &f2, &s2);
+            if (d2 < 0)
+                return d2;
+            uint64_t k = qc_min(n1, n2);
+            bool both_zero = (f1 & QC_BS_ZERO) && !(f1 & QC_BS_DATA) && (f2 & QC_BS_ZERO) && !(f2 & QC_BS_DATA);
+            if ((d1 || d2) && !both_zero) {
+                if (!a)
+                    *total += k;
+                else if ((r = preserve(file, newc, p, k, a, b, bufsz)) < 0 ||
+                         (r = qc_meter_add(ctx, m, k, file->filename)) < 0)
+                    return r;
+            }
+            p += k;
+        }
+        off += n;
+    }
+    return 0;
+}
+
+int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_backing,
+              const char *new_fmt, unsigned flags)
+{
+    if (!new_backing)
+        return qc_fail(ctx, QC_ERR_INVALID, 0, path, "rebase", "rebase: no new backing file given (-b)");
+    bool none = !*new_backing;
+    if (!none && !new_fmt)
+        return qc_fail(ctx, QC_ERR_INVALID, 0, path, "rebase",
+                       "'%s': the format of the new backing file must be given (-F)", path);
+    if (!none && strcmp(new_fmt, "qcow2") && strcmp(new_fmt, "raw"))
+        return qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, path, "rebase",
+                       "'%s': unsupported backing format '%s'", path, new_fmt);
+    if (!none && (!strncmp(new_backing, "json:", 5) || qc_path_has_protocol(new_backing)))
+        return qc_fail(ctx, QC_ERR_POLICY, 0, path, "rebase",
+                       "'%s': json: and protocol backing names are refused", path);
+    qc_image *file = NULL, *newc = NULL;
+    uint8_t *a = NULL, *b = NULL;
+    int r;
+    if (flags & QC_REBASE_UNSAFE) {
+        if ((r = qc_image_open(ctx, &file, path, fmt, QC_OPEN_RDWR | QC_OPEN_NO_BACKING)) < 0)
+            return r;
+        if (file->fmt != QC_FMT_QCOW2)
+            r = qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, path, "rebase", "'%s' is not a qcow2 image", path);
+        else if ((r = header_fits(file, new_backing, new_fmt)) == 0)
+            r = write_header(file, new_backing, new_fmt);
+        goto out;
+    }
+    if ((r = qc_image_open(ctx, &file, path, fmt, QC_OPEN_RDWR)) < 0)
+        return r;
+    if (file->fmt != QC_FMT_QCOW2) {
+        r = qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, path, "rebase", "'%s' is not a qcow2 image", path);
+        goto out;
+    }
+    if ((r = header_fits(file, new_backing, new_fmt)) < 0)
+        goto out;
+    qc_image *old_stop = NULL, *new_stop = NULL;
+    if (!none) {
+        char *full = qc_path_combine(ctx, path, new_backing);
+        if (!full) {
+            r = QC_ERR_NOMEM;
+            goto out;
+        }
+        r = qc_image_open(ctx, &newc, full, new_fmt, 0);
+        if (r < 0) {
+            qc_error e = ctx->err;
+            r = qc_fail(ctx, r, e.sys_errno, path, "rebase", "'%s': could not open the new backing file: %s", path,
+                        e.msg);
+        } else if (in_chain(newc, file)) {
+            r = qc_fail(ctx, QC_ERR_LOOP, 0, path, "rebase",
+                        "'%s': the new backing file '%s' would create a loop", path, new_backing);
+        }
+        free(full);
+        if (r < 0)
+            goto out;
+        /* the nearest layer both chains share: below it nothing differs */
+        for (qc_image *l = newc; l && !old_stop; l = l->backing)
+            if ((old_stop = in_chain(file->backing, l)))
+                new_stop = l;
+    }
+    if ((r = qc_write_prepare(file)) < 0)
+        goto out;
+    size_t bufsz = 1u << 20;
+    a = qc_malloc(ctx, bufsz);
+    b = qc_malloc(ctx, bufsz);
+    if (!a || !b) {
+        r = QC_ERR_NOMEM;
+        goto out;
+    }
+    uint64_t total = 0;
+    qc_meter m;
+    if ((r = walk(ctx, file, newc, old_stop, new_stop, NULL, NULL, bufsz, &total, NULL)) < 0)
+        goto out;
+    qc_meter_start(ctx, &m, total);
+    if ((r = walk(ctx, file, newc, old_stop, new_stop, a, b, bufsz, &total, &m)) < 0)
+        goto out;
+    if ((r = qc_flush(file)) < 0)
+        goto out;
+    r = write_header(file, new_backing, new_fmt);
+out:
+    free(a);
+    free(b);
+    qc_error e = ctx->err;
+    qc_image_close(newc);
+    qc_image_close(file);
+    if (r < 0)
+        ctx->err = e;
+    return r;
+}
