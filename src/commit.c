@@ -53,9 +53,9 @@ static int copy_range(qc_image *top, qc_image *base, qc_image *src, uint64_t off
         if (a < b) {
             if (a > off && (r = copy_range(top, base, src, off, a - off, flags & ~QC_BS_OFFSET, 0, buf, bufsz)) < 0)
                 return r;
-            for (uint64_t c = a; c < b; c += cs)
-                if ((r = qc_write_cluster_copy(base, c, src->data_fd, src->filename, map + (c - off), buf)) < 0)
-                    return r;
+            if ((r = qc_write_clusters_copy(base, a, (b - a) / cs, src->data_fd, src->filename, map + (a - off),
+                                            buf, bufsz)) < 0)
+                return r;
             return b < end ? copy_range(top, base, src, b, end - b, flags & ~QC_BS_OFFSET, 0, buf, bufsz) : 0;
         }
     }

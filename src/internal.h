@@ -368,8 +368,8 @@ int qc_sync_dir(qc_ctx *ctx, const char *path);
 /* Rename tmp to path without replacing anything, then sync the directory. */
 int qc_commit_temp(qc_ctx *ctx, const char *tmp, const char *path);
 
-int qc_write_cluster_copy(qc_image *img, uint64_t cstart, int src_fd, const char *src_name,
-                          uint64_t src_off, uint8_t *tmp);
+int qc_write_clusters_copy(qc_image *img, uint64_t cstart, uint64_t n, int src_fd, const char *src_name,
+                           uint64_t src_off, uint8_t *tmp, size_t tmpsz);
 
 /* ---- copy.c ---- */
 /* Progress and rate limit of a long copy: done of total bytes. */

@@ -2,8 +2,10 @@
  * rebase.c - qemu-img rebase. Safe mode keeps FILE's guest view: where
  * the old backing chain and the new one can read differently, FILE gets
  * the old data before one header write switches the backing file. Only
- * the ranges allocated above the deepest layer both chains share are
- * read, not the whole disk. Unsafe mode (-u) rewrites cluster 0 only.
+ * the ranges decided above the nearest layer both chains share are
+ * touched, not the whole disk, and the new side is never read: old data
+ * is copied (copy_file_range for whole clusters) rather than compared.
+ * Unsafe mode (-u) rewrites cluster 0 only.
  */
 #include "internal.h"
 
@@ -83,43 +85,49 @@ static int read_side(qc_image *top, uint8_t *buf, uint64_t off, size_t n)
     return r;
 }
 
-/* Give FILE the old view of [off, off+n) wherever it differs from the new one. */
-static int preserve(qc_image *file, qc_image *newc, uint64_t off, uint64_t n, uint8_t *a, uint8_t *b,
-                    size_t bufsz)
+/*
+ * Give FILE the old view of [off, off+n) (unallocated in FILE). Whole
+ * FILE clusters of uncompressed old data move with copy_file_range; the
+ * rest is read through the old chain and written (partial clusters are
+ * filled from the old chain too, which is still FILE's backing).
+ */
+static int preserve(qc_image *file, qc_image *src, int fl, uint64_t map, uint64_t off, uint64_t n,
+                    uint8_t *buf, size_t bufsz)
 {
-    uint64_t g = 1ull << file->sc_bits, end = off + n;
-    off &= ~(g - 1);
-    end = qc_min(qc_align_up(end, g), file->size);
+    if (fl & QC_BS_ZERO)
+        return qc_image_write_zeroes(file, off, n, 0);
+    uint64_t end = off + n, cs = file->cluster_size;
+    if (src && (fl & QC_BS_OFFSET) && (fl & QC_BS_DATA)) {
+        uint64_t a = qc_align_up(off, cs), b = end & ~(cs - 1);
+        if (a < b) {
+            int r = a > off ? preserve(file, NULL, QC_BS_DATA, 0, off, a - off, buf, bufsz) : 0;
+            if (r == 0)
+                r = qc_write_clusters_copy(file, a, (b - a) / cs, src->data_fd, src->filename, map + (a - off),
+                                           buf, bufsz);
+            if (r == 0 && b < end)
+                r = preserve(file, NULL, QC_BS_DATA, 0, b, end - b, buf, bufsz);
+            return r;
+        }
+    }
     while (off < end) {
         size_t k = (size_t)qc_min(end - off, bufsz);
-        int r = read_side(file->backing, a, off, k);
+        int r = read_side(file->backing, buf, off, k);
         if (r == 0)
-            r = read_side(newc, b, off, k);
+            r = qc_buf_is_zero(buf, k) ? qc_image_write_zeroes(file, off, k, 0) : qc_image_write(file, buf, off, k);
         if (r < 0)
             return r;
-        /* runs of granules that differ get the old data */
-        for (size_t i = 0; i < k;) {
-            size_t e = i;
-            while (e < k && memcmp(a + e, b + e, (size_t)qc_min(g, k - e)))
-                e += (size_t)qc_min(g, k - e);
-            if (e == i) {
-                i += (size_t)qc_min(g, k - i);
-                continue;
-            }
-            r = qc_buf_is_zero(a + i, e - i) ? qc_image_write_zeroes(file, off + i, e - i, 0)
-                                             : qc_image_write(file, a + i, off + i, e - i);
-            if (r < 0)
-                return r;
-            i = e;
-        }
         off += k;
     }
     return 0;
 }
 
-/* Walk FILE's unallocated ranges where the sides can differ; copy when buf. */
+/*
+ * Walk FILE's unallocated ranges where the old and the new view can differ
+ * (something above the shared layer decides them on either side); count
+ * them, or (with buf) give FILE the old view there.
+ */
 static int walk(qc_ctx *ctx, qc_image *file, qc_image *newc, qc_image *old_stop, qc_image *new_stop,
-                uint8_t *a, uint8_t *b, size_t bufsz, uint64_t *total, qc_meter *m)
+                uint8_t *buf, size_t bufsz, uint64_t *total, qc_meter *m)
 {
     for (uint64_t off = 0; off < file->size;) {
         uint64_t n, map;
@@ -132,21 +140,23 @@ static int walk(qc_ctx *ctx, qc_image *file, qc_image *newc, qc_image *old_stop,
             continue;
         }
         for (uint64_t p = off; p < off + n;) {
-            uint64_t n1, n2;
+            uint64_t n1, n2, m1 = 0;
             int f1, f2;
             qc_image *s1, *s2;
-            int d1 = side(file->backing, old_stop, p, off + n - p, &n1, &f1, &s1);
+            int d1 = file->backing ? qc_status_above(file->backing, old_stop, p, off + n - p, &n1, &f1, &m1, &s1)
+                                   : (n1 = off + n - p, f1 = QC_BS_ZERO, s1 = NULL, 0);
             if (d1 < 0)
                 return d1;
+            d1 = !file->backing || s1;
             int d2 = side(newc, new_stop, p, n1, &n2, &f2, &s2);
             if (d2 < 0)
                 return d2;
             uint64_t k = qc_min(n1, n2);
-            bool both_zero = (f1 & QC_BS_ZERO) && !(f1 & QC_BS_DATA) && (f2 & QC_BS_ZERO) && !(f2 & QC_BS_DATA);
-            if ((d1 || d2) && !both_zero) {
-                if (!a)
+            bool zero1 = (f1 & QC_BS_ZERO) && !(f1 & QC_BS_DATA), zero2 = (f2 & QC_BS_ZERO) && !(f2 & QC_BS_DATA);
+            if ((d1 || d2) && !(d1 && d2 && zero1 && zero2)) {
+                if (!buf)
                     *total += k;
-                else if ((r = preserve(file, newc, p, k, a, b, bufsz)) < 0 ||
+                else if ((r = preserve(file, d1 ? s1 : NULL, d1 ? f1 : QC_BS_DATA, m1, p, k, buf, bufsz)) < 0 ||
                          (r = qc_meter_add(ctx, m, k, file->filename)) < 0)
                     return r;
             }
@@ -173,7 +183,7 @@ int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_ba
         return qc_fail(ctx, QC_ERR_POLICY, 0, path, "rebase",
                        "'%s': json: and protocol backing names are refused", path);
     qc_image *file = NULL, *newc = NULL;
-    uint8_t *a = NULL, *b = NULL;
+    uint8_t *a = NULL;
     int r;
     if (flags & QC_REBASE_UNSAFE) {
         if ((r = qc_image_open(ctx, &file, path, fmt, QC_OPEN_RDWR | QC_OPEN_NO_BACKING)) < 0)
@@ -218,26 +228,23 @@ int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_ba
     }
     if ((r = qc_write_prepare(file)) < 0)
         goto out;
-    size_t bufsz = 1u << 20;
-    a = qc_malloc(ctx, bufsz);
-    b = qc_malloc(ctx, bufsz);
-    if (!a || !b) {
+    size_t bufsz = qc_max(1u << 20, file->cluster_size);
+    if (!(a = qc_malloc(ctx, bufsz))) {
         r = QC_ERR_NOMEM;
         goto out;
     }
     uint64_t total = 0;
     qc_meter m;
-    if ((r = walk(ctx, file, newc, old_stop, new_stop, NULL, NULL, bufsz, &total, NULL)) < 0)
+    if ((r = walk(ctx, file, newc, old_stop, new_stop, NULL, bufsz, &total, NULL)) < 0)
         goto out;
     qc_meter_start(ctx, &m, total);
-    if ((r = walk(ctx, file, newc, old_stop, new_stop, a, b, bufsz, &total, &m)) < 0)
+    if ((r = walk(ctx, file, newc, old_stop, new_stop, a, bufsz, &total, &m)) < 0)
         goto out;
     if ((r = qc_flush(file)) < 0)
         goto out;
     r = write_header(file, new_backing, new_fmt);
 out:
     free(a);
-    free(b);
     qc_error e = ctx->err;
     qc_image_close(newc);
     qc_image_close(file);

@@ -296,30 +296,73 @@ int qc_free_later(qc_image *img, uint64_t off, uint64_t bytes)
     return 0;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Give freed clusters' space back to the host: one hole per run, and a
+ * run that ends the file shortens it. Failure is harmless (space only).
+ */
+static void release(qc_image *img, uint64_t *c, size_t n)
+{
+    qc_ctx *ctx = img->ctx;
+    qsort(c, n, sizeof(*c), cmp_u64);
+    struct stat st; /* the file grows as clusters are written: ask, do not remember */
+    if (ctx->io->fstat(ctx->io_user, img->fd, &st) < 0)
+        return;
+    img->file_size = (uint64_t)st.st_size;
+    uint64_t file_clusters = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && c[j] <= c[j - 1] + 1)
+            j++;
+        uint64_t first = c[i], end = c[j - 1] + 1;
+        if (end >= file_clusters && first < file_clusters) {
+            if (ctx->io->ftruncate(ctx->io_user, img->fd, first << img->cluster_bits) == 0) {
+                img->file_size = first << img->cluster_bits;
+                file_clusters = first;
+            }
+        } else if (first < file_clusters) {
+            ctx->io->fallocate(ctx->io_user, img->fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE,
+                               first << img->cluster_bits, (end - first) << img->cluster_bits);
+        }
+        i = j;
+    }
+}
+
 /* Apply deferred frees (their references are durably gone). */
 int qc_apply_frees(qc_image *img)
 {
-    qc_ctx *ctx = img->ctx;
-    for (size_t i = 0; i < img->nfree; i++) {
+    uint64_t *zero = NULL;
+    size_t nz = 0, cap = 0;
+    int r = 0;
+    for (size_t i = 0; i < img->nfree && r == 0; i++) {
         uint64_t first = img->frees[i].off >> img->cluster_bits;
         uint64_t last = (img->frees[i].off + img->frees[i].bytes - 1) >> img->cluster_bits;
-        for (uint64_t c = first; c <= last; c++) {
-            int r = qc_refcount_add(img, c, -1);
-            if (r < 0)
-                return r;
+        for (uint64_t c = first; c <= last && r == 0; c++) {
             uint64_t rc;
-            if ((r = qc_refcount_get(img, c, &rc)) < 0)
-                return r;
-            if (rc == 0) {
-                if (c < img->free_hint)
-                    img->free_hint = c;
-                qc_cache_forget(&img->l2c, c << img->cluster_bits);
-                /* Give the space back to the host; failure is harmless. */
-                ctx->io->fallocate(ctx->io_user, img->fd, 0x01 | 0x02 /* KEEP_SIZE|PUNCH_HOLE */,
-                                   c << img->cluster_bits, img->cluster_size);
+            if ((r = qc_refcount_add(img, c, -1)) < 0 || (r = qc_refcount_get(img, c, &rc)) < 0)
+                break;
+            if (rc)
+                continue;
+            if (c < img->free_hint)
+                img->free_hint = c;
+            qc_cache_forget(&img->l2c, c << img->cluster_bits);
+            if (nz == cap) {
+                uint64_t *n = realloc(zero, (cap = cap ? cap * 2 : 256) * sizeof(*n));
+                if (!n)
+                    break; /* only the space release is lost */
+                zero = n;
             }
+            zero[nz++] = c;
         }
     }
     img->nfree = 0;
-    return 0;
+    if (r == 0 && nz)
+        release(img, zero, nz);
+    free(zero);
+    return r;
 }

@@ -548,46 +548,84 @@ int qc_image_discard(qc_image *img, uint64_t off, uint64_t len)
     return r;
 }
 
-/*
- * Point whole guest cluster cstart at a cluster holding cluster_size bytes
- * of src_fd at src_off, copied with copy_file_range (a reflink or a
- * server-side copy where the filesystem can) or else read and written.
- */
-int qc_write_cluster_copy(qc_image *img, uint64_t cstart, int src_fd, const char *src_name,
-                          uint64_t src_off, uint8_t *tmp)
+/* copy_file_range src -> img, falling back to read and write. */
+static int copy_bytes(qc_image *img, int src_fd, const char *src_name, uint64_t src_off, uint64_t dst,
+                      uint64_t len, uint8_t *tmp, size_t tmpsz)
 {
     qc_ctx *ctx = img->ctx;
-    size_t cs = (size_t)img->cluster_size;
-    uint32_t cover = img->cluster_bits + img->l2_bits;
-    uint64_t l1i = cstart >> cover, idx = (cstart >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
-    uint8_t *l2;
-    int r = l2_for_write(img, l1i, &l2);
-    if (r < 0)
-        return r;
-    uint64_t e, bm;
-    get_entry(img, l2, idx, &e, &bm);
-    uint64_t host = e & QC_OFFSET_MASK;
-    bool own = host && !(e & QC_OFLAG_COMPRESSED) && (e & QC_OFLAG_COPIED);
-    uint64_t nh = host;
-    if (!own && (r = qc_alloc_clusters(img, 1, &nh)) < 0)
-        return r;
-    size_t done = 0;
-    while (done < cs) {
-        ssize_t n = ctx->io->copy_range(ctx->io_user, src_fd, src_off + done, img->fd, nh + done, cs - done);
+    uint64_t done = 0;
+    img->unsynced = true;
+    while (done < len) {
+        ssize_t n = ctx->io->copy_range(ctx->io_user, src_fd, src_off + done, img->fd, dst + done,
+                                        (size_t)qc_min(len - done, 1u << 30));
         if (n <= 0)
             break;
-        done += (size_t)n;
+        done += (uint64_t)n;
     }
-    if (done < cs) {
-        /* No in-kernel copy here (or a short source): plain read and write. */
-        if ((r = qc_pread_full(ctx, src_fd, src_name, tmp, cs - done, src_off + done)) < 0 ||
-            (r = data_write(img, tmp, cs - done, nh + done)) < 0)
+    /* No in-kernel copy here (or a source shorter than claimed): plain read and write. */
+    while (done < len) {
+        size_t k = (size_t)qc_min(len - done, tmpsz);
+        int r = qc_pread_full(ctx, src_fd, src_name, tmp, k, src_off + done);
+        if (r == 0)
+            r = data_write(img, tmp, k, dst + done);
+        if (r < 0)
             return r;
+        done += k;
     }
-    img->unsynced = true;
-    /* the L2 pointer may be stale after allocation: fetch the table again */
-    if ((r = qc_cache_get(img, &img->l2c, img->l1[l1i] & QC_OFFSET_MASK, &l2, "L2 table")) < 0)
-        return r;
-    set_entry(img, l2, idx, nh | QC_OFLAG_COPIED, img->ext_l2 ? ALL_ALLOC : 0);
-    return own ? 0 : unref_entry(img, e);
+    return 0;
+}
+
+/*
+ * Point n whole guest clusters from cstart at clusters holding the bytes
+ * of src_fd at src_off (contiguous), copied with copy_file_range: a
+ * reflink or server-side copy where the filesystem can do it. New
+ * clusters are allocated as one run so that one call moves them all.
+ */
+int qc_write_clusters_copy(qc_image *img, uint64_t cstart, uint64_t n, int src_fd, const char *src_name,
+                           uint64_t src_off, uint8_t *tmp, size_t tmpsz)
+{
+    uint64_t cs = img->cluster_size;
+    uint32_t cover = img->cluster_bits + img->l2_bits;
+    while (n) {
+        /* a run inside one L2 table whose clusters are all fresh or all owned */
+        uint64_t l1i = cstart >> cover, idx = (cstart >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
+        uint64_t room = qc_min(n, (1ull << img->l2_bits) - idx);
+        uint8_t *l2;
+        int r = l2_for_write(img, l1i, &l2);
+        if (r < 0)
+            return r;
+        uint64_t e, bm;
+        get_entry(img, l2, idx, &e, &bm);
+        bool own = (e & QC_OFFSET_MASK) && !(e & QC_OFLAG_COMPRESSED) && (e & QC_OFLAG_COPIED);
+        uint64_t k = 1;
+        while (k < room) {
+            uint64_t e2, bm2;
+            get_entry(img, l2, idx + k, &e2, &bm2);
+            bool own2 = (e2 & QC_OFFSET_MASK) && !(e2 & QC_OFLAG_COMPRESSED) && (e2 & QC_OFLAG_COPIED);
+            /* a run of fresh clusters, or of owned ones contiguous on the host */
+            if (own != own2 || (own && (e2 & QC_OFFSET_MASK) != (e & QC_OFFSET_MASK) + k * cs))
+                break;
+            k++;
+        }
+        uint64_t host;
+        if (own)
+            host = e & QC_OFFSET_MASK;
+        else if ((r = qc_alloc_clusters(img, k, &host)) < 0)
+            return r;
+        if ((r = copy_bytes(img, src_fd, src_name, src_off, host, k * cs, tmp, tmpsz)) < 0)
+            return r;
+        if ((r = qc_cache_get(img, &img->l2c, img->l1[l1i] & QC_OFFSET_MASK, &l2, "L2 table")) < 0)
+            return r;
+        for (uint64_t i = 0; i < k; i++) {
+            uint64_t old, obm;
+            get_entry(img, l2, idx + i, &old, &obm);
+            set_entry(img, l2, idx + i, (host + i * cs) | QC_OFLAG_COPIED, img->ext_l2 ? ALL_ALLOC : 0);
+            if (!own && (r = unref_entry(img, old)) < 0)
+                return r;
+        }
+        cstart += k * cs;
+        src_off += k * cs;
+        n -= k;
+    }
+    return 0;
 }
