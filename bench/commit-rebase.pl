@@ -72,6 +72,7 @@ for my $f (@fs) {
     }
     sh('qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'qcow2', "$d/result-commit-ours.res", "$d/result-commit-qemu-img.res");
     # (rebase results have base.qcow2 as backing: compare with it in place)
+    unlink glob("$d/*.qcow2"), glob("$d/*.res"); # free tmpfs memory before the next round
     for my $op ('commit', 'rebase') {
         printf("%-14s %-7s ours %7.3f s   qemu-img %7.3f s   %6.1fx faster\n", $name, $op, $t{$op}{ours},
             $t{$op}{'qemu-img'}, $t{$op}{'qemu-img'} / $t{$op}{ours});
