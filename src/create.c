@@ -258,7 +258,10 @@ int qc_create(qc_ctx *ctx, const char *path, const qc_create_opts *o)
         return bad(ctx, path, "Backing file and preallocation can only be used at the same time if extended_l2 is on");
 
     uint64_t size = o->size;
-    if (o->backing) {
+    if (o->backing && o->backing_unchecked) {
+        if (!size)
+            return bad(ctx, path, "a size is needed when the backing file is not opened");
+    } else if (o->backing) {
         uint64_t bs;
         int r = backing_size(ctx, path, o, &bs);
         if (r < 0)

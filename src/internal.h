@@ -392,6 +392,56 @@ int qc_status_above(qc_image *top, qc_image *stop, uint64_t off, uint64_t max, u
 /* Drop all clusters of img (reads from its backing afterwards). */
 int qc_make_empty(qc_image *img);
 
+/* ---- journal.c ---- */
+typedef struct qc_volume {
+    qc_ctx *ctx;
+    char *path;         /* the volume file, as given */
+    char *dir;          /* its directory */
+    char *base;         /* its file name */
+    char *lock_path;    /* DIR/.BASE.lock */
+    char *journal_path; /* DIR/.BASE.journal */
+    int lock_fd;
+} qc_volume;
+/* Take the volume's lock, waiting up to timeout_ms; QC_ERR_BUSY after that. */
+int qc_volume_open(qc_ctx *ctx, qc_volume *v, const char *path, unsigned timeout_ms);
+void qc_volume_close(qc_volume *v);
+/* "snap-NAME-BASE" (the snapshot file's name, also its backing name). */
+char *qc_volume_snap_name(qc_volume *v, const char *name);
+/* DIR/entry */
+char *qc_volume_file(qc_volume *v, const char *entry);
+int qc_journal_write(qc_volume *v, json_object *j);
+/* *out = NULL when there is no journal. */
+int qc_journal_read(qc_volume *v, json_object **out);
+int qc_journal_clear(qc_volume *v);
+
+/* ---- tree.c ---- */
+enum { QC_VN_CURRENT = 0, QC_VN_SNAPSHOT, QC_VN_EXTERNAL, QC_VN_STRAY };
+typedef struct qc_vnode {
+    char *name;        /* "current", the snapshot name, NULL for external */
+    char *path;
+    char *backing;     /* backing name as stored */
+    char *backing_fmt;
+    int kind;
+    int fmt;
+    int parent;        /* index, -1 = none */
+    bool live;         /* on current's chain */
+    bool missing_backing;
+    uint64_t size, actual;
+    int64_t mtime;
+    dev_t dev;
+    ino_t ino;
+    char *error;       /* why a stray file could not be read */
+} qc_vnode;
+typedef struct qc_vtree {
+    qc_vnode *n;       /* n[0] is current */
+    size_t count;
+} qc_vtree;
+int qc_vtree_scan(qc_volume *v, qc_vtree *t);
+void qc_vtree_free(qc_vtree *t);
+/* Index of current or snapshot NAME, -1 if none. */
+int qc_vtree_find(const qc_vtree *t, const char *name);
+json_object *qc_vtree_json(const qc_vtree *t, const char *volume);
+
 /* ---- check.c ---- */
 /* Rebuild refcounts from the metadata (repair of dirty/leaky images). */
 int qc_rebuild_refcounts(qc_image *img);

@@ -116,9 +116,15 @@ static int p_fallocate(void *u, int fd, int mode, uint64_t off, uint64_t len)
     return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;
 }
 
+static int p_link(void *u, const char *from, const char *to)
+{
+    (void)u;
+    return link(from, to) < 0 ? -errno : 0;
+}
+
 static const qc_io posix_io = {
     p_open, p_close, p_pread, p_pwrite, p_fsync, p_ftruncate, p_fstat, p_stat,
-    p_rename, p_unlink, p_copy_range, p_lock, p_seek, p_fallocate,
+    p_rename, p_unlink, p_copy_range, p_lock, p_seek, p_fallocate, p_link,
 };
 
 const qc_io *qc_io_posix(void) { return &posix_io; }

@@ -334,9 +334,16 @@ static int f_fallocate(void *v, int fd, int mode, uint64_t off, uint64_t len)
     return P()->fallocate(NULL, fd, mode, off, len);
 }
 
+static int f_link(void *v, const char *from, const char *to)
+{
+    qc_fault *f = v;
+    int r = tick(f);
+    return r ? r : P()->link(NULL, from, to);
+}
+
 static const qc_io fault_io = {
     f_open, f_close, f_pread, f_pwrite, f_fsync, f_ftruncate, f_fstat, f_stat,
-    f_rename, f_unlink, f_copy_range, f_lock, f_seek, f_fallocate,
+    f_rename, f_unlink, f_copy_range, f_lock, f_seek, f_fallocate, f_link,
 };
 
 void qc_ctx_set_fault(qc_ctx *ctx, qc_fault *f)

@@ -112,6 +112,7 @@ typedef struct qc_io {
     int (*lock)(void *u, int fd, int cmd, struct flock *fl);
     int64_t (*seek)(void *u, int fd, int64_t off, int whence);
     int (*fallocate)(void *u, int fd, int mode, uint64_t off, uint64_t len);
+    int (*link)(void *u, const char *from, const char *to); /* fails if to exists */
 } qc_io;
 
 #define QC_RENAME_NOREPLACE 1u
@@ -122,7 +123,7 @@ void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
 
 /*
  * Fault injection for tests, layered over POSIX. Counts the mutating calls
- * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate).
+ * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate, link).
  * mode QC_FAULT_ERROR: call number nth fails with err, later calls succeed.
  * mode QC_FAULT_CRASH: call number nth and every later call fail with EIO,
  *   and writes not yet made durable by fsync are undone (all of them, or a
@@ -191,6 +192,7 @@ typedef struct qc_create_opts {
     int preallocation;        /* 0 off, 1 metadata */
     const char *backing;      /* stored verbatim; relative to the new image */
     const char *backing_fmt;  /* required with backing */
+    bool backing_unchecked;   /* do not open the backing file (size required): qemu-img create -u */
 } qc_create_opts;
 
 /* Defaults as qemu-img create. */
@@ -222,6 +224,42 @@ enum { QC_REBASE_UNSAFE = 1u }; /* -u: only rewrite the header */
  */
 int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_backing,
               const char *new_fmt, unsigned flags);
+
+/* ---- external snapshots of a volume ----------------------------------- */
+
+/*
+ * Volume FILE is the live disk; snapshot S is the file snap-S-FILE in the
+ * same directory; images refer to their backing files by these relative
+ * names. Every operation takes the volume's lock (waiting up to
+ * lock_timeout_ms, then QC_ERR_BUSY), first completes or undoes an
+ * interrupted operation recorded in the volume's journal, and records its
+ * own intent before changing anything.
+ */
+enum { QC_DELETE_AUTO = 0, QC_DELETE_COMMIT, QC_DELETE_STREAM };
+typedef struct qc_snap_opts {
+    uint32_t cluster_size;    /* new overlays: default 128k */
+    bool extended_l2;         /* default on */
+    int preallocation;        /* default 1 (metadata); only with extended L2 */
+    bool running;             /* delete: QEMU already merged the data */
+    int delete_method;        /* QC_DELETE_*: auto moves the smaller layer */
+    unsigned lock_timeout_ms; /* default 10000 */
+} qc_snap_opts;
+
+void qc_snap_opts_init(qc_snap_opts *o);
+/* 1 if NAME is a valid snapshot name ([a-z][a-z0-9_-]*, <= 40, not "current"). */
+int qc_snap_name_valid(const char *name);
+/* The live data becomes snapshot NAME; FILE becomes a new overlay on it. */
+int qc_snapshot_create(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o);
+/* FILE becomes a fresh overlay on snapshot NAME (any snapshot). */
+int qc_snapshot_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o);
+/* Remove snapshot NAME; its children keep their exact guest view. */
+int qc_snapshot_delete(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o);
+int qc_snapshot_rename(qc_ctx *ctx, const char *volume, const char *from, const char *to,
+                       const qc_snap_opts *o);
+/* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}]} */
+int qc_snapshot_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_snap_opts *o);
+/* Complete or undo an interrupted operation (every operation does this first). */
+int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_snap_opts *o);
 
 /* ---- check ----------------------------------------------------------- */
 

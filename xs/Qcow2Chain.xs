@@ -148,3 +148,59 @@ _rebase(file, fmt, backing, backing_fmt, unsafe, opts)
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
     qcx_check(aTHX_ &c, qc_rebase(c.ctx, file, qcx_str_or_null(aTHX_ fmt), backing,
                                   qcx_str_or_null(aTHX_ backing_fmt), unsafe ? QC_REBASE_UNSAFE : 0));
+
+void
+_snapshot(op, volume, name, target, opts)
+    const char *op
+    const char *volume
+    const char *name
+    SV *target
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_snap_opts so;
+    HV *o;
+    int r;
+  CODE:
+    o = qcx_opts(aTHX_ opts);
+    qc_snap_opts_init(&so);
+    so.cluster_size = (uint32_t)qcx_opt_uv(aTHX_ o, "cluster_size", so.cluster_size);
+    if (opt_sv(aTHX_ o, "extended_l2"))
+        so.extended_l2 = opt_true(aTHX_ o, "extended_l2");
+    so.preallocation = (int)qcx_opt_uv(aTHX_ o, "preallocation", (UV)so.preallocation);
+    so.running = opt_true(aTHX_ o, "running");
+    so.delete_method = (int)qcx_opt_uv(aTHX_ o, "delete_method", 0);
+    so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", so.lock_timeout_ms);
+    qcx_begin(aTHX_ &c, o);
+    if (!strcmp(op, "create"))
+        r = qc_snapshot_create(c.ctx, volume, name, &so);
+    else if (!strcmp(op, "rollback"))
+        r = qc_snapshot_rollback(c.ctx, volume, name, &so);
+    else if (!strcmp(op, "delete"))
+        r = qc_snapshot_delete(c.ctx, volume, name, &so);
+    else if (!strcmp(op, "rename"))
+        r = qc_snapshot_rename(c.ctx, volume, name, qcx_str_or_null(aTHX_ target) ? SvPV_nolen(target) : "", &so);
+    else if (!strcmp(op, "recover"))
+        r = qc_volume_recover(c.ctx, volume, &so);
+    else
+        croak("unknown snapshot operation '%s'\n", op);
+    qcx_check(aTHX_ &c, r);
+
+SV *
+_snapshot_list(volume, opts)
+    const char *volume
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_snap_opts so;
+    json_object *o = NULL;
+    HV *h;
+  CODE:
+    h = qcx_opts(aTHX_ opts);
+    qc_snap_opts_init(&so);
+    so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ h, "lock_timeout_ms", so.lock_timeout_ms);
+    qcx_begin(aTHX_ &c, h);
+    qcx_check(aTHX_ &c, qc_snapshot_list(c.ctx, &o, volume, &so));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
+  OUTPUT:
+    RETVAL

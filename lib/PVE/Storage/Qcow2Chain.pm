@@ -113,6 +113,68 @@ sub rebase {
     return;
 }
 
+# ---- external snapshots of a volume ----
+
+my %SNAP = map { $_ => 1 } qw(cluster_size extended_l2 preallocation running delete_method lock_timeout_ms);
+my %DELETE = (auto => 0, commit => 1, stream => 2);
+
+sub _snap_opts {
+    my ($fn, %opt) = @_;
+    my $o = _opts($fn, \%SNAP, %opt);
+    $o->{cluster_size} = parse_size($o->{cluster_size}) if defined $o->{cluster_size};
+    if (defined(my $p = $o->{preallocation})) {
+        $o->{preallocation} = $p eq 'metadata' || $p eq '1' ? 1 : $p eq 'off' || $p eq '0' ? 0
+            : die "$fn: preallocation must be off or metadata\n";
+    }
+    if (defined(my $m = $o->{delete_method})) {
+        die "$fn: delete_method must be auto, commit or stream\n" if !exists $DELETE{$m};
+        $o->{delete_method} = $DELETE{$m};
+    }
+    $o->{extended_l2} = $o->{extended_l2} ? 1 : 0 if exists $o->{extended_l2};
+    return $o;
+}
+
+sub snapshot_create {
+    my ($volume, $name, %opt) = @_;
+    _snapshot('create', _file('snapshot_create', $volume), $name // '', undef, _snap_opts('snapshot_create', %opt));
+    return;
+}
+
+sub snapshot_rollback {
+    my ($volume, $name, %opt) = @_;
+    _snapshot('rollback', _file('snapshot_rollback', $volume), $name // '', undef, _snap_opts('snapshot_rollback', %opt));
+    return;
+}
+
+sub snapshot_delete {
+    my ($volume, $name, %opt) = @_;
+    _snapshot('delete', _file('snapshot_delete', $volume), $name // '', undef, _snap_opts('snapshot_delete', %opt));
+    return;
+}
+
+sub snapshot_rename {
+    my ($volume, $from, $to, %opt) = @_;
+    _snapshot('rename', _file('snapshot_rename', $volume), $from // '', $to // '', _snap_opts('snapshot_rename', %opt));
+    return;
+}
+
+sub snapshot_list {
+    my ($volume, %opt) = @_;
+    return _snapshot_list(_file('snapshot_list', $volume), _snap_opts('snapshot_list', %opt));
+}
+
+sub volume_recover {
+    my ($volume, %opt) = @_;
+    _snapshot('recover', _file('volume_recover', $volume), '', undef, _snap_opts('volume_recover', %opt));
+    return;
+}
+
+sub snapshot_file {
+    my ($volume, $name) = @_;
+    my ($dir, $file) = $volume =~ m{^(.*/)?([^/]+)$} or die "snapshot_file: bad volume path\n";
+    return ($dir // '') . "snap-$name-$file";
+}
+
 my %REPAIR = (none => 0, leaks => 1, all => 2);
 
 sub check {
@@ -277,6 +339,73 @@ removes the backing file. C<unsafe =E<gt> 1> only rewrites the header.
 C<backing_fmt> is required unless C<backing_file> is C<''>; every
 argument is checked (new backing readable, name fits in the header)
 before anything is written.
+
+=back
+
+=head2 External snapshots of a volume
+
+A volume is a qcow2 file C<$volume>; snapshot C<$name> lives in the file
+C<snap-$name-FILE> next to it (C<snapshot_file> gives the path); images
+refer to their backing files by these relative names. Snapshot names match
+C</^[a-z][a-z0-9_-]*$/i>, at most 40 characters; C<current> is reserved.
+
+Every operation takes the volume's lock (C<.FILE.lock>; another process
+waits up to C<lock_timeout_ms>, default 10000, then gets an error with code
+C<busy>), first completes or undoes an operation that was interrupted
+(recorded in C<.FILE.journal>), and records its own intent before
+changing anything. There is never a moment without C<$volume>.
+
+=over
+
+=item snapshot_create($volume, $name, %opt)
+
+The live data becomes snapshot C<$name> and C<$volume> a new overlay on it
+(C<cluster_size> default 128k, C<extended_l2> default on, C<preallocation>
+default C<metadata>). Works while a VM runs: C<$volume> is only read with
+the shared lock; the VM must then switch to the new overlay itself (QMP
+C<blockdev-snapshot>). An existing snapshot file is never replaced.
+
+=item snapshot_rollback($volume, $name, %opt)
+
+C<$volume> becomes a fresh overlay on snapshot C<$name>, any snapshot, not
+just the newest; the other snapshots stay valid. Taking a snapshot after
+rolling back to an older one starts a branch: snapshots form a tree.
+Refused while a VM holds C<$volume>.
+
+=item snapshot_delete($volume, $name, running => 0, delete_method => 'auto', %opt)
+
+Removes snapshot C<$name> anywhere in the tree. Without children the file
+is removed. With one child the smaller layer moves: the child is committed
+into the snapshot which then takes the child's name, or the snapshot is
+streamed into the child (C<delete_method> forces C<commit> or C<stream>).
+With several children each child is streamed. Every child keeps its exact
+guest view. With C<running =E<gt> 1> (QEMU has merged already) only the
+file is removed. A file that another image still uses as backing file is
+never removed.
+
+=item snapshot_rename($volume, $from, $to, %opt)
+
+Renames a snapshot file and rewrites its children's backing names.
+"target snapshot '$to' already exists" if C<$to> exists.
+
+=item snapshot_list($volume, %opt)
+
+The tree, rebuilt from the files: C<{volume =E<gt> $volume, nodes =E<gt>
+[...]}>, each node with C<name> (C<current>, a snapshot name, or undef),
+C<kind> (C<current>, C<snapshot>, C<external> for a backing file that is
+not one of this volume's snapshots, such as a linked clone's base, C<stray>
+for an unreadable C<snap-*> file), C<file>, C<parent> (a name or undef),
+C<backing-file>, C<children>, C<virtual-size>, C<actual-size>,
+C<date-sec>, C<live> (on the chain of C<current>).
+
+=item volume_recover($volume, %opt)
+
+Completes or undoes an interrupted operation now (every operation does it
+first anyway).
+
+=item snapshot_file($volume, $name)
+
+The path of snapshot C<$name>'s file.
 
 =item check($file, repair => 'leaks' | 'all', %opt)
 
