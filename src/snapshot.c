@@ -204,6 +204,9 @@ static int create_steps(qc_volume *v, const char *snap, const char *sname, const
     uint64_t size;
     int fmt;
     int r = peek(ctx, v->path, &size, &fmt, NULL, NULL);
+    if (r == 0 && fmt != QC_FMT_QCOW2)
+        r = qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, v->path, "snapshot",
+                    "'%s' is not a qcow2 image; external snapshots need qcow2 volumes", v->path);
     if (r == 0)
         r = make_overlay(v, tmp, sname, qc_format_name(fmt), size, o);
     if (r < 0)
@@ -284,12 +287,13 @@ static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_snap_op
 
 static int finish(qc_volume *v, int r)
 {
+    qc_ctx *ctx = v->ctx;
     if (r == 0)
         r = qc_journal_clear(v);
-    qc_error e = v->ctx->err;
-    qc_volume_close(v);
+    qc_error e = ctx->err;
+    qc_volume_close(v); /* clears v */
     if (r < 0)
-        v->ctx->err = e;
+        ctx->err = e;
     return r;
 }
 

@@ -37,10 +37,10 @@ static qc_vnode *add(qc_vtree *t)
 }
 
 /* Header facts of one file (no chain, no locks that disturb QEMU). */
-static int probe(qc_ctx *ctx, qc_vnode *n)
+static int probe(qc_ctx *ctx, qc_vnode *n, const char *fmt)
 {
     qc_image *img;
-    int r = qc_image_open(ctx, &img, n->path, NULL, QC_OPEN_NO_BACKING | QC_OPEN_SHARE);
+    int r = qc_image_open(ctx, &img, n->path, fmt, QC_OPEN_NO_BACKING | QC_OPEN_SHARE);
     if (r < 0)
         return r;
     struct stat st;
@@ -78,7 +78,7 @@ int qc_vtree_scan(qc_volume *v, qc_vtree *t)
     if (!cur || !(cur->name = qc_strdup(ctx, "current")) || !(cur->path = qc_strdup(ctx, v->path)))
         return QC_ERR_NOMEM;
     cur->kind = QC_VN_CURRENT;
-    int r = probe(ctx, cur);
+    int r = probe(ctx, cur, NULL);
     if (r < 0)
         return r;
 
@@ -101,7 +101,7 @@ int qc_vtree_scan(qc_volume *v, qc_vtree *t)
             return QC_ERR_NOMEM;
         }
         n->kind = QC_VN_SNAPSHOT;
-        if (probe(ctx, n) < 0) {
+        if (probe(ctx, n, "qcow2") < 0) { /* snapshots are qcow2 images, always */
             n->kind = QC_VN_STRAY;
             n->error = qc_strdup(ctx, ctx->err.msg);
             qc_ctx_clear_error(ctx);

@@ -1,0 +1,181 @@
+# External snapshots of a volume, model-based: seeded random sequences of
+# guest writes, snapshot, rollback to any snapshot and delete of any
+# snapshot. After every step the live disk equals the model, every
+# surviving snapshot reads exactly as when it was taken, and qemu-img check
+# is clean on every file (guest views read with qemu-img).
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use QcTest;
+use Test::More;
+use PVE::Storage::Qcow2Chain;
+use PVE::Storage::Qcow2Chain::Image;
+
+my $dir = scratch();
+chdir $dir or die;
+my $SIZE = 4 << 20;
+
+sub view {
+    my ($f) = @_;
+    qimg('convert', '-O', 'raw', $f, 'view.raw');
+    return slurp('view.raw');
+}
+
+# Verify the whole volume against the model; returns a list of problems.
+sub verify {
+    my ($vol, $model, $current) = @_;
+    my @bad;
+    push @bad, 'current differs' if view($vol) ne $current;
+    my $list = PVE::Storage::Qcow2Chain::snapshot_list($vol);
+    my %seen = map { $_->{name} => $_ } grep { $_->{kind} eq 'snapshot' } @{ $list->{nodes} };
+    for my $s (sort keys %$model) {
+        my $f = PVE::Storage::Qcow2Chain::snapshot_file($vol, $s);
+        if (!$seen{$s}) { push @bad, "snapshot $s missing"; next }
+        push @bad, "snapshot $s differs" if view($f) ne $model->{$s};
+    }
+    push @bad, "unexpected snapshot $_" for grep { !exists $model->{$_} } keys %seen;
+    push @bad, "stray or external files" if grep { $_->{kind} eq 'stray' } @{ $list->{nodes} };
+    for my $f ($vol, map { PVE::Storage::Qcow2Chain::snapshot_file($vol, $_) } keys %$model) {
+        my ($rc, $o, $e) = qimg_ok('check', $f);
+        push @bad, "$f: check $rc $o$e" if $rc != 0;
+    }
+    return @bad;
+}
+
+sub guest_write {
+    my ($vol, $cur, $off, $len, $byte, $via_qemu) = @_;
+    if ($via_qemu) {
+        qio($vol, sprintf('write -q -P 0x%02x %d %d', $byte, $off, $len));
+    } else {
+        my $img = PVE::Storage::Qcow2Chain::Image->open($vol, rw => 1);
+        $img->write($off, chr($byte) x $len);
+        $img->close;
+    }
+    substr($$cur, $off, $len) = chr($byte) x $len;
+}
+
+for my $seed (1 .. 3) {
+    srand($seed);
+    my $vol = "vm-10$seed-disk-0.qcow2";
+    # a 64k base volume, as Proxmox allocates it
+    qimg('create', '-q', '-f', 'qcow2', $vol, $SIZE);
+    qio($vol, 'write -q -P 0x01 0 3M');
+    my $cur = "\x01" x (3 << 20) . "\0" x ($SIZE - (3 << 20));
+    my (%model, @problems, %ops);
+    my $n = 0;
+    for my $step (1 .. 40) {
+        my @snaps = sort keys %model;
+        my $r = rand();
+        my $what;
+        if ($r < 0.35) {
+            my $off = int(rand($SIZE - 1));
+            my $len = 1 + int(rand(rand() < 0.5 ? 8192 : 300000));
+            $len = $SIZE - $off if $off + $len > $SIZE;
+            guest_write($vol, \$cur, $off, $len, 1 + int(rand(255)), rand() < 0.5);
+            $what = "write $off+$len";
+        } elsif ($r < 0.6 || !@snaps) {
+            my $name = 's' . ++$n . (rand() < 0.3 ? '-with-dash' : '');
+            PVE::Storage::Qcow2Chain::snapshot_create($vol, $name);
+            $model{$name} = $cur;
+            $what = "snapshot $name";
+        } elsif ($r < 0.75) {
+            my $s = $snaps[int(rand(@snaps))];
+            PVE::Storage::Qcow2Chain::snapshot_rollback($vol, $s);
+            $cur = $model{$s};
+            $what = "rollback $s";
+        } else {
+            my $s = $snaps[int(rand(@snaps))];
+            my $m = (qw(auto commit stream))[int(rand(3))];
+            PVE::Storage::Qcow2Chain::snapshot_delete($vol, $s, delete_method => $m);
+            delete $model{$s};
+            $what = "delete $s ($m)";
+        }
+        $ops{ $what =~ s/ .*//r }++;
+        my @bad = verify($vol, \%model, $cur);
+        push @problems, "step $step ($what): @bad" if @bad;
+        last if @problems;
+    }
+    is_deeply(\@problems, [], "seed $seed: 40 random steps (" . join(', ', map { "$ops{$_} $_" } sort keys %ops)
+        . ") keep every snapshot and the live disk exact");
+}
+
+# Deleting a snapshot with several children (a branch point).
+{
+    my $vol = 'vm-200-disk-0.qcow2';
+    qimg('create', '-q', '-f', 'qcow2', $vol, $SIZE);
+    my $cur = "\0" x $SIZE;
+    guest_write($vol, \$cur, 0, 1 << 20, 0x11);
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'root');
+    my %model = (root => $cur);
+    guest_write($vol, \$cur, 100000, 5000, 0x22);
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'a');
+    $model{a} = $cur;
+    PVE::Storage::Qcow2Chain::snapshot_rollback($vol, 'root');
+    $cur = $model{root};
+    guest_write($vol, \$cur, 200000, 7000, 0x33);
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'b');
+    $model{b} = $cur;
+    guest_write($vol, \$cur, 300000, 9000, 0x44);
+    my $tree = PVE::Storage::Qcow2Chain::snapshot_list($vol);
+    my ($root) = grep { ($_->{name} // '') eq 'root' } @{ $tree->{nodes} };
+    is_deeply([sort @{ $root->{children} }], ['a', 'b'], 'a branch: root has two children');
+    PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'root');
+    delete $model{root};
+    is_deeply([verify($vol, \%model, $cur)], [], 'deleting the branch point keeps both branches exact');
+    my $t2 = PVE::Storage::Qcow2Chain::snapshot_list($vol);
+    ok(!grep({ ($_->{name} // '') eq 'root' } @{ $t2->{nodes} }), 'root is gone');
+}
+
+# Errors are clear and change nothing.
+{
+    my $vol = 'vm-300-disk-0.qcow2';
+    qimg('create', '-q', '-f', 'qcow2', $vol, $SIZE);
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'one');
+    eval { PVE::Storage::Qcow2Chain::snapshot_create($vol, 'one') };
+    like("$@", qr/snapshot 'one' already exists/, 'an existing snapshot is never replaced');
+    eval { PVE::Storage::Qcow2Chain::snapshot_rollback($vol, 'nope') };
+    like("$@", qr/snapshot 'nope' does not exist/, 'rollback to a missing snapshot');
+    eval { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'nope') };
+    like("$@", qr/snapshot 'nope' does not exist/, 'delete of a missing snapshot');
+    for my $bad ('current', '1abc', 'a b', 'x' x 41, 'a/b', '') {
+        eval { PVE::Storage::Qcow2Chain::snapshot_create($vol, $bad) };
+        like("$@", qr/invalid snapshot name/, "invalid name '$bad' refused");
+    }
+    eval { PVE::Storage::Qcow2Chain::snapshot_rename($vol, 'one', 'one') };
+    like("$@", qr/target snapshot 'one' already exists/, "rename onto an existing name");
+    PVE::Storage::Qcow2Chain::snapshot_rename($vol, 'one', 'two');
+    my $t = PVE::Storage::Qcow2Chain::snapshot_list($vol);
+    my ($cur) = grep { $_->{kind} eq 'current' } @{ $t->{nodes} };
+    is($cur->{parent}, 'two', 'rename: the child now refers to the new name');
+    ok(!-e 'snap-one-vm-300-disk-0.qcow2' && -e 'snap-two-vm-300-disk-0.qcow2', 'rename: files');
+    my ($rc) = qimg_ok('check', $vol);
+    is($rc, 0, 'rename: volume clean');
+
+    # a file of another volume built on our snapshot keeps it alive
+    qimg('create', '-q', '-f', 'qcow2', '-b', 'snap-two-vm-300-disk-0.qcow2', '-F', 'qcow2', 'vm-301-disk-0.qcow2');
+    eval { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'two') };
+    like("$@", qr/backing file of 'vm-301-disk-0\.qcow2'/, 'a snapshot used by another image is not deleted');
+    ok(-e 'snap-two-vm-300-disk-0.qcow2', '.. and still there');
+}
+
+# A linked clone's base is reported as external, never as a snapshot.
+{
+    qimg('create', '-q', '-f', 'qcow2', 'base-400-disk-0.qcow2', $SIZE);
+    my $vol = 'vm-401-disk-0.qcow2';
+    qimg('create', '-q', '-f', 'qcow2', '-b', 'base-400-disk-0.qcow2', '-F', 'qcow2', $vol);
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 's');
+    open(my $fh, '>', "snap-junk-$vol") or die; print $fh "not an image"; close $fh;
+    my $t = PVE::Storage::Qcow2Chain::snapshot_list($vol);
+    my %k = map { ($_->{name} // $_->{file}) => $_->{kind} } @{ $t->{nodes} };
+    is($k{'base-400-disk-0.qcow2'}, 'external', "linked clone's base: external");
+    is($k{"snap-junk-$vol"}, 'stray', 'unreadable snap file: stray');
+    is($k{s}, 'snapshot', 'the real snapshot');
+    PVE::Storage::Qcow2Chain::snapshot_delete($vol, 's');
+    my ($rc) = qimg_ok('compare', $vol, 'base-400-disk-0.qcow2');
+    is($rc, 0, 'deleting the snapshot over an external base keeps the data');
+}
+
+done_testing();
