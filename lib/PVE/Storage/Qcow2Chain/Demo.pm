@@ -1,66 +1,123 @@
 package PVE::Storage::Qcow2Chain::Demo;
 
-# The main job of the README's first command: build a small backing chain
-# in a scratch directory, inspect it natively, and verify what we read.
+# The main job of the README's first command: a scratch directory laid
+# out like a Proxmox directory storage; a disk is allocated, written,
+# snapshotted, rolled back to an older snapshot, branched, and snapshots
+# are deleted on both branches. Every step is timed; at the end every
+# file is checked and every snapshot's content verified.
 
 use strict;
 use warnings;
 
+use File::Path qw(make_path);
 use File::Temp qw(tempdir);
 use Time::HiRes qw(time);
 use PVE::Storage::Qcow2Chain;
+use PVE::Storage::Qcow2Chain::Image;
 
 our $VERSION = '0.1.0';
+
+my $MiB = 1 << 20;
 
 sub step {
     my ($what, $code) = @_;
     my $t0 = time;
     my @r = $code->();
-    printf("  %-58s %8.2f ms\n", $what, (time - $t0) * 1000);
+    printf("  %-60s %9.2f ms\n", $what, (time - $t0) * 1000);
     return wantarray ? @r : $r[0];
 }
 
-sub sh {
-    my (@cmd) = @_;
-    system(@cmd) == 0 or die "command failed: @cmd\n";
+# What each region of the disk should hold, per snapshot: [offset, length, byte].
+sub write_region {
+    my ($vol, $model, $off, $len, $byte) = @_;
+    my $img = PVE::Storage::Qcow2Chain::Image->open($vol, rw => 1);
+    my $buf = chr($byte) x $MiB;
+    for (my $o = 0; $o < $len; $o += $MiB) { $img->write($off + $o, $buf) }
+    $img->close;
+    push @$model, [$off, $len, $byte];
+}
+
+sub verify_view {
+    my ($file, $model) = @_;
+    my $img = PVE::Storage::Qcow2Chain::Image->open($file);
+    # the newest write to each region wins
+    my %expect;
+    for my $w (@$model) {
+        for (my $o = $w->[0]; $o < $w->[0] + $w->[1]; $o += $MiB) { $expect{$o} = $w->[2] }
+    }
+    for my $o (sort { $a <=> $b } keys %expect) {
+        my $got = $img->read($o, $MiB);
+        die "verify: $file at $o does not hold what was written\n" if $got ne chr($expect{$o}) x $MiB;
+    }
+    die "verify: $file should read zeros at the end\n" if $img->read($img->size - 4096, 4096) ne "\0" x 4096;
+    $img->close;
+    return scalar(keys %expect);
+}
+
+sub tree {
+    my ($vol) = @_;
+    my $list = PVE::Storage::Qcow2Chain::snapshot_list($vol);
+    my %by = map { ($_->{name} // $_->{file}) => $_ } @{ $list->{nodes} };
+    my $show;
+    $show = sub {
+        my ($n, $ind) = @_;
+        printf("    %s`-> %-12s %s\n", $ind, $n->{name}, $n->{kind} eq 'current' ? '(you are here)' : '');
+        $show->($by{$_}, "$ind  ") for sort @{ $n->{children} };
+    };
+    $show->($_, '') for grep { !defined $_->{parent} && $_->{kind} ne 'external' } @{ $list->{nodes} };
 }
 
 sub run {
     my ($dir) = @_;
     $dir //= tempdir('qcow2-chain-demo-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    print "qcow2-chain demo in $dir\n";
-    my $base = "$dir/vm-100-disk-0.qcow2";
-    my $mid = "$dir/snap-one.qcow2";
-    my $top = "$dir/snap-two.qcow2";
+    my $images = "$dir/images/100";
+    make_path($images);
+    my $vol = "$images/vm-100-disk-0.qcow2";
+    print "qcow2-chain demo: directory storage in $dir (qcow2-chain " . PVE::Storage::Qcow2Chain::core_version() . ")\n";
 
-    print "building a 3-layer chain with qemu-img (the writer lands in the next issue):\n";
-    step('create base (1 GiB)', sub { sh('qemu-img', 'create', '-q', '-f', 'qcow2', $base, '1G') });
-    step('write 4 MiB of 0x11 at 0', sub { sh('qemu-io', '-c', 'write -q -P 0x11 0 4M', $base) });
-    step('create overlay one', sub { sh('qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'vm-100-disk-0.qcow2', '-F', 'qcow2', $mid) });
-    step('write zeros over 1 MiB in the middle', sub { sh('qemu-io', '-c', 'write -q -z 1M 1M', $mid) });
-    step('create overlay two (128k clusters, extended L2)', sub {
-        sh('qemu-img', 'create', '-q', '-f', 'qcow2', '-o', 'cluster_size=128k,extended_l2=on', '-b', 'snap-one.qcow2', '-F', 'qcow2', $top) });
-    step('write 4 KiB of 0x22 at 3 MiB', sub { sh('qemu-io', '-c', 'write -q -P 0x22 3M 4k', $top) });
+    my (@now, %snap);
+    step('alloc vm-100-disk-0.qcow2 (4 GiB, 64k clusters)', sub { PVE::Storage::Qcow2Chain::create($vol, size => '4G') });
+    step('write 64 MiB (the installed system)', sub { write_region($vol, \@now, 0, 64 * $MiB, 0x11) });
+    step('snapshot "install"', sub { PVE::Storage::Qcow2Chain::snapshot_create($vol, 'install') });
+    $snap{install} = [@now];
+    step('write 32 MiB', sub { write_region($vol, \@now, 100 * $MiB, 32 * $MiB, 0x22) });
+    step('snapshot "configured"', sub { PVE::Storage::Qcow2Chain::snapshot_create($vol, 'configured') });
+    $snap{configured} = [@now];
+    step('write 16 MiB', sub { write_region($vol, \@now, 8 * $MiB, 16 * $MiB, 0x33) });
+    step('snapshot "upgrade"', sub { PVE::Storage::Qcow2Chain::snapshot_create($vol, 'upgrade') });
+    $snap{upgrade} = [@now];
+    step('roll back to the older "install" (not the newest)', sub { PVE::Storage::Qcow2Chain::snapshot_rollback($vol, 'install') });
+    @now = @{ $snap{install} };
+    step('write 8 MiB on the new branch', sub { write_region($vol, \@now, 200 * $MiB, 8 * $MiB, 0x44) });
+    step('snapshot "experiment" (a branch)', sub { PVE::Storage::Qcow2Chain::snapshot_create($vol, 'experiment') });
+    $snap{experiment} = [@now];
+    step('write 4 MiB', sub { write_region($vol, \@now, 300 * $MiB, 4 * $MiB, 0x55) });
+    print "  the snapshot tree:\n";
+    tree($vol);
+    step('delete "configured" (middle of the other branch)', sub { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'configured') });
+    delete $snap{configured};
+    step('delete "install" (the branch point, two children)', sub { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'install') });
+    delete $snap{install};
+    step('delete "experiment" (on the live branch)', sub { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'experiment') });
+    delete $snap{experiment};
+    print "  the snapshot tree now:\n";
+    tree($vol);
 
-    print "inspecting natively:\n";
-    my $chain = step('info --backing-chain (in-process)', sub { PVE::Storage::Qcow2Chain::info($top, backing_chain => 1) });
-    for my $l (@$chain) {
-        printf("    %-24s %-6s %10d bytes, backing %s\n", $l->{filename} =~ s{.*/}{}r, $l->{format},
-            $l->{'virtual-size'}, $l->{'backing-filename'} // '-');
-    }
-    my $map = step('map', sub { PVE::Storage::Qcow2Chain::map($top) });
-    for my $e (@$map) {
-        next if !$e->{present};
-        printf("    %10d +%-10d depth %d %s\n", $e->{start}, $e->{length}, $e->{depth}, $e->{data} ? 'data' : 'zero');
-    }
-    my ($a, $b, $c) = step('read guest data at 0, 1 MiB and 3 MiB', sub {
-        map { PVE::Storage::Qcow2Chain::read($top, $_, 4096) } (0, 1 << 20, 3 << 20);
+    print "verifying:\n";
+    my $files = 0;
+    step('check every file (refcounts, tables)', sub {
+        for my $f ($vol, map { PVE::Storage::Qcow2Chain::snapshot_file($vol, $_) } keys %snap) {
+            my $r = PVE::Storage::Qcow2Chain::check($f);
+            die "verify: $f is not clean\n" if $r->{corruptions} || $r->{leaks} || $r->{'check-errors'};
+            $files++;
+        }
     });
-    die "verify: wrong data at 0\n" if $a ne "\x11" x 4096;
-    die "verify: wrong data at 1 MiB\n" if $b ne "\0" x 4096;
-    die "verify: wrong data at 3 MiB\n" if $c ne "\x22" x 4096;
-    die "verify: chain length\n" if @$chain != 3;
-    print "verified: chain of 3, guest data as written\n";
+    my $regions = 0;
+    step('read back the live disk and every snapshot', sub {
+        $regions += verify_view($vol, \@now);
+        $regions += verify_view(PVE::Storage::Qcow2Chain::snapshot_file($vol, $_), $snap{$_}) for keys %snap;
+    });
+    print "verified: $files files clean, $regions MiB read back as written\n";
     return 0;
 }
 
@@ -78,8 +135,11 @@ PVE::Storage::Qcow2Chain::Demo - the demonstration run by C<qcow2-chain demo>
 
 =head1 DESCRIPTION
 
-Builds a small chain in a scratch directory (or DIR), inspects it with the
-native reader, prints the time of each step and verifies the results.
+On a scratch directory laid out like a Proxmox directory storage (or DIR):
+allocates a disk, writes data, takes snapshots, rolls back to an older
+snapshot, branches, deletes snapshots on both branches, prints the tree
+and the time of each step, then checks every file and verifies every
+snapshot's content. Uses only this distribution (no qemu-img).
 
 =head1 FUNCTIONS
 
@@ -87,16 +147,12 @@ native reader, prints the time of each step and verifies the results.
 
 =item run($dir)
 
-Run the demo in C<$dir> (a new temporary directory when undefined).
-Returns 0 on success and dies with a one-line message otherwise.
+Runs the demo in C<$dir> (a new temporary directory when undefined).
+Returns 0 on success, dies with a one-line message otherwise.
 
-=item step($label, $code)
+=item step($label, $code), write_region, verify_view, tree
 
-Run C<$code>, print C<$label> with the time it took, return its result.
-
-=item sh(@cmd)
-
-Run a command, die if it fails.
+Helpers of the demo: timing, writing and verifying regions, drawing the tree.
 
 =back
 
