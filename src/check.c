@@ -24,7 +24,8 @@ typedef struct walk {
     bool stats;            /* first pass: count errors and fragmentation */
     uint64_t lo, hi;       /* window of clusters */
     uint32_t *refs;
-    uint64_t end;          /* highest referenced cluster + 1 */
+    uint64_t end;          /* highest referenced cluster + 1 (inside the file) */
+    bool beyond;           /* something points past the end of the file */
     uint64_t file_clusters;
     /* results */
     uint64_t corruptions, check_errors, allocated, fragmented, compressed, next_contig;
@@ -52,23 +53,30 @@ static void corrupt(walk *w, const char *fmt, uint64_t a)
     msg(w, fmt, (unsigned long long)a);
 }
 
-/* One reference to every cluster touched by [off, off+len). */
+/*
+ * One reference to every cluster touched by [off, off+len). References
+ * reaching a cluster or more past the end of the file are corruptions (as
+ * in qemu-img check) and are not counted.
+ */
 static void ref(walk *w, uint64_t off, uint64_t len)
 {
     if (!len)
         return;
     qc_image *img = w->img;
     uint64_t first = off >> img->cluster_bits, last = (off + len - 1) >> img->cluster_bits;
-    if (last + 1 > w->end)
-        w->end = last + 1;
-    if (last >= w->file_clusters + 1 || (last >= w->file_clusters && off + len > w->file_clusters << img->cluster_bits
-                                         && first >= w->file_clusters)) {
+    if (last >= w->file_clusters) {
+        w->beyond = true;
         if (w->stats) {
             w->corruptions++;
             msg(w, "ERROR: reference to region past the end of the file: offset %#llx size %#llx",
                 (unsigned long long)off, (unsigned long long)len);
         }
+        if (first >= w->file_clusters)
+            return;
+        last = w->file_clusters - 1;
     }
+    if (last + 1 > w->end)
+        w->end = last + 1;
     for (uint64_t c = qc_max(first, w->lo); c <= last && c < w->hi; c++)
         if (w->refs[c - w->lo] != UINT32_MAX)
             w->refs[c - w->lo]++;
@@ -233,17 +241,19 @@ static int check_pass(qc_image *img, int repair, result *res, json_object *messa
     w.with_refstruct = true;
     w.messages = messages;
     w.file_clusters = (img->file_size + img->cluster_size - 1) >> img->cluster_bits;
-    w.refs = qc_calloc(img->ctx, WINDOW, sizeof(uint32_t));
+    /* counters for the file's clusters (more windows if references reach further) */
+    uint64_t win = qc_min(WINDOW, w.file_clusters + 1);
+    w.refs = qc_calloc(img->ctx, win, sizeof(uint32_t));
     if (!w.refs)
         return QC_ERR_NOMEM;
     int r = 0;
     uint64_t highest = 0;
     memset(res, 0, sizeof(*res));
-    for (uint64_t lo = 0;; lo += WINDOW) {
+    for (uint64_t lo = 0;; lo += win) {
         w.lo = lo;
-        w.hi = lo + WINDOW;
+        w.hi = lo + win;
         w.stats = lo == 0;
-        memset(w.refs, 0, WINDOW * sizeof(uint32_t));
+        memset(w.refs, 0, win * sizeof(uint32_t));
         if ((r = walk_all(&w)) < 0)
             break;
         uint64_t n = qc_max(w.end, w.file_clusters);
@@ -387,6 +397,10 @@ int qc_rebuild_refcounts(qc_image *img)
     int r = walk_all(&w); /* no window: finds the end */
     if (r < 0)
         return r;
+    if (w.beyond)
+        return qc_fail(ctx, QC_ERR_FORMAT, 0, img->filename, "repair",
+                       "'%s': metadata points past the end of the file; refcounts cannot be rebuilt safely",
+                       img->filename);
     uint64_t cs = img->cluster_size, rb_entries = 1ull << img->rb_bits;
     uint64_t end = qc_max(w.end, w.file_clusters), nrb = 1, nrt = 1;
     for (;;) {
@@ -400,7 +414,7 @@ int qc_rebuild_refcounts(qc_image *img)
     if (nrt * cs > QC_MAX_REFTABLE_BYTES)
         return qc_fail(ctx, QC_ERR_NOSPC, 0, img->filename, "repair", "'%s': refcount table would be too large", img->filename);
     uint64_t rt_at = end, rb_at = end + nrt, total = end + nrt + nrb;
-    uint64_t win = qc_max(WINDOW / rb_entries, 1) * rb_entries;
+    uint64_t win = qc_min(qc_max(WINDOW / rb_entries, 1), nrb) * rb_entries;
     uint64_t *nt = qc_calloc(ctx, nrt * cs / 8, 8);
     uint8_t *blk = qc_calloc(ctx, 1, (size_t)cs);
     w.refs = qc_calloc(ctx, win, sizeof(uint32_t));

@@ -393,6 +393,7 @@ void qc_image_free_one(qc_image *img)
     free(img->l1);
     free(img->reftable);
     free(img->zbuf);
+    free(img->frees);
     qc_header_clear(&img->hdr);
     if (img->data_fd >= 0 && img->data_fd != img->fd)
         qc_sys_close(ctx, img->data_fd);

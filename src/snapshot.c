@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 void qc_snap_opts_init(qc_snap_opts *o)
@@ -527,8 +528,44 @@ static int rename_finish(qc_volume *v, json_object *j)
     return r;
 }
 
+/*
+ * Renames that involve "current", as Proxmox's running-VM flows use them:
+ * snapshot -> current puts the snapshot file in the volume's place in one
+ * rename (QEMU has merged the volume into it); current -> snapshot turns
+ * the volume into that snapshot, leaving no volume (the caller's wish).
+ */
+static int rename_current(qc_ctx *ctx, const char *volume, const char *from, const char *to, const qc_snap_opts *o)
+{
+    bool to_cur = !strcasecmp(to, "current");
+    const char *snap = to_cur ? from : to;
+    if (!qc_snap_name_valid(snap))
+        return bad_name(ctx, volume, snap);
+    qc_volume v;
+    int r = begin(ctx, &v, volume, o);
+    if (r < 0)
+        return r;
+    char *sname = qc_volume_snap_name(&v, snap), *sfile = sname ? qc_volume_file(&v, sname) : NULL;
+    if (!sfile) {
+        r = QC_ERR_NOMEM;
+    } else if (to_cur) {
+        if (!exists(ctx, sfile, NULL))
+            r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rename", "snapshot '%s' does not exist", snap);
+        else
+            r = do_rename(&v, sfile, volume, 0); /* atomic: the volume is never missing */
+    } else if (exists(ctx, sfile, NULL)) {
+        r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, "rename", "target snapshot '%s' already exists", snap);
+    } else {
+        r = do_rename(&v, volume, sfile, QC_RENAME_NOREPLACE);
+    }
+    free(sname);
+    free(sfile);
+    return finish(&v, r);
+}
+
 int qc_snapshot_rename(qc_ctx *ctx, const char *volume, const char *from, const char *to, const qc_snap_opts *o)
 {
+    if (!strcasecmp(from, "current") != !strcasecmp(to, "current"))
+        return rename_current(ctx, volume, from, to, o);
     if (!qc_snap_name_valid(from))
         return bad_name(ctx, volume, from);
     if (!qc_snap_name_valid(to))

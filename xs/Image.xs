@@ -113,6 +113,19 @@ discard(self, offset, length)
         qcx_croak_ctx(aTHX_ h->call.ctx, r);
 
 void
+grow(self, size)
+    SV *self
+    UV size
+  PREINIT:
+    qcx_image *h;
+    int r;
+  CODE:
+    h = qcx_image_from(aTHX_ self);
+    r = qc_image_grow(h->img, size);
+    if (r < 0)
+        qcx_croak_ctx(aTHX_ h->call.ctx, r);
+
+void
 flush(self)
     SV *self
   PREINIT:

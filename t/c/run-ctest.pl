@@ -22,13 +22,20 @@ my $flags = "-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -fsan
 
 sub mtime { (stat $_[0])[9] // 0 }
 
-for my $prog (qw(qc-probe test-core)) {
+# name => [sources besides the core]
+my %progs = (
+    'qc-probe' => ["$root/t/c/qc-probe.c"],
+    'test-core' => ["$root/t/c/test-core.c"],
+    map { ("replay-$_" => ["$root/fuzz/replay.c", "$root/fuzz/fuzz_$_.c", "$root/fuzz/memfs.c"]) }
+        qw(header open chain check),
+);
+for my $prog (sort keys %progs) {
     my $out = "$bin/$prog";
-    my $main = "$root/t/c/$prog.c";
+    my @main = @{ $progs{$prog} };
     my $newest = 0;
-    for (@src, @hdr, $main) { my $m = mtime($_); $newest = $m if $m > $newest }
+    for (@src, @hdr, @main, glob("$root/fuzz/*.h")) { my $m = mtime($_); $newest = $m if $m > $newest }
     next if -x $out && mtime($out) >= $newest;
-    my $cmd = "$cc $flags -o $out $main @src $pc";
+    my $cmd = "$cc $flags -I$root/fuzz -o $out @main @src $pc";
     system($cmd) == 0 or die "build of $prog failed\n";
 }
 exit 0 if grep { $_ eq '--build-only' } @ARGV;

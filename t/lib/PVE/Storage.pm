@@ -51,8 +51,8 @@ sub check_custom_plugin {
     return $version;
 }
 
-# "storage.cfg" file name protection helper used by the Dir plugin's backup
-# 'protected' attribute.
+# Name of the marker file that protects a backup archive from removal
+# (the Dir plugin's 'protected' volume attribute).
 sub protection_file_path {
     my ($path) = @_;
     return "$path.protected";

@@ -80,6 +80,11 @@ Makes the range read as zeros; whole clusters become zero clusters
 As QEMU's discard: whole clusters only; afterwards they read as zeros on
 version 3 images. Version 2 images with a backing file ignore discards.
 
+=item grow($size)
+
+Grows the virtual size to C<$size> bytes (never shrinks); the new area
+reads as zeros.
+
 =item flush
 
 Makes every write so far durable.

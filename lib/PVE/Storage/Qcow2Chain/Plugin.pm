@@ -1,0 +1,481 @@
+package PVE::Storage::Qcow2Chain::Plugin;
+
+# A directory storage whose qcow2 volumes take external snapshots natively:
+# Proxmox's "snapshot as volume chain" without qemu-img processes, without a
+# moment without the live disk, with rollback to any snapshot (a tree of
+# snapshots) and deletes anywhere in it. This module names files and calls
+# PVE::Storage::Qcow2Chain; it holds no format logic. With neither
+# 'external-snapshots' nor 'snapshot-as-volume-chain' set it behaves as
+# the directory plugin it derives from.
+
+use strict;
+use warnings;
+
+use File::Basename qw(basename dirname);
+use File::Path ();
+use PVE::Storage::DirPlugin;
+use PVE::Storage::Qcow2Chain;
+use PVE::Storage::Qcow2Chain::Image;
+
+use base qw(PVE::Storage::DirPlugin);
+
+our $VERSION = '0.1.0';
+
+# ---- registration ------------------------------------------------------
+
+sub api {
+    # the newest storage API we implement, within what the running PVE accepts
+    my $have = eval { PVE::Storage::APIVER() } // 15;
+    return $have < 15 ? $have : 15;
+}
+
+sub type { return 'qcow2chain' }
+
+sub plugindata {
+    return {
+        content => [
+            { images => 1, rootdir => 1, vztmpl => 1, iso => 1, backup => 1, snippets => 1, none => 1, import => 1 },
+            { images => 1, rootdir => 1 },
+        ],
+        format => [{ raw => 1, qcow2 => 1, vmdk => 1, subvol => 1 }, 'qcow2'],
+        'sensitive-properties' => {},
+    };
+}
+
+# PVE 9 defines 'snapshot-as-volume-chain' in the base class; a plugin that
+# defines a property again breaks the whole storage layer ("duplicate
+# property"), so it is declared here only when the running PVE lacks it.
+sub base_has_chain_property {
+    my $list = eval { PVE::Storage::Plugin->private()->{propertyList} } // {};
+    return exists $list->{'snapshot-as-volume-chain'};
+}
+
+# Decided once, when this module is loaded (before PVE merges the plugins'
+# properties into the shared list, which would then contain our own).
+my $declare_chain = !base_has_chain_property();
+
+sub properties {
+    my $props = {
+        'external-snapshots' => {
+            description => 'Take snapshots of qcow2 volumes as external files (a volume chain),'
+                . " natively. Same as 'snapshot-as-volume-chain'.",
+            type => 'boolean',
+            default => 0,
+        },
+    };
+    $props->{'snapshot-as-volume-chain'} = {
+        description => 'Enable support for creating storage-vendor agnostic snapshot through volume backing-chains.',
+        type => 'boolean',
+        default => 0,
+    } if $declare_chain;
+    return $props;
+}
+
+sub options {
+    return {
+        path => { fixed => 1 },
+        'content-dirs' => { optional => 1 },
+        nodes => { optional => 1 },
+        shared => { optional => 1 },
+        disable => { optional => 1 },
+        'prune-backups' => { optional => 1 },
+        'max-protected-backups' => { optional => 1 },
+        content => { optional => 1 },
+        format => { optional => 1 },
+        mkdir => { optional => 1 },
+        'create-base-path' => { optional => 1 },
+        'create-subdirs' => { optional => 1 },
+        is_mountpoint => { optional => 1 },
+        bwlimit => { optional => 1 },
+        preallocation => { optional => 1 },
+        'external-snapshots' => { optional => 1, fixed => 1 },
+        'snapshot-as-volume-chain' => { optional => 1, fixed => 1 },
+    };
+}
+
+# ---- helpers -----------------------------------------------------------
+
+# Snapshots as volume chains: either name of the switch turns them on.
+sub chain_enabled {
+    my ($scfg) = @_;
+    return $scfg->{'external-snapshots'} || $scfg->{'snapshot-as-volume-chain'} ? 1 : 0;
+}
+
+# Run a core call; its exception becomes the plain one-line string PVE's
+# callers expect (they match on the text).
+sub core {
+    my ($code) = @_;
+    my @r = eval { $code->() };
+    if (my $err = $@) {
+        die ref($err) ? "$err" : $err;
+    }
+    return wantarray ? @r : $r[0];
+}
+
+sub is_qcow2 { return $_[0] =~ m/\.qcow2$/ }
+
+# Options of new snapshot overlays: 128k clusters, extended L2 entries,
+# metadata preallocation unless the storage says off.
+sub overlay_opts {
+    my ($scfg) = @_;
+    my $p = $scfg->{preallocation} // 'metadata';
+    return (cluster_size => 128 * 1024, extended_l2 => 1, preallocation => $p eq 'off' ? 'off' : 'metadata');
+}
+
+sub snap_info_of_volume {
+    my ($class, $scfg, $storeid, $volname) = @_;
+    my $path = $class->filesystem_path($scfg, $volname);
+    return (core(sub { PVE::Storage::Qcow2Chain::snapshot_list($path) }), $path);
+}
+
+# ---- names and paths ---------------------------------------------------
+
+sub parse_volname {
+    my ($class, $volname) = @_;
+    # a snapshot file is never a volume of its own
+    if ($volname =~ m!^(?:\d+/\S+/)?\d+/(snap-[^/\s]+-(?:vm|base|subvol)-\d+-[^/\s]+)$!) {
+        die "'$1' is a snapshot filename, not a volume!\n";
+    }
+    return $class->SUPER::parse_volname($volname);
+}
+
+sub filesystem_path {
+    my ($class, $scfg, $volname, $snapname) = @_;
+    if (!chain_enabled($scfg) || !defined($snapname) || $snapname eq '' || $snapname eq 'current') {
+        return $class->SUPER::filesystem_path($scfg, $volname, $snapname);
+    }
+    my ($path, $vmid, $vtype) = $class->SUPER::filesystem_path($scfg, $volname);
+    my (undef, undef, undef, undef, undef, undef, $format) = $class->parse_volname($volname);
+    die "can't snapshot this image format\n" if ($format // '') ne 'qcow2';
+    my $snap = PVE::Storage::Qcow2Chain::snapshot_file($path, $snapname);
+    return wantarray ? ($snap, $vmid, $vtype) : $snap;
+}
+
+# ---- volumes -----------------------------------------------------------
+
+# qcow2 volumes are created natively (64k clusters, as Proxmox does); other
+# formats and preallocation modes we do not implement go to the parent.
+sub alloc_image {
+    my ($class, $storeid, $scfg, $vmid, $fmt, $name, $size) = @_;
+    my $prealloc = $scfg->{preallocation} // 'metadata';
+    return $class->SUPER::alloc_image($storeid, $scfg, $vmid, $fmt, $name, $size)
+        if $fmt ne 'qcow2' || $prealloc !~ /^(off|metadata)$/;
+
+    my $imagedir = $class->get_subdir($scfg, 'images') . "/$vmid";
+    File::Path::make_path($imagedir);
+    $name = $class->find_free_diskname($storeid, $scfg, $vmid, $fmt, 1) if !$name;
+    my (undef, $tmpfmt) = PVE::Storage::Plugin::parse_name_dir($name);
+    die "illegal name '$name' - wrong extension for format ('$tmpfmt != '$fmt')\n" if $tmpfmt ne $fmt;
+    my $path = "$imagedir/$name";
+    die "disk image '$path' already exists\n" if -e $path;
+    eval { $class->qcow2_create($path, $size, { preallocation => $prealloc }) };
+    if (my $err = $@) {
+        rmdir $imagedir;
+        die $err;
+    }
+    return "$vmid/$name";
+}
+
+# Hooks (also used by the test stand-ins): a new qcow2 volume, or one backed
+# by another image (linked clones), made by the core.
+sub qcow2_create {
+    my ($class, $path, $size_kib, $opts) = @_;
+    core(sub {
+        PVE::Storage::Qcow2Chain::create($path, size => $size_kib * 1024,
+            preallocation => ($opts->{preallocation} // 'off') eq 'metadata' ? 'metadata' : 'off');
+    });
+}
+
+sub qcow2_create_backed {
+    my ($class, $path, $backing, $backing_fmt, $opts) = @_;
+    core(sub {
+        PVE::Storage::Qcow2Chain::create($path, backing_file => $backing, backing_fmt => $backing_fmt,
+            cluster_size => '128k', extended_l2 => 1,
+            preallocation => ($opts->{preallocation} // 'off') eq 'metadata' ? 'metadata' : 'off');
+    });
+}
+
+sub free_image {
+    my ($class, $storeid, $scfg, $volname, $isBase, $format) = @_;
+    return $class->SUPER::free_image($storeid, $scfg, $volname, $isBase, $format)
+        if !chain_enabled($scfg) || !is_qcow2($volname);
+
+    die "cannot remove protected volume '$volname' on '$storeid'\n"
+        if $class->get_volume_attribute($scfg, $storeid, $volname, 'protected');
+    my $path = $class->filesystem_path($scfg, $volname);
+    if (!-e $path) {
+        warn "disk image '$path' does not exist\n";
+        return undef;
+    }
+    # the whole tree of this volume goes: current, then every snapshot file
+    my ($list) = $class->snap_info_of_volume($scfg, $storeid, $volname);
+    unlink($path) or die "unlink '$path' failed - $!\n";
+    for my $n (@{ $list->{nodes} }) {
+        next if $n->{kind} ne 'snapshot' && $n->{kind} ne 'stray';
+        unlink($n->{file}) or warn "unlink '$n->{file}' failed - $!\n";
+    }
+    my $dir = dirname($path);
+    my $base = basename($path);
+    unlink("$dir/.$base.lock", "$dir/.$base.journal");
+    rmdir($dir);
+    return undef;
+}
+
+sub list_images {
+    my ($class, $storeid, $scfg, $vmid, $vollist, $cache) = @_;
+    my $res = $class->SUPER::list_images($storeid, $scfg, $vmid, $vollist, $cache);
+    # snapshot files are parts of a volume, never volumes of their own
+    return [grep { $_->{volid} !~ m!/snap-[^/]+$! } @$res];
+}
+
+sub volume_resize {
+    my ($class, $scfg, $storeid, $volname, $size, $running, $snapname) = @_;
+    return $class->SUPER::volume_resize($scfg, $storeid, $volname, $size, $running)
+        if !chain_enabled($scfg) || !is_qcow2($volname);
+    return 1 if $running && !defined($snapname); # QEMU resizes the live disk itself
+    my $path = $class->filesystem_path($scfg, $volname, $snapname);
+    core(sub {
+        my $img = PVE::Storage::Qcow2Chain::Image->open($path, rw => 1);
+        die "shrinking '$volname' is not supported\n" if $size < $img->size;
+        $img->grow($size);
+        $img->close;
+    });
+    return undef;
+}
+
+sub rename_volume {
+    my ($class, $scfg, $storeid, $source_volname, $target_vmid, $target_volname) = @_;
+    if (chain_enabled($scfg) && is_qcow2($source_volname)) {
+        my ($list) = $class->snap_info_of_volume($scfg, $storeid, $source_volname);
+        die "we can't rename volume if a snapshot backed by a volume-chain exists\n"
+            if grep { $_->{kind} eq 'snapshot' } @{ $list->{nodes} };
+    }
+    return $class->SUPER::rename_volume($scfg, $storeid, $source_volname, $target_vmid, $target_volname);
+}
+
+# ---- snapshots ---------------------------------------------------------
+
+sub volume_snapshot {
+    my ($class, $scfg, $storeid, $volname, $snap, $running) = @_;
+    return $class->SUPER::volume_snapshot($scfg, $storeid, $volname, $snap, $running) if !chain_enabled($scfg);
+    die "can't snapshot this image format\n" if !is_qcow2($volname);
+    my $path = $class->filesystem_path($scfg, $volname);
+    eval { PVE::Storage::Qcow2Chain::snapshot_create($path, $snap, overlay_opts($scfg)) };
+    if (my $err = $@) {
+        die "target snapshot '$snap' already exists\n" if ref($err) && $err->code eq 'exists';
+        die "$err";
+    }
+    return undef;
+}
+
+sub rename_snapshot {
+    my ($class, $scfg, $storeid, $volname, $source_snap, $target_snap) = @_;
+    return $class->SUPER::rename_snapshot($scfg, $storeid, $volname, $source_snap, $target_snap)
+        if !chain_enabled($scfg);
+    my $path = $class->filesystem_path($scfg, $volname);
+    my $target = $class->filesystem_path($scfg, $volname, $target_snap);
+    # "current" as target replaces the volume in one step (see volume_snapshot_delete)
+    die "target snapshot '$target_snap' already exists\n" if $target_snap ne 'current' && -e $target;
+    core(sub { PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap) });
+    return undef;
+}
+
+sub volume_rollback_is_possible {
+    my ($class, $scfg, $storeid, $volname, $snap, $blockers) = @_;
+    return $class->SUPER::volume_rollback_is_possible($scfg, $storeid, $volname, $snap, $blockers)
+        if !chain_enabled($scfg);
+    # any snapshot, not just the newest: nothing blocks a rollback
+    my $file = $class->filesystem_path($scfg, $volname, $snap);
+    die "can't rollback, snapshot '$snap' does not exist on '$volname'\n" if !-e $file;
+    return 1;
+}
+
+sub volume_snapshot_rollback {
+    my ($class, $scfg, $storeid, $volname, $snap) = @_;
+    return $class->SUPER::volume_snapshot_rollback($scfg, $storeid, $volname, $snap) if !chain_enabled($scfg);
+    die "can't rollback snapshot this image format\n" if !is_qcow2($volname);
+    my $path = $class->filesystem_path($scfg, $volname);
+    core(sub { PVE::Storage::Qcow2Chain::snapshot_rollback($path, $snap, overlay_opts($scfg)) });
+    return undef;
+}
+
+sub volume_snapshot_delete {
+    my ($class, $scfg, $storeid, $volname, $snap, $running) = @_;
+    return $class->SUPER::volume_snapshot_delete($scfg, $storeid, $volname, $snap, $running)
+        if !chain_enabled($scfg);
+    die "can't delete snapshot for this image format\n" if !is_qcow2($volname);
+    my $path = $class->filesystem_path($scfg, $volname);
+    if ($running && $snap eq 'current') {
+        # QEMU committed the volume into its snapshot; qemu-server renames the
+        # snapshot onto "current" next. Keeping the volume until then means it
+        # is replaced in one rename instead of missing for a moment.
+        return undef;
+    }
+    my $file = $class->filesystem_path($scfg, $volname, $snap);
+    die "volume $file is missing\n" if !-e $file;
+    core(sub { PVE::Storage::Qcow2Chain::snapshot_delete($path, $snap, running => $running ? 1 : 0) });
+    return undef;
+}
+
+# snapname => { order, file, volname, volid, ext, virtual-size, parent, child, children }
+# "current" is order 0; the live chain counts up towards the oldest snapshot,
+# snapshots on other branches follow. Files that are not this volume's
+# snapshots (a linked clone's base) never appear.
+sub volume_snapshot_info {
+    my ($class, $scfg, $storeid, $volname) = @_;
+    return $class->SUPER::volume_snapshot_info($scfg, $storeid, $volname) if !chain_enabled($scfg);
+    my ($list) = $class->snap_info_of_volume($scfg, $storeid, $volname);
+    my (undef, $name, $vmid) = $class->parse_volname($volname);
+    my %node = map { $_->{name} => $_ } grep { $_->{kind} eq 'current' || $_->{kind} eq 'snapshot' } @{ $list->{nodes} };
+
+    my (@order, %seen);
+    for (my $n = $node{current}; $n && !$seen{ $n->{name} }++; $n = defined $n->{parent} ? $node{ $n->{parent} } : undef) {
+        push @order, $n;
+    }
+    push @order, sort { ($b->{'date-sec'} // 0) <=> ($a->{'date-sec'} // 0) || $a->{name} cmp $b->{name} }
+        grep { !$seen{ $_->{name} } } values %node;
+
+    my $info = {};
+    for my $i (0 .. $#order) {
+        my $n = $order[$i];
+        my $vn = $n->{name} eq 'current' ? "$vmid/$name" : "$vmid/" . basename($n->{file});
+        my @kids = grep { $node{$_} } @{ $n->{children} };
+        my ($live_kid) = grep { $node{$_}{live} } @kids;
+        my $e = {
+            order => $i,
+            file => $n->{file},
+            volname => $vn,
+            volid => "$storeid:$vn",
+            ext => 1,
+            'virtual-size' => $n->{'virtual-size'},
+            children => [sort @kids],
+        };
+        $e->{parent} = $n->{parent} if defined $n->{parent} && $node{ $n->{parent} };
+        my $child = $live_kid // (sort @kids)[0];
+        $e->{child} = $child if defined $child;
+        $info->{ $n->{name} } = $e;
+    }
+    return $info;
+}
+
+sub volume_qemu_snapshot_method {
+    my ($class, $storeid, $scfg, $volname) = @_;
+    return 'mixed' if chain_enabled($scfg) && is_qcow2($volname);
+    return $class->SUPER::volume_qemu_snapshot_method($storeid, $scfg, $volname);
+}
+
+sub qemu_blockdev_options {
+    my ($class, $scfg, $storeid, $volname, $machine_version, $options) = @_;
+    my $snap = $options && $options->{'snapshot-name'};
+    if (chain_enabled($scfg) && defined($snap) && $snap ne 'current') {
+        my $path = $class->filesystem_path($scfg, $volname, $snap);
+        die "volume '$storeid:$volname' snapshot '$snap' does not exist\n" if !-e $path;
+        return { driver => 'file', filename => "$path" };
+    }
+    return $class->SUPER::qemu_blockdev_options($scfg, $storeid, $volname, $machine_version, $options)
+        if $class->SUPER::can('qemu_blockdev_options');
+    return { driver => 'file', filename => scalar($class->filesystem_path($scfg, $volname)) };
+}
+
+sub volume_has_feature {
+    my ($class, $scfg, $feature, $storeid, $volname, $snapname, $running, $opts) = @_;
+    if (chain_enabled($scfg) && is_qcow2($volname)) {
+        # snapshots of any volume state, copies from snapshots; linked clones from base only
+        return 1 if $feature eq 'snapshot';
+        return 1 if $feature eq 'copy';
+    }
+    return $class->SUPER::volume_has_feature($scfg, $feature, $storeid, $volname, $snapname, $running, $opts);
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+PVE::Storage::Qcow2Chain::Plugin - Proxmox VE directory storage with native external qcow2 snapshots
+
+=head1 SYNOPSIS
+
+    # /etc/pve/storage.cfg
+    qcow2chain: fastsnap
+        path /srv/vmdata
+        content images
+        external-snapshots 1
+
+    pvesm add qcow2chain fastsnap --path /srv/vmdata --content images --external-snapshots 1
+
+=head1 DESCRIPTION
+
+A L<PVE::Storage::DirPlugin> subclass (storage type C<qcow2chain>) for
+directory-type storages. With the storage option C<external-snapshots>
+(or Proxmox VE 9's name for it, C<snapshot-as-volume-chain>) set when the
+storage is created, every snapshot operation on qcow2 volumes goes through
+L<PVE::Storage::Qcow2Chain>: no C<qemu-img> process, no moment without the
+live disk, rollback to any snapshot (snapshots form a tree), deletes
+anywhere in the tree moving the smaller layer, a per-volume lock, and an
+intent journal that makes every operation crash-safe. With the option off
+the storage behaves exactly as a directory storage.
+
+Snapshot C<S> of volume C<images/VMID/vm-VMID-disk-N.qcow2> is the file
+C<snap-S-vm-VMID-disk-N.qcow2> next to it; snapshot files are never listed
+as volumes.
+
+Running VMs: C<volume_qemu_snapshot_method> is C<mixed>, so qemu-server
+switches QEMU to new overlays and merges layers itself (QMP
+C<blockdev-snapshot>, C<block-commit>, C<block-stream>). Deleting a snapshot
+that is a branch point while the VM runs lets QEMU merge into it; delete
+those with the VM stopped.
+
+=head1 METHODS
+
+The Proxmox storage plugin interface, with Proxmox's signatures, return
+shapes and messages:
+
+=over
+
+=item api, type, plugindata, properties, options
+
+Registration. C<snapshot-as-volume-chain> is declared only when the running
+Proxmox VE does not define it already; both switches are C<fixed> (set
+when the storage is created).
+
+=item chain_enabled($scfg), core($code), is_qcow2($name), overlay_opts($scfg), base_has_chain_property, snap_info_of_volume
+
+Helpers: the switch, error conversion to plain strings, new overlay options.
+
+=item parse_volname, filesystem_path, path
+
+C<filesystem_path($scfg, $volname, $snapname)> gives the snapshot file;
+snapshot file names are refused as volume names (C<'NAME' is a snapshot
+filename, not a volume!>).
+
+=item alloc_image, free_image, list_images, qcow2_create, qcow2_create_backed
+
+qcow2 volumes are created natively; C<free_image> removes the volume and
+every snapshot file of its tree; C<list_images> never lists snapshot files.
+
+=item volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
+
+Grows the volume, or with C<$snapname> a snapshot file (before a commit
+into it). Shrinking is refused.
+
+=item rename_volume
+
+Refused while the volume has snapshots.
+
+=item volume_snapshot, rename_snapshot, volume_rollback_is_possible, volume_snapshot_rollback, volume_snapshot_delete, volume_snapshot_info
+
+The snapshot operations. Any snapshot can be rolled back to (no
+C<$blockers> are reported). C<volume_snapshot_info> returns Proxmox's
+fields plus C<children> and C<virtual-size>; C<parent> links from
+C<current> walk the live chain.
+
+=item volume_qemu_snapshot_method, qemu_blockdev_options, volume_has_feature
+
+C<mixed> for qcow2 volumes with the option; C<qemu_blockdev_options> with
+C<snapshot-name> attaches the snapshot file.
+
+=back
+
+=cut
