@@ -7,6 +7,7 @@
 int qc_cache_init(qc_ctx *ctx, qc_cache *c, size_t table_size, size_t bytes)
 {
     memset(c, 0, sizeof(*c));
+    c->budget = bytes;
     size_t cap = bytes / table_size;
     if (cap < 4)
         cap = 4;
@@ -58,9 +59,18 @@ static qc_cached *lookup(qc_cache *c, uint64_t off, bool *hit)
     return victim;
 }
 
+/* Slots are allocated on first use. */
+static int ready(qc_image *img, qc_cache *c)
+{
+    return c->slots ? 0 : qc_cache_init(img->ctx, c, c->table_size, c->budget);
+}
+
 int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const char *what)
 {
     bool hit;
+    int rr = ready(img, c);
+    if (rr < 0)
+        return rr;
     qc_cached *s = lookup(c, off, &hit);
     s->used = ++c->tick;
     if (hit) {
@@ -87,6 +97,9 @@ int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const
 int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data)
 {
     bool hit;
+    int rr = ready(img, c);
+    if (rr < 0)
+        return rr;
     qc_cached *s = lookup(c, off, &hit);
     s->used = ++c->tick;
     if (!hit && s->off && s->dirty) {

@@ -7,7 +7,7 @@
 
 static int lock_mode_for(qc_ctx *ctx, unsigned flags)
 {
-    if (ctx->pol.no_lock)
+    if (ctx->pol.no_lock || ((flags & QC_OPEN_NO_LOCK) && !(flags & QC_OPEN_RDWR)))
         return QC_LOCK_NONE;
     if (flags & QC_OPEN_RDWR)
         return QC_LOCK_WRITE;

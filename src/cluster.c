@@ -128,7 +128,10 @@ int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
                 break;
             if (hosted && nh != h0 + ((pos & ~(img->cluster_size - 1)) - cstart))
                 break;
-            pos += img->ext_l2 ? scs : img->cluster_size;
+            /* a cluster whose subclusters are all alike is one step, not 32 */
+            uint32_t a = (uint32_t)nbm, z = (uint32_t)(nbm >> 32);
+            bool uniform = s == 0 && ((a == 0 && z == 0) || (a == 0xffffffffu && z == 0) || (a == 0 && z == 0xffffffffu));
+            pos += !img->ext_l2 || uniform || (ne & QC_OFLAG_COMPRESSED) ? img->cluster_size : scs;
         }
     }
     *len = qc_min(pos, table_end) - off;

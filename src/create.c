@@ -227,7 +227,8 @@ static int write_image(qc_ctx *ctx, int fd, const char *tmp, const char *path, c
     return r;
 }
 
-int qc_create(qc_ctx *ctx, const char *path, const qc_create_opts *o)
+/* Validate, plan and write; direct: path is the caller's temporary file. */
+static int create_image(qc_ctx *ctx, const char *path, const qc_create_opts *o, bool direct)
 {
     int cbits = log2_exact(o->cluster_size);
     int rbits = log2_exact(o->refcount_bits);
@@ -285,15 +286,27 @@ int qc_create(qc_ctx *ctx, const char *path, const qc_create_opts *o)
     if (r < 0)
         return r;
     char *tmp = NULL;
-    int fd = open_temp(ctx, path, &tmp);
+    int fd = direct ? ctx->io->open(ctx->io_user, path, O_RDWR | O_CREAT | O_EXCL, 0644) : open_temp(ctx, path, &tmp);
     if (fd < 0)
-        return fd;
-    r = write_image(ctx, fd, tmp, path, o, size, (uint32_t)cbits, l2_bits, &L, l1_size);
+        return direct ? qc_fail(ctx, qc_errno_code(-fd), -fd, path, "create", "Could not create '%s': %s", path,
+                                strerror(-fd))
+                      : fd;
+    r = write_image(ctx, fd, direct ? path : tmp, path, o, size, (uint32_t)cbits, l2_bits, &L, l1_size);
     qc_sys_close(ctx, fd);
-    if (r == 0)
+    if (r == 0 && !direct)
         r = qc_commit_temp(ctx, tmp, path);
     if (r < 0)
-        ctx->io->unlink(ctx->io_user, tmp);
+        ctx->io->unlink(ctx->io_user, direct ? path : tmp);
     free(tmp);
     return r;
+}
+
+int qc_create(qc_ctx *ctx, const char *path, const qc_create_opts *o)
+{
+    return create_image(ctx, path, o, false);
+}
+
+int qc_create_direct(qc_ctx *ctx, const char *path, const qc_create_opts *o)
+{
+    return create_image(ctx, path, o, true);
 }

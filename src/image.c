@@ -238,24 +238,21 @@ static int open_qcow2(qc_image *img)
 {
     qc_ctx *ctx = img->ctx;
     qc_header *h = &img->hdr;
-    uint8_t first[112];
-    int r = qc_pread_full(ctx, img->fd, img->filename, first, sizeof(first), 0);
+    /* Usually the header, extensions and backing name fit in the first 4 KiB. */
+    uint8_t small[4096];
+    int r = qc_pread_full(ctx, img->fd, img->filename, small, sizeof(small), 0);
     if (r < 0)
         return r;
     if (img->file_size < 72)
         return bad(img, "file is too short to be a qcow2 image");
-    if (qc_be32(first) != QC_MAGIC)
+    if (qc_be32(small) != QC_MAGIC)
         return bad(img, "not a qcow2 image (bad magic)");
-    uint32_t cb = qc_be32(first + 20);
+    uint32_t cb = qc_be32(small + 20);
     if (cb < 9 || cb > 21)
         return qc_fail(ctx, QC_ERR_FORMAT, 0, img->filename, "open",
                        "'%s': unsupported cluster size 2^%u", img->filename, cb);
-    /* Usually the header, extensions and backing name fit in 4 KiB. */
-    size_t cs = (size_t)1 << cb, n = (size_t)qc_min(qc_min(cs, 4096), img->file_size);
-    uint8_t small[4096];
-    r = qc_pread_full(ctx, img->fd, img->filename, small, n, 0);
-    if (r == 0)
-        r = qc_header_parse(ctx, h, small, n, img->file_size, img->filename);
+    size_t cs = (size_t)1 << cb, n = (size_t)qc_min(qc_min(cs, sizeof(small)), img->file_size);
+    r = qc_header_parse(ctx, h, small, n, img->file_size, img->filename);
     if (r == 1) {
         qc_header_clear(h);
         uint8_t *c0 = qc_malloc(ctx, cs);
@@ -309,9 +306,10 @@ static int open_qcow2(qc_image *img)
         return r;
     img->rt_entries = rt_bytes / 8;
 
-    if ((r = qc_cache_init(ctx, &img->l2c, img->cluster_size, ctx->cache_bytes)) < 0 ||
-        (r = qc_cache_init(ctx, &img->rbc, img->cluster_size, ctx->cache_bytes / 4)) < 0)
-        return r;
+    /* caches get their slots on first use: peeks at headers need none */
+    img->l2c.table_size = img->rbc.table_size = img->cluster_size;
+    img->l2c.budget = ctx->cache_bytes;
+    img->rbc.budget = ctx->cache_bytes / 4;
     if ((r = load_snapshots(img)) < 0 || (r = load_bitmaps(img)) < 0)
         return r;
     return 0;
@@ -345,6 +343,7 @@ int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,
     img->dev = st.st_dev;
     img->ino = st.st_ino;
     img->file_size = (uint64_t)st.st_size;
+    img->st = st;
     if (S_ISBLK(st.st_mode)) {
         int64_t end = ctx->io->seek(ctx->io_user, img->fd, 0, SEEK_END);
         if (end < 0) {

@@ -131,6 +131,7 @@ typedef struct qc_cached {
 
 typedef struct qc_cache {
     size_t table_size;
+    size_t budget;      /* bytes it may use, once allocated */
     unsigned cap;
     uint64_t tick;
     qc_cached *slots;
@@ -156,6 +157,7 @@ struct qc_image {
     uint64_t file_size;
     dev_t dev;
     ino_t ino;
+    struct stat st;       /* as when opened */
     int lock_mode;        /* which QEMU lock bytes we hold */
 
     /* qcow2 */
@@ -364,6 +366,9 @@ const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned s
                         int *kind, uint64_t *host);
 
 /* ---- create.c ---- */
+/* qc_create straight into path (the caller's temporary file, which must not
+ * exist); the file is synced, the directory is not. */
+int qc_create_direct(qc_ctx *ctx, const char *path, const qc_create_opts *o);
 int qc_sync_dir(qc_ctx *ctx, const char *path);
 /* Rename tmp to path without replacing anything, then sync the directory. */
 int qc_commit_temp(qc_ctx *ctx, const char *tmp, const char *path);
@@ -401,6 +406,7 @@ typedef struct qc_volume {
     char *lock_path;    /* DIR/.BASE.lock */
     char *journal_path; /* DIR/.BASE.journal */
     int lock_fd;
+    bool journaled;     /* this operation wrote the journal */
 } qc_volume;
 /* Take the volume's lock, waiting up to timeout_ms; QC_ERR_BUSY after that. */
 int qc_volume_open(qc_ctx *ctx, qc_volume *v, const char *path, unsigned timeout_ms);

@@ -129,6 +129,8 @@ int qc_journal_write(qc_volume *v, json_object *j)
     }
     if (r == 0)
         r = qc_sync_dir(ctx, v->journal_path);
+    if (r == 0)
+        v->journaled = true;
     free(tmp);
     return r;
 }
@@ -166,6 +168,7 @@ int qc_journal_read(qc_volume *v, json_object **out)
 int qc_journal_clear(qc_volume *v)
 {
     qc_ctx *ctx = v->ctx;
+    v->journaled = false;
     int r = ctx->io->unlink(ctx->io_user, v->journal_path);
     if (r < 0 && r != -ENOENT)
         return qc_fail(ctx, qc_errno_code(-r), -r, v->path, "journal", "Could not remove the journal of '%s': %s",

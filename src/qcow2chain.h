@@ -144,6 +144,7 @@ enum {
     QC_OPEN_RDWR = 1u << 0,
     QC_OPEN_NO_BACKING = 1u << 1, /* do not open the backing chain */
     QC_OPEN_SHARE = 1u << 2,      /* read while others write (qemu-img -U) */
+    QC_OPEN_NO_LOCK = 1u << 3,    /* header peeks: take no lock at all */
 };
 
 /*

@@ -115,7 +115,7 @@ static int make_overlay(qc_volume *v, const char *tmp, const char *bname, const 
     o.backing_fmt = bfmt;
     o.backing_unchecked = true;
     v->ctx->io->unlink(v->ctx->io_user, tmp); /* leftover of an interrupted attempt */
-    return qc_create(v->ctx, tmp, &o);
+    return qc_create_direct(v->ctx, tmp, &o);
 }
 
 static char *tmp_name(qc_volume *v, const char *what)
@@ -217,6 +217,9 @@ static int create_steps(qc_volume *v, const char *snap, const char *sname, const
     if (r < 0)
         return qc_fail(ctx, r == -EEXIST ? QC_ERR_EXISTS : qc_errno_code(-r), -r, snap, "snapshot",
                        "Could not create '%s': %s", snap, strerror(-r));
+    /* (durable before the volume may refer to it) */
+    if ((r = qc_sync_dir(ctx, snap)) < 0)
+        return r;
     /* ...then the new overlay takes the volume's name in one step: never a moment without it. */
     return do_rename(v, tmp, v->path, 0);
 }
@@ -231,6 +234,42 @@ static int create_undo(qc_volume *v, const char *snap, const char *tmp)
         r = do_unlink(v, snap);
     if (r == 0 && exists(ctx, tmp, NULL))
         r = do_unlink(v, tmp);
+    return r;
+}
+
+/*
+ * Create and rollback keep no journal: what they leave behind tells. A new
+ * overlay still under its temporary name means the rename did not happen;
+ * a create may then have linked the volume to a snapshot name already.
+ */
+static int recover_state(qc_volume *v)
+{
+    qc_ctx *ctx = v->ctx;
+    char *tn = tmp_name(v, "new"), *tr = tmp_name(v, "rollback");
+    int r = tn && tr ? 0 : QC_ERR_NOMEM;
+    if (r == 0 && exists(ctx, tn, NULL)) {
+        struct stat vs;
+        DIR *d = exists(ctx, v->path, &vs) ? opendir(v->dir) : NULL;
+        struct dirent *de;
+        while (r == 0 && d && (de = readdir(d))) {
+            size_t el = strlen(de->d_name), bl = strlen(v->base);
+            if (strncmp(de->d_name, "snap-", 5) || el <= bl || strcmp(de->d_name + el - bl, v->base))
+                continue;
+            char *p = qc_volume_file(v, de->d_name);
+            struct stat ss;
+            if (p && exists(ctx, p, &ss) && ss.st_dev == vs.st_dev && ss.st_ino == vs.st_ino)
+                r = do_unlink(v, p);
+            free(p);
+        }
+        if (d)
+            closedir(d);
+        if (r == 0)
+            r = do_unlink(v, tn);
+    }
+    if (r == 0 && exists(ctx, tr, NULL))
+        r = do_unlink(v, tr);
+    free(tn);
+    free(tr);
     return r;
 }
 
@@ -254,14 +293,9 @@ static int recover(qc_volume *v)
     if (r < 0 || !j)
         return r;
     const char *op = jstr(j, "op");
-    const char *snap = jstr(j, "file"), *tmp = jstr(j, "tmp");
     if (!op) {
         r = qc_fail(v->ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal", "'%s': journal without an operation",
                     v->journal_path);
-    } else if (!strcmp(op, "create") && snap && tmp) {
-        r = create_undo(v, snap, tmp);
-    } else if (!strcmp(op, "rollback") && tmp) {
-        r = exists(v->ctx, tmp, NULL) ? do_unlink(v, tmp) : 0;
     } else if (!strcmp(op, "delete")) {
         r = delete_finish(v, j);
     } else if (!strcmp(op, "rename")) {
@@ -281,7 +315,7 @@ static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_snap_op
     if (!exists(ctx, volume, &st))
         return qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "snapshot", "volume '%s' does not exist", volume);
     int r = qc_volume_open(ctx, v, volume, o->lock_timeout_ms);
-    if (r == 0 && (r = recover(v)) < 0)
+    if (r == 0 && ((r = recover_state(v)) < 0 || (r = recover(v)) < 0))
         qc_volume_close(v);
     return r;
 }
@@ -289,26 +323,12 @@ static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_snap_op
 static int finish(qc_volume *v, int r)
 {
     qc_ctx *ctx = v->ctx;
-    if (r == 0)
+    if (r == 0 && v->journaled)
         r = qc_journal_clear(v);
     qc_error e = ctx->err;
     qc_volume_close(v); /* clears v */
     if (r < 0)
         ctx->err = e;
-    return r;
-}
-
-static int journal(qc_volume *v, const char *op, const char *name, const char *file, const char *tmp)
-{
-    json_object *j = json_object_new_object();
-    json_object_object_add(j, "op", json_object_new_string(op));
-    json_object_object_add(j, "snap", json_object_new_string(name));
-    if (file)
-        json_object_object_add(j, "file", json_object_new_string(file));
-    if (tmp)
-        json_object_object_add(j, "tmp", json_object_new_string(tmp));
-    int r = qc_journal_write(v, j);
-    json_object_put(j);
     return r;
 }
 
@@ -326,14 +346,10 @@ int qc_snapshot_create(qc_ctx *ctx, const char *volume, const char *name, const 
         r = QC_ERR_NOMEM;
     } else if (exists(ctx, snap, NULL)) {
         r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, "snapshot", "snapshot '%s' already exists", name);
-    } else if ((r = journal(&v, "create", name, snap, tmp)) == 0) {
-        r = create_steps(&v, snap, sname, tmp, o);
-        if (r < 0) {
-            qc_error e = ctx->err;
-            if (create_undo(&v, snap, tmp) == 0)
-                qc_journal_clear(&v); /* undone: nothing left to recover */
-            ctx->err = e;
-        }
+    } else if ((r = create_steps(&v, snap, sname, tmp, o)) < 0) {
+        qc_error e = ctx->err;
+        create_undo(&v, snap, tmp); /* or the next operation does */
+        ctx->err = e;
     }
     free(sname);
     free(snap);
@@ -359,16 +375,14 @@ int qc_snapshot_rollback(qc_ctx *ctx, const char *volume, const char *name, cons
         r = QC_ERR_NOMEM;
     } else if (!exists(ctx, snap, NULL)) {
         r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rollback", "snapshot '%s' does not exist", name);
-    } else if ((r = not_in_use(ctx, volume)) == 0 && (r = peek(ctx, snap, &size, &fmt, NULL, NULL)) == 0 &&
-               (r = journal(&v, "rollback", name, snap, tmp)) == 0) {
+    } else if ((r = not_in_use(ctx, volume)) == 0 && (r = peek(ctx, snap, &size, &fmt, NULL, NULL)) == 0) {
         /* A fresh overlay on the snapshot replaces the volume in one rename. */
         r = make_overlay(&v, tmp, sname, qc_format_name(fmt), size, o);
         if (r == 0)
             r = do_rename(&v, tmp, volume, 0);
         if (r < 0 && exists(ctx, tmp, NULL)) {
             qc_error e = ctx->err;
-            if (do_unlink(&v, tmp) == 0)
-                qc_journal_clear(&v);
+            do_unlink(&v, tmp); /* or the next operation does */
             ctx->err = e;
         }
     }

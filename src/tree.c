@@ -40,11 +40,11 @@ static qc_vnode *add(qc_vtree *t)
 static int probe(qc_ctx *ctx, qc_vnode *n, const char *fmt)
 {
     qc_image *img;
-    int r = qc_image_open(ctx, &img, n->path, fmt, QC_OPEN_NO_BACKING | QC_OPEN_SHARE);
+    int r = qc_image_open(ctx, &img, n->path, fmt, QC_OPEN_NO_BACKING | QC_OPEN_NO_LOCK);
     if (r < 0)
         return r;
-    struct stat st;
-    if ((r = qc_sys_fstat(ctx, img->fd, n->path, &st)) == 0) {
+    {
+        const struct stat st = img->st;
         n->dev = st.st_dev;
         n->ino = st.st_ino;
         n->actual = (uint64_t)st.st_blocks * 512;
@@ -115,6 +115,18 @@ int qc_vtree_scan(qc_volume *v, qc_vtree *t)
         qc_vnode *n = &t->n[i];
         if (!n->backing || n->kind == QC_VN_STRAY)
             continue;
+        /* most backing names are siblings' file names: no stat needed */
+        int p = -1;
+        if (!strchr(n->backing, '/'))
+            for (size_t j = 0; j < scanned && p < 0; j++) {
+                const char *b = strrchr(t->n[j].path, '/');
+                if (j != i && t->n[j].kind != QC_VN_STRAY && !strcmp(b ? b + 1 : t->n[j].path, n->backing))
+                    p = (int)j;
+            }
+        if (p >= 0) {
+            n->parent = p;
+            continue;
+        }
         char *full = qc_path_combine(ctx, n->path, n->backing);
         if (!full)
             return QC_ERR_NOMEM;
@@ -124,7 +136,6 @@ int qc_vtree_scan(qc_volume *v, qc_vtree *t)
             free(full);
             continue;
         }
-        int p = -1;
         for (size_t j = 0; j < t->count && p < 0; j++)
             if (t->n[j].kind != QC_VN_STRAY && t->n[j].dev == st.st_dev && t->n[j].ino == st.st_ino && j != i)
                 p = (int)j;
