@@ -329,7 +329,7 @@ int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,
         free(img);
         return QC_ERR_NOMEM;
     }
-    int r = qc_sys_open(ctx, path, (flags & QC_OPEN_RDWR) ? O_RDWR : O_RDONLY, 0);
+    int r = qc_sys_open(ctx, path, ((flags & QC_OPEN_RDWR) ? O_RDWR : O_RDONLY) | ((flags & QC_OPEN_NOFOLLOW) ? O_NOFOLLOW : 0), 0);
     if (r < 0)
         goto fail;
     img->fd = r;

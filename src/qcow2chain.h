@@ -145,6 +145,7 @@ enum {
     QC_OPEN_NO_BACKING = 1u << 1, /* do not open the backing chain */
     QC_OPEN_SHARE = 1u << 2,      /* read while others write (qemu-img -U) */
     QC_OPEN_NO_LOCK = 1u << 3,    /* header peeks: take no lock at all */
+    QC_OPEN_NOFOLLOW = 1u << 4,   /* refuse a symlink as the top image */
 };
 
 /*
@@ -272,6 +273,14 @@ enum { QC_REPAIR_NONE = 0, QC_REPAIR_LEAKS = 1, QC_REPAIR_ALL = 2 };
  * 2, leaks 3, else 0.
  */
 int qc_check(qc_ctx *ctx, json_object **out, const char *path, const char *fmt, int repair);
+
+/*
+ * Import check (Proxmox's "untrusted" images): reads the file alone, never
+ * a backing or data file, never through a symlink. *out = {"filename",
+ * "format", "virtual-size", "safe": bool, "problems": [one line each]}.
+ * Returns 0 with a verdict, negative if the file could not be read at all.
+ */
+int qc_import_check(qc_ctx *ctx, json_object **out, const char *path, const char *fmt);
 
 /* ---- inspection ----------------------------------------------------- */
 

@@ -190,6 +190,26 @@ for my $f (sort keys %bad) {
     ok($arc != 99 && $aerr !~ /Sanitizer|runtime error/, "$f: no memory error under ASan/UBSan") or diag($aerr);
 }
 
+# The import check ("untrusted" images) calls every one of them unsafe, or
+# cannot read it; never "safe".
+for my $f (sort keys %bad) {
+    next if $f eq 'compressed-garbage.qcow2'; # bad data, not bad metadata: QEMU reads it as an I/O error
+    my $r = eval { PVE::Storage::Qcow2Chain::import_check($f, format => 'qcow2') };
+    ok(!$r || !$r->{safe}, "$f: import check says not safe") or diag(explain($r));
+}
+{
+    my $r = PVE::Storage::Qcow2Chain::import_check('full.qcow2');
+    ok($r->{safe}, 'a clean self-contained image is safe to import') or diag(explain($r));
+    is_deeply($r->{problems}, [], '.. with no problems');
+    symlink('full.qcow2', 'link.qcow2') or die;
+    $r = eval { PVE::Storage::Qcow2Chain::import_check('link.qcow2') };
+    ok($r && !$r->{safe} && "@{ $r->{problems} }" =~ /link\.qcow2.*symbolic link/, 'a symlink is not followed')
+        or diag(explain($r), $@);
+    my ($rc, $out) = our_cli('import-check', 'missing.qcow2');
+    is($rc, 4, 'import-check exit status 4 for an unsafe image');
+    like($out, qr/backing file/, '.. saying why');
+}
+
 # The exception object carries code, file and operation.
 eval { PVE::Storage::Qcow2Chain::info('missing.qcow2', backing_chain => 1) };
 my $e = $@;

@@ -204,3 +204,18 @@ _snapshot_list(volume, opts)
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
+
+SV *
+_import_check(file, fmt, opts)
+    const char *file
+    SV *fmt
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    json_object *o = NULL;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_import_check(c.ctx, &o, file, qcx_str_or_null(aTHX_ fmt)));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
+  OUTPUT:
+    RETVAL

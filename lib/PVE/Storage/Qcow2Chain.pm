@@ -175,6 +175,12 @@ sub snapshot_file {
     return ($dir // '') . "snap-$name-$file";
 }
 
+sub import_check {
+    my ($file, %opt) = @_;
+    my $o = _opts('import_check', {}, %opt);
+    return _import_check(_file('import_check', $file), delete $o->{format}, $o);
+}
+
 my %REPAIR = (none => 0, leaks => 1, all => 2);
 
 sub check {
@@ -416,6 +422,15 @@ C<corruptions-fixed>, C<allocated-clusters>, C<fragmented-clusters>,
 C<compressed-clusters>, C<filename>, C<format>) and C<messages>, the
 findings one per line. C<repair =E<gt> 'leaks'> frees leaked clusters,
 C<'all'> also rebuilds wrong refcounts.
+
+=item import_check($file, format => $fmt)
+
+Whether an uploaded image is safe to attach (what Proxmox calls an
+"untrusted" import): reads C<$file> alone, never a backing or data file,
+never through a symlink. Returns C<{ filename, format, virtual-size, safe,
+problems =E<gt> [...] }>; C<safe> is false when the image has a backing
+file, an external data file, encryption, unknown features, tables or
+references outside the file, or is marked corrupt or dirty.
 
 =item parse_size($text)
 
