@@ -407,6 +407,7 @@ typedef struct qc_volume {
     char *journal_path; /* DIR/.BASE.journal */
     int lock_fd;
     bool journaled;     /* this operation wrote the journal */
+    char recovered[96]; /* "op snap" of an interrupted operation just completed */
 } qc_volume;
 /* Take the volume's lock, waiting up to timeout_ms; QC_ERR_BUSY after that. */
 int qc_volume_open(qc_ctx *ctx, qc_volume *v, const char *path, unsigned timeout_ms);

@@ -298,6 +298,7 @@ static int recover(qc_volume *v)
                     v->journal_path);
     } else if (!strcmp(op, "delete")) {
         r = delete_finish(v, j);
+        snprintf(v->recovered, sizeof(v->recovered), "delete %s", jstr(j, "snap") ? jstr(j, "snap") : "");
     } else if (!strcmp(op, "rename")) {
         r = rename_finish(v, j);
     } else {
@@ -453,6 +454,10 @@ int qc_snapshot_delete(qc_ctx *ctx, const char *volume, const char *name, const 
     if ((r = qc_vtree_scan(&v, &t)) < 0)
         goto out;
     int xi = qc_vtree_find(&t, name);
+    char again[96];
+    snprintf(again, sizeof(again), "delete %s", name);
+    if (xi < 0 && !strcmp(v.recovered, again))
+        goto out; /* an interrupted delete of this very snapshot was just completed */
     if (xi < 0 || t.n[xi].kind != QC_VN_SNAPSHOT) {
         r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "delete", "snapshot '%s' does not exist", name);
         goto out;
