@@ -114,7 +114,8 @@ static void qcx_begin(pTHX_ qcx_call *c, HV *o)
            **s = av_fetch(a, 3, 0);
         const char *mode = m ? SvPV_nolen(*m) : "none";
         int md = !strcmp(mode, "crash") ? QC_FAULT_CRASH
-               : !strcmp(mode, "error") ? QC_FAULT_ERROR : QC_FAULT_NONE;
+               : !strcmp(mode, "error") ? QC_FAULT_ERROR
+               : !strcmp(mode, "short") ? QC_FAULT_SHORT : QC_FAULT_NONE;
         c->fault = qc_fault_new(md, n ? (uint64_t)SvUV(*n) : 0, e ? (int)SvIV(*e) : EIO,
                                 s ? (uint64_t)SvUV(*s) : 0);
         if (c->fault)

@@ -212,6 +212,8 @@ static ssize_t f_pwrite(void *v, int fd, const void *buf, size_t n, uint64_t off
     if (r)
         return r;
     record(f, fd, off, n);
+    if (f->mode == QC_FAULT_SHORT && n > 1)
+        n /= 2;
     return P()->pwrite(NULL, fd, buf, n, off);
 }
 
@@ -307,6 +309,8 @@ static ssize_t f_copy_range(void *v, int in, uint64_t in_off, int out, uint64_t 
     if (r)
         return r;
     record(f, out, out_off, n);
+    if (f->mode == QC_FAULT_SHORT && n > 1)
+        n /= 2;
     return P()->copy_range(NULL, in, in_off, out, out_off, n);
 }
 

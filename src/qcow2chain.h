@@ -128,8 +128,11 @@ void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
  * mode QC_FAULT_CRASH: call number nth and every later call fail with EIO,
  *   and writes not yet made durable by fsync are undone (all of them, or a
  *   seeded random subset when seed != 0) as a power cut would.
+ * mode QC_FAULT_SHORT: every write and in-kernel copy does only part of
+ *   what was asked (as a signal or a full pipe may make it); callers must
+ *   loop.
  */
-enum { QC_FAULT_NONE = 0, QC_FAULT_ERROR = 1, QC_FAULT_CRASH = 2 };
+enum { QC_FAULT_NONE = 0, QC_FAULT_ERROR = 1, QC_FAULT_CRASH = 2, QC_FAULT_SHORT = 3 };
 typedef struct qc_fault qc_fault;
 qc_fault *qc_fault_new(int mode, uint64_t nth, int err, uint64_t seed);
 void qc_fault_free(qc_fault *f);

@@ -251,6 +251,11 @@ for my $c (@configs) {
     is($rc, 3, 'check exit code 3 for leaks');
     is($rc, $qrc, '.. as qemu-img');
     is_deeply(JSON::PP::decode_json($out), JSON::PP::decode_json($qout), 'check JSON equals qemu-img check');
+    my ($rrc, $rout) = our_cli('check', '--output=json', '--report', $f);
+    my $rep = JSON::PP::decode_json($rout);
+    is($rep->{status}, 'leaks', 'check --report: status for monitoring');
+    like($rep->{repair}, qr/check -r leaks/, 'check --report: says how to repair');
+    ok(@{ $rep->{messages} } == 2, 'check --report: the findings');
     ($rc, $out) = our_cli('check', '-r', 'leaks', $f);
     is($rc, 0, 'check -r leaks repairs') or diag($out);
     like($out, qr/2 leaked clusters/, '.. and says what it repaired');

@@ -125,6 +125,12 @@ for my $s (@scenarios) {
     is($err, undef, "$name: runs without faults");
     is(export_raw('img.qcow2'), $new, "$name: content as expected");
     ok($n > 3, "$name: $n mutating I/O calls");
+    $restore->();
+    ($err) = run_ops('img.qcow2', $ops, fault => ['short']);
+    is($err, undef, "$name: short writes everywhere are completed");
+    is(export_raw('img.qcow2'), $new, "$name: .. and give the same content");
+    my ($src) = qimg_ok('check', 'img.qcow2');
+    is($src, 0, "$name: .. and a clean image");
 
     my @points = $n <= 40 ? (1 .. $n) : (1 .. 10, map({ 10 + int($_ * ($n - 20) / 20) } 1 .. 19), $n - 9 .. $n);
     my (%fails, $runs);

@@ -188,7 +188,13 @@ sub check {
     my $o = _opts('check', { repair => 1 }, %opt);
     my $repair = delete($o->{repair}) // 'none';
     die "check: repair must be 'leaks' or 'all'\n" if !exists $REPAIR{$repair};
-    return _check(_file('check', $file), delete $o->{format}, $REPAIR{$repair}, $o);
+    my $r = _check(_file('check', $file), delete $o->{format}, $REPAIR{$repair}, $o);
+    # what to do about it, for people and monitoring scripts
+    $r->{repair} = $r->{corruptions} ? "qcow2-chain check -r all '$file' (with the VM stopped; back up the file first)"
+        : $r->{leaks} ? "qcow2-chain check -r leaks '$file' (with the VM stopped; leaks only waste space)"
+        : undef;
+    $r->{status} = $r->{corruptions} ? 'corrupt' : $r->{leaks} ? 'leaks' : $r->{'check-errors'} ? 'error' : 'clean';
+    return $r;
 }
 
 sub read {
@@ -419,8 +425,10 @@ Checks every refcount against the metadata, as C<qemu-img check>. Returns
 a hash with qemu-img's JSON keys (C<image-end-offset>, C<total-clusters>,
 C<check-errors>, C<leaks>, C<leaks-fixed>, C<corruptions>,
 C<corruptions-fixed>, C<allocated-clusters>, C<fragmented-clusters>,
-C<compressed-clusters>, C<filename>, C<format>) and C<messages>, the
-findings one per line. C<repair =E<gt> 'leaks'> frees leaked clusters,
+C<compressed-clusters>, C<filename>, C<format>), plus C<messages> (the
+findings, one per line), C<status> (C<clean>, C<leaks>, C<corrupt>,
+C<error>) and C<repair> (the command that repairs it, or undef), for
+monitoring scripts. C<repair =E<gt> 'leaks'> frees leaked clusters,
 C<'all'> also rebuilds wrong refcounts.
 
 =item import_check($file, format => $fmt)
