@@ -234,8 +234,8 @@ int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_ba
         goto out;
     }
     uint64_t total = 0;
-    qc_meter m;
-    if ((r = walk(ctx, file, newc, old_stop, new_stop, NULL, bufsz, &total, NULL)) < 0)
+    qc_meter m = {0};
+    if ((r = walk(ctx, file, newc, old_stop, new_stop, NULL, bufsz, &total, &m)) < 0)
         goto out;
     qc_meter_start(ctx, &m, total);
     if ((r = walk(ctx, file, newc, old_stop, new_stop, a, bufsz, &total, &m)) < 0)

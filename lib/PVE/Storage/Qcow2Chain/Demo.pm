@@ -35,6 +35,7 @@ sub write_region {
     for (my $o = 0; $o < $len; $o += $MiB) { $img->write($off + $o, $buf) }
     $img->close;
     push @$model, [$off, $len, $byte];
+    return;
 }
 
 sub verify_view {
@@ -65,6 +66,7 @@ sub tree {
         $show->($by{$_}, "$ind  ") for sort @{ $n->{children} };
     };
     $show->($_, '') for grep { !defined $_->{parent} && $_->{kind} ne 'external' } @{ $list->{nodes} };
+    return;
 }
 
 sub run {

@@ -22,11 +22,11 @@ sub new {
     }, $class;
 }
 
-sub code { $_[0]->{code} }
-sub errno { $_[0]->{errno} }
-sub file { $_[0]->{file} }
-sub op { $_[0]->{op} }
-sub message { $_[0]->{message} }
+sub code { return $_[0]->{code} }
+sub errno { return $_[0]->{errno} }
+sub file { return $_[0]->{file} }
+sub op { return $_[0]->{op} }
+sub message { return $_[0]->{message} }
 
 1;
 

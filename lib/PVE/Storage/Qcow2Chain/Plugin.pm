@@ -184,6 +184,7 @@ sub qcow2_create {
         PVE::Storage::Qcow2Chain::create($path, size => $size_kib * 1024,
             preallocation => ($opts->{preallocation} // 'off') eq 'metadata' ? 'metadata' : 'off');
     });
+    return;
 }
 
 sub qcow2_create_backed {
@@ -193,6 +194,7 @@ sub qcow2_create_backed {
             cluster_size => '128k', extended_l2 => 1,
             preallocation => ($opts->{preallocation} // 'off') eq 'metadata' ? 'metadata' : 'off');
     });
+    return;
 }
 
 sub free_image {
