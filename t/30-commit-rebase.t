@@ -12,6 +12,7 @@ use lib "$FindBin::Bin/lib";
 use File::Path qw(make_path remove_tree);
 use QcTest;
 use Test::More;
+use Time::HiRes qw(time);
 use PVE::Storage::Qcow2Chain;
 
 my $dir = scratch();
@@ -198,6 +199,17 @@ is(slurp('ours/top.qcow2'), $before, 'the image is untouched by the refused reba
 eval { PVE::Storage::Qcow2Chain::commit('ours/top.qcow2', base => 'nothere.qcow2') };
 like("$@", qr/nothere\.qcow2/, 'commit -b with a base not in the chain fails');
 is(slurp('ours/top.qcow2'), $before, 'and changes nothing');
+
+# the rate limit holds copies to the given bytes per second
+{
+    build('ours', ['base.qcow2', '', '16M', undef, []], ['top.qcow2', '', undef, 'base.qcow2', ['write -q -P 0x12 0 4M']]);
+    my $t0 = time;
+    PVE::Storage::Qcow2Chain::commit('ours/top.qcow2', rate_limit => 4 << 20);
+    my $t = time - $t0;
+    ok($t >= 0.8, sprintf('commit of 4 MiB at 4 MiB/s takes about a second (%.2f s)', $t));
+    my ($rc) = qimg_ok('compare', 'ours/base.qcow2', 'theirs/top.qcow2');
+    is($rc, 0, '.. and is complete');
+}
 
 # progress is reported and reaches the total
 {
