@@ -65,25 +65,35 @@ static int ready(qc_image *img, qc_cache *c)
     return c->slots ? 0 : qc_cache_init(img->ctx, c, c->table_size, c->budget);
 }
 
+/* The slot for off: its own (hit), or a victim written back and given a buffer. */
+static int take(qc_image *img, qc_cache *c, uint64_t off, qc_cached **slot, bool *hit)
+{
+    int r = ready(img, c);
+    if (r < 0)
+        return r;
+    qc_cached *s = lookup(c, off, hit);
+    s->used = ++c->tick;
+    *slot = s;
+    if (*hit)
+        return 0;
+    if (s->off && s->dirty && (r = qc_cache_writeback(img, c, s)) < 0)
+        return r;
+    if (!s->data && !(s->data = qc_malloc(img->ctx, c->table_size)))
+        return QC_ERR_NOMEM;
+    return 0;
+}
+
 int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const char *what)
 {
     bool hit;
-    int rr = ready(img, c);
+    qc_cached *s;
+    int rr = take(img, c, off, &s, &hit);
     if (rr < 0)
         return rr;
-    qc_cached *s = lookup(c, off, &hit);
-    s->used = ++c->tick;
     if (hit) {
         *data = s->data;
         return 0;
     }
-    if (s->off && s->dirty) {
-        int r = qc_cache_writeback(img, c, s);
-        if (r < 0)
-            return r;
-    }
-    if (!s->data && !(s->data = qc_malloc(img->ctx, c->table_size)))
-        return QC_ERR_NOMEM;
     s->off = 0;
     int r = qc_pread_exact(img->ctx, img->fd, img->filename, s->data, c->table_size, off, what);
     if (r < 0)
@@ -97,18 +107,10 @@ int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const
 int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data)
 {
     bool hit;
-    int rr = ready(img, c);
-    if (rr < 0)
-        return rr;
-    qc_cached *s = lookup(c, off, &hit);
-    s->used = ++c->tick;
-    if (!hit && s->off && s->dirty) {
-        int r = qc_cache_writeback(img, c, s);
-        if (r < 0)
-            return r;
-    }
-    if (!s->data && !(s->data = qc_malloc(img->ctx, c->table_size)))
-        return QC_ERR_NOMEM;
+    qc_cached *s;
+    int r = take(img, c, off, &s, &hit);
+    if (r < 0)
+        return r;
     memset(s->data, 0, c->table_size);
     s->off = off;
     s->dirty = true;

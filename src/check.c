@@ -450,17 +450,7 @@ int qc_rebuild_refcounts(qc_image *img)
     }
     if (r < 0)
         goto out;
-    {
-        uint8_t *be = qc_malloc(ctx, (size_t)(nrt * cs));
-        if (!be) {
-            r = QC_ERR_NOMEM;
-            goto out;
-        }
-        for (uint64_t i = 0; i < nrt * cs / 8; i++)
-            qc_put64(be + i * 8, nt[i]);
-        r = qc_pwrite_full(ctx, img->fd, img->filename, be, (size_t)(nrt * cs), rt_at * cs);
-        free(be);
-    }
+    r = qc_write_u64s(img, nt, nrt * cs / 8, rt_at * cs);
     img->unsynced = true;
     if (r == 0)
         r = qc_img_sync(img);

@@ -20,19 +20,23 @@ void qc_l1_dirty(qc_image *img, uint64_t i)
         img->l1_dirty_hi = i + 1;
 }
 
-/* Write entries [lo, hi) of a host-endian u64 table at off. */
-static int write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t hi, uint64_t off)
+int qc_write_u64s(qc_image *img, const uint64_t *t, uint64_t n, uint64_t off)
 {
-    size_t n = (size_t)(hi - lo);
-    uint8_t *b = qc_malloc(img->ctx, n * 8);
+    uint8_t *b = qc_malloc(img->ctx, (size_t)n * 8);
     if (!b)
         return QC_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++)
-        qc_put64(b + i * 8, t[lo + i]);
-    int r = qc_pwrite_full(img->ctx, img->fd, img->filename, b, n * 8, off + lo * 8);
+    for (uint64_t i = 0; i < n; i++)
+        qc_put64(b + i * 8, t[i]);
+    int r = qc_pwrite_full(img->ctx, img->fd, img->filename, b, (size_t)n * 8, off);
     img->unsynced = true;
     free(b);
     return r;
+}
+
+/* Entries [lo, hi) of a table at off. */
+static int write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t hi, uint64_t off)
+{
+    return qc_write_u64s(img, t + lo, hi - lo, off + lo * 8);
 }
 
 int qc_img_sync(qc_image *img)

@@ -355,6 +355,8 @@ int qc_meta_deps(qc_image *img);
 int qc_img_sync(qc_image *img);
 /* Everything durable in order: refcounts, L2, L1, then deferred frees. */
 int qc_flush(qc_image *img);
+/* Write n host-endian table entries big-endian at off. */
+int qc_write_u64s(qc_image *img, const uint64_t *t, uint64_t n, uint64_t off);
 /* Rewrite cluster 0 from img->hdr in one write. */
 int qc_header_write(qc_image *img);
 void qc_l1_dirty(qc_image *img, uint64_t i);

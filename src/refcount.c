@@ -140,13 +140,8 @@ static int grow_reftable(qc_image *img, uint64_t min_entries)
                            (s + j) << img->cluster_bits);
     }
     uint64_t t_off = (s + m) << img->cluster_bits;
-    uint8_t *be = (uint8_t *)buf;
-    for (uint64_t c = 0; c < k && r == 0; c++) {
-        for (uint64_t i = 0; i < per; i++)
-            qc_put64(be + i * 8, nt[c * per + i]);
-        r = qc_pwrite_full(ctx, img->fd, img->filename, be, (size_t)img->cluster_size,
-                           t_off + c * img->cluster_size);
-    }
+    if (r == 0)
+        r = qc_write_u64s(img, nt, entries, t_off);
     img->unsynced = true;
     if (r == 0)
         r = qc_img_sync(img);

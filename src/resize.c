@@ -19,21 +19,14 @@ static int grow_l1(qc_image *img, uint64_t need)
     if (r < 0)
         return r;
     uint64_t *nl = qc_calloc(ctx, need, 8);
-    uint8_t *be = qc_calloc(ctx, clusters, (size_t)img->cluster_size);
     uint64_t at = 0;
-    if (!nl || !be) {
+    if (!nl) {
         r = QC_ERR_NOMEM;
         goto out;
     }
     memcpy(nl, img->l1, (size_t)img->l1_size * 8);
-    for (uint64_t i = 0; i < need; i++)
-        qc_put64(be + i * 8, nl[i]);
-    if ((r = qc_alloc_clusters(img, clusters, &at)) < 0 || (r = qc_meta_deps(img)) < 0)
-        goto out;
-    if ((r = qc_pwrite_full(ctx, img->fd, img->filename, be, (size_t)bytes, at)) < 0)
-        goto out;
-    img->unsynced = true;
-    if ((r = qc_img_sync(img)) < 0)
+    if ((r = qc_alloc_clusters(img, clusters, &at)) < 0 || (r = qc_meta_deps(img)) < 0 ||
+        (r = qc_write_u64s(img, nl, need, at)) < 0 || (r = qc_img_sync(img)) < 0)
         goto out;
     uint64_t old = img->hdr.l1_offset, old_n = img->l1_size;
     img->hdr.l1_offset = at;
@@ -51,7 +44,6 @@ static int grow_l1(qc_image *img, uint64_t need)
         r = qc_free_later(img, old, old_n * 8);
 out:
     free(nl);
-    free(be);
     return r;
 }
 

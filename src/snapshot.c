@@ -321,6 +321,14 @@ static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_snap_op
     return r;
 }
 
+/* Check the name, lock the volume, finish what was interrupted. */
+static int start(qc_ctx *ctx, qc_volume *v, const char *volume, const char *name, const qc_snap_opts *o)
+{
+    if (!qc_snap_name_valid(name))
+        return bad_name(ctx, volume, name);
+    return begin(ctx, v, volume, o);
+}
+
 static int finish(qc_volume *v, int r)
 {
     qc_ctx *ctx = v->ctx;
@@ -335,10 +343,8 @@ static int finish(qc_volume *v, int r)
 
 int qc_snapshot_create(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o)
 {
-    if (!qc_snap_name_valid(name))
-        return bad_name(ctx, volume, name);
     qc_volume v;
-    int r = begin(ctx, &v, volume, o);
+    int r = start(ctx, &v, volume, name, o);
     if (r < 0)
         return r;
     char *sname = qc_volume_snap_name(&v, name), *snap = sname ? qc_volume_file(&v, sname) : NULL;
@@ -362,10 +368,8 @@ int qc_snapshot_create(qc_ctx *ctx, const char *volume, const char *name, const 
 
 int qc_snapshot_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o)
 {
-    if (!qc_snap_name_valid(name))
-        return bad_name(ctx, volume, name);
     qc_volume v;
-    int r = begin(ctx, &v, volume, o);
+    int r = start(ctx, &v, volume, name, o);
     if (r < 0)
         return r;
     char *sname = qc_volume_snap_name(&v, name), *snap = sname ? qc_volume_file(&v, sname) : NULL;
@@ -440,10 +444,8 @@ static int delete_finish(qc_volume *v, json_object *j)
 
 int qc_snapshot_delete(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o)
 {
-    if (!qc_snap_name_valid(name))
-        return bad_name(ctx, volume, name);
     qc_volume v;
-    int r = begin(ctx, &v, volume, o);
+    int r = start(ctx, &v, volume, name, o);
     if (r < 0)
         return r;
     qc_vtree t;
@@ -557,10 +559,8 @@ static int rename_current(qc_ctx *ctx, const char *volume, const char *from, con
 {
     bool to_cur = !strcasecmp(to, "current");
     const char *snap = to_cur ? from : to;
-    if (!qc_snap_name_valid(snap))
-        return bad_name(ctx, volume, snap);
     qc_volume v;
-    int r = begin(ctx, &v, volume, o);
+    int r = start(ctx, &v, volume, snap, o);
     if (r < 0)
         return r;
     char *sname = qc_volume_snap_name(&v, snap), *sfile = sname ? qc_volume_file(&v, sname) : NULL;
@@ -585,12 +585,10 @@ int qc_snapshot_rename(qc_ctx *ctx, const char *volume, const char *from, const 
 {
     if (!strcasecmp(from, "current") != !strcasecmp(to, "current"))
         return rename_current(ctx, volume, from, to, o);
-    if (!qc_snap_name_valid(from))
-        return bad_name(ctx, volume, from);
     if (!qc_snap_name_valid(to))
         return bad_name(ctx, volume, to);
     qc_volume v;
-    int r = begin(ctx, &v, volume, o);
+    int r = start(ctx, &v, volume, from, o);
     if (r < 0)
         return r;
     qc_vtree t;

@@ -146,6 +146,30 @@ static void set_entry(qc_image *img, uint8_t *l2, uint64_t i, uint64_t e, uint64
     qc_cache_mark_dirty(&img->l2c, l2);
 }
 
+/* Where guest offset off's entry lives: L1 index, index in the L2 table. */
+static void locate(const qc_image *img, uint64_t off, uint64_t *l1i, uint64_t *idx)
+{
+    *l1i = off >> (img->cluster_bits + img->l2_bits);
+    *idx = (off >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
+}
+
+/* The (writable) L2 table holding off's entry, its index and the entry. */
+static int entry_for_write(qc_image *img, uint64_t off, uint8_t **l2, uint64_t *idx, uint64_t *e, uint64_t *bm)
+{
+    uint64_t l1i;
+    locate(img, off, &l1i, idx);
+    int r = l2_for_write(img, l1i, l2);
+    if (r == 0)
+        get_entry(img, *l2, *idx, e, bm);
+    return r;
+}
+
+/* The entry points at a cluster only this image uses: writes may go in place. */
+static bool owned(uint64_t e)
+{
+    return (e & QC_OFFSET_MASK) && !(e & QC_OFLAG_COMPRESSED) && (e & QC_OFLAG_COPIED);
+}
+
 /* Host bytes a compressed descriptor occupies (to drop its references). */
 static void compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, uint64_t *len)
 {
@@ -224,17 +248,14 @@ static int write_in_cluster(qc_image *img, uint64_t off, const uint8_t *data, si
     size_t cs = (size_t)img->cluster_size;
     uint64_t cstart = off & ~(img->cluster_size - 1);
     size_t in = (size_t)(off - cstart);
-    uint32_t cover = img->cluster_bits + img->l2_bits;
-    uint64_t l1i = off >> cover, idx = (off >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
     uint8_t *l2;
-    int r = l2_for_write(img, l1i, &l2);
+    uint64_t idx, e, bm;
+    int r = entry_for_write(img, off, &l2, &idx, &e, &bm);
     if (r < 0)
         return r;
-    uint64_t e, bm;
-    get_entry(img, l2, idx, &e, &bm);
     uint64_t host = e & QC_OFFSET_MASK;
     bool compressed = e & QC_OFLAG_COMPRESSED;
-    bool own = host && !compressed && (e & QC_OFLAG_COPIED);
+    bool own = owned(e);
 
     if (!img->ext_l2) {
         bool zero = e & QC_OFLAG_ZERO;
@@ -378,9 +399,8 @@ static int below_is_zero(qc_image *img, uint64_t off, uint64_t len, bool *zero)
 /* Make one whole guest cluster read as zeros without writing data. */
 static int zero_cluster(qc_image *img, uint64_t cstart, bool unmap, uint8_t *tmp)
 {
-    uint32_t cover = img->cluster_bits + img->l2_bits;
-    uint64_t l1i = cstart >> cover, idx = (cstart >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
-    uint64_t e, bm;
+    uint64_t l1i, idx, e, bm;
+    locate(img, cstart, &l1i, &idx);
     int kind;
     uint64_t host;
     if (img->hdr.version < 3) {
@@ -403,14 +423,13 @@ static int zero_cluster(qc_image *img, uint64_t cstart, bool unmap, uint8_t *tmp
         return unref_entry(img, e);
     }
     uint8_t *l2;
-    int r = l2_for_write(img, l1i, &l2);
+    int r = entry_for_write(img, cstart, &l2, &idx, &e, &bm);
     if (r < 0)
         return r;
-    get_entry(img, l2, idx, &e, &bm);
     if (qc_classify(img, e, bm, 0, &kind, &host))
         return refuse(img, QC_ERR_FORMAT, "corrupt L2 entry");
     host = e & QC_OFFSET_MASK;
-    bool own = host && !(e & QC_OFLAG_COMPRESSED) && (e & QC_OFLAG_COPIED);
+    bool own = owned(e);
     uint64_t ne, nbm = 0;
     bool drop;
     if (own && !unmap) { /* keep the allocation, mark it zero */
@@ -431,14 +450,11 @@ static int zero_cluster(qc_image *img, uint64_t cstart, bool unmap, uint8_t *tmp
 /* Zero subclusters [first, last] of an extended-L2 cluster by bitmap only. */
 static int zero_subclusters(qc_image *img, uint64_t cstart, unsigned first, unsigned last)
 {
-    uint32_t cover = img->cluster_bits + img->l2_bits;
-    uint64_t l1i = cstart >> cover, idx = (cstart >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
     uint8_t *l2;
-    int r = l2_for_write(img, l1i, &l2);
+    uint64_t idx, e, bm;
+    int r = entry_for_write(img, cstart, &l2, &idx, &e, &bm);
     if (r < 0)
         return r;
-    uint64_t e, bm;
-    get_entry(img, l2, idx, &e, &bm);
     if (e & QC_OFLAG_COMPRESSED)
         return 1; /* caller writes zero data instead */
     uint64_t mask = 0;
@@ -516,16 +532,14 @@ int qc_image_discard(qc_image *img, uint64_t off, uint64_t len)
     if (off + len == img->size && (img->size & (cs - 1)))
         b = off + len > a ? qc_align_up(off + len, cs) : b; /* the partial last cluster */
     for (uint64_t c = a; c < b && r == 0; c += cs) {
-        uint32_t cover = img->cluster_bits + img->l2_bits;
-        uint64_t l1i = c >> cover, idx = (c >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
+        uint64_t l1i, idx, e, bm, host;
+        int kind;
+        locate(img, c, &l1i, &idx);
         if (!(img->l1[l1i] & QC_OFFSET_MASK) && !img->hdr.backing_name)
             continue;
         uint8_t *l2;
-        if ((r = l2_for_write(img, l1i, &l2)) < 0)
+        if ((r = entry_for_write(img, c, &l2, &idx, &e, &bm)) < 0)
             break;
-        uint64_t e, bm, host;
-        int kind;
-        get_entry(img, l2, idx, &e, &bm);
         if (qc_classify(img, e, bm, 0, &kind, &host)) {
             r = refuse(img, QC_ERR_FORMAT, "corrupt L2 entry");
             break;
@@ -585,23 +599,21 @@ int qc_write_clusters_copy(qc_image *img, uint64_t cstart, uint64_t n, int src_f
                            uint64_t src_off, uint8_t *tmp, size_t tmpsz)
 {
     uint64_t cs = img->cluster_size;
-    uint32_t cover = img->cluster_bits + img->l2_bits;
     while (n) {
         /* a run inside one L2 table whose clusters are all fresh or all owned */
-        uint64_t l1i = cstart >> cover, idx = (cstart >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
-        uint64_t room = qc_min(n, (1ull << img->l2_bits) - idx);
         uint8_t *l2;
-        int r = l2_for_write(img, l1i, &l2);
+        uint64_t l1i, idx, e, bm;
+        locate(img, cstart, &l1i, &idx);
+        int r = entry_for_write(img, cstart, &l2, &idx, &e, &bm);
         if (r < 0)
             return r;
-        uint64_t e, bm;
-        get_entry(img, l2, idx, &e, &bm);
-        bool own = (e & QC_OFFSET_MASK) && !(e & QC_OFLAG_COMPRESSED) && (e & QC_OFLAG_COPIED);
+        uint64_t room = qc_min(n, (1ull << img->l2_bits) - idx);
+        bool own = owned(e);
         uint64_t k = 1;
         while (k < room) {
             uint64_t e2, bm2;
             get_entry(img, l2, idx + k, &e2, &bm2);
-            bool own2 = (e2 & QC_OFFSET_MASK) && !(e2 & QC_OFLAG_COMPRESSED) && (e2 & QC_OFLAG_COPIED);
+            bool own2 = owned(e2);
             /* a run of fresh clusters, or of owned ones contiguous on the host */
             if (own != own2 || (own && (e2 & QC_OFFSET_MASK) != (e & QC_OFFSET_MASK) + k * cs))
                 break;

@@ -71,23 +71,12 @@ sub properties {
     return $props;
 }
 
+# The directory storage's options of the running PVE, plus both switches,
+# fixed at creation like Proxmox's own.
 sub options {
+    my ($class) = @_;
     return {
-        path => { fixed => 1 },
-        'content-dirs' => { optional => 1 },
-        nodes => { optional => 1 },
-        shared => { optional => 1 },
-        disable => { optional => 1 },
-        'prune-backups' => { optional => 1 },
-        'max-protected-backups' => { optional => 1 },
-        content => { optional => 1 },
-        format => { optional => 1 },
-        mkdir => { optional => 1 },
-        'create-base-path' => { optional => 1 },
-        'create-subdirs' => { optional => 1 },
-        is_mountpoint => { optional => 1 },
-        bwlimit => { optional => 1 },
-        preallocation => { optional => 1 },
+        %{ PVE::Storage::DirPlugin->options() },
         'external-snapshots' => { optional => 1, fixed => 1 },
         'snapshot-as-volume-chain' => { optional => 1, fixed => 1 },
     };
