@@ -541,9 +541,16 @@ static int rename_finish(qc_volume *v, json_object *j)
         r = r < 0 ? qc_fail(ctx, qc_errno_code(-r), -r, to, "rename", "Could not create '%s': %s", to, strerror(-r))
                   : qc_sync_dir(ctx, to);
     }
-    for (size_t i = 0; i < json_object_array_length(kids) && r == 0; i++)
+    for (size_t i = 0; i < json_object_array_length(kids) && r == 0; i++) {
         r = qc_rebase(ctx, json_object_get_string(json_object_array_get_idx(kids, i)), NULL, to_name, fmt,
                       QC_REBASE_UNSAFE);
+        /* A child a running QEMU holds gets its new backing name from QEMU
+         * (change-backing-file), as in Proxmox's running-VM delete. */
+        if (r == QC_ERR_LOCKED) {
+            qc_ctx_clear_error(ctx);
+            r = 0;
+        }
+    }
     if (r == 0 && exists(ctx, from, NULL) && exists(ctx, to, NULL))
         r = do_unlink(v, from);
     return r;
