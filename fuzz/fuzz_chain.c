@@ -22,8 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
     }
     qc_ctx *ctx = fuzz_ctx();
     qc_ctx_policy(ctx)->max_depth = 8;
-    fuzz_inspect(ctx, "a.qcow2", NULL);
-    qc_ctx_policy(ctx)->probe_backing_format = true;
+    /* the last byte chooses whether unrecorded backing formats are probed */
+    qc_ctx_policy(ctx)->probe_backing_format = n && (d[n - 1] & 1);
     fuzz_inspect(ctx, "a.qcow2", NULL);
     qc_ctx_free(ctx);
     return 0;
