@@ -50,6 +50,35 @@ is_deeply([sort map { $_->{name} } grep { $_->{kind} eq 'snapshot' } @{ $list->{
 my ($rc) = qimg_ok('check', $V);
 is($rc, 0, 'volume clean');
 
+# Another volume of the same storage is not held up by it.
+{
+    my $V2 = 'vm-100-disk-1.qcow2';
+    qimg('create', '-q', '-f', 'qcow2', $V2, '16M');
+    PVE::Storage::Qcow2Chain::snapshot_create($V, 'slow');
+    qio($V, 'write -q -P 0x44 32M 8M');
+    pipe(my $r2, my $w2) or die;
+    my $p2 = fork() // die;
+    if (!$p2) {
+        close $r2;
+        my $told;
+        PVE::Storage::Qcow2Chain::snapshot_delete($V, 'slow', delete_method => 'stream', progress => sub {
+            if (!$told++) { print $w2 "started\n"; close $w2 }
+            sleep 0.2;
+            return;
+        }, rate_limit => 8 << 20);
+        exit 0;
+    }
+    close $w2;
+    <$r2>;
+    my $t1 = time;
+    PVE::Storage::Qcow2Chain::snapshot_create($V2, 'other-volume', lock_timeout_ms => 100);
+    ok(time - $t1 < 1, 'a snapshot of another volume on the same storage goes ahead at once');
+    waitpid($p2, 0);
+    is($?, 0, 'the slow operation on the first volume completed');
+    my ($rc2) = qimg_ok('check', $V2);
+    is($rc2, 0, 'the other volume is clean');
+}
+
 # Four processes racing with creates and deletes on the same volume.
 my @kids;
 for my $p (1 .. 4) {
