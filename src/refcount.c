@@ -237,6 +237,23 @@ static int find_free(qc_image *img, uint64_t n, uint64_t *start)
     }
 }
 
+/* Which fixed metadata structure, if any, lies in clusters [s, s+n). */
+static const char *fixed_metadata_in(const qc_image *img, uint64_t s, uint64_t n)
+{
+    const qc_header *h = &img->hdr;
+    uint64_t lo = s << img->cluster_bits, hi = (s + n) << img->cluster_bits;
+    struct { uint64_t off, len; const char *what; } m[] = {
+        {0, img->cluster_size, "header"},
+        {h->l1_offset, (uint64_t)h->l1_size * 8, "L1 table"},
+        {h->rt_offset, (uint64_t)h->rt_clusters << img->cluster_bits, "refcount table"},
+        {h->snapshots_offset, img->snap_table_bytes, "snapshot table"},
+    };
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        if (m[i].len && m[i].off < hi && lo < m[i].off + m[i].len)
+            return m[i].what;
+    return NULL;
+}
+
 int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)
 {
     int r = load(img);
@@ -264,6 +281,12 @@ int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)
         }
         if (moved)
             continue;
+        /* A zero refcount on live metadata: allocating would overwrite it. */
+        const char *what = fixed_metadata_in(img, s, n);
+        if (what)
+            return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
+                           "'%s': corrupt image: the %s has refcount 0; run 'qcow2-chain check -r all'",
+                           img->filename, what);
         for (uint64_t c = s; c < s + n; c++)
             if ((r = qc_refcount_add(img, c, 1)) < 0)
                 return r;

@@ -229,6 +229,25 @@ like("$e", qr/\A[^\n]+\n\z/, 'stringifies as one line ending in a newline');
     ok($rc == 0 && same_file('ours.raw', 'theirs.raw'), 'data past EOF reads as zeros, like qemu-img') or diag($err);
 }
 
+# A zero refcount on the header cluster: a write must not allocate over the
+# header; check -r all repairs it and writing works again.
+{
+    my $f = fresh('hdr-refcount0.qcow2');
+    my $rb = unpack('Q>', peek($f, unpack('Q>', peek($f, 48, 8)), 8));
+    patch($f, $rb, "\0\0");
+    my ($rc, $o, $err) = our_cli('write', '-P', '0x77', $f, 3 * 1024 * 1024, 65536);
+    ok($rc != 0 && $err =~ /\Q$f\E.*header has refcount 0/ && $err !~ /\n./, 'write refused, one line naming the file')
+        or diag($err);
+    ($rc) = qimg_ok('check', $f);
+    is($rc, 2, '.. and the image is not made worse (qemu-img check still sees only the refcount error)');
+    ($rc, $o, $err) = our_cli('check', '-r', 'all', $f);
+    ($rc) = qimg_ok('check', $f);
+    is($rc, 0, 'check -r all repairs it for qemu-img') or diag($err);
+    ($rc, $o, $err) = our_cli('write', '-P', '0x77', $f, 3 * 1024 * 1024, 65536);
+    is($rc, 0, '.. and writing works again') or diag($err);
+    like(qio($f, 'read -P 0x77 3M 64k', 'read -P 0x5a 0 128k'), qr/read 65536/, '.. with the data in place');
+}
+
 # Probing the backing format only when allowed.
 {
     my $info = PVE::Storage::Qcow2Chain::info('nofmt.qcow2', backing_chain => 1, probe_backing_format => 1);
