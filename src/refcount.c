@@ -82,10 +82,50 @@ static void rt_dirty(qc_image *img, uint64_t i)
         img->rt_dirty_hi = i + 1;
 }
 
+/* Which fixed metadata structure, if any, lies in clusters [s, s+n). */
+static const char *fixed_metadata_in(const qc_image *img, uint64_t s, uint64_t n)
+{
+    const qc_header *h = &img->hdr;
+    uint64_t lo = s << img->cluster_bits, hi = (s + n) << img->cluster_bits;
+    struct { uint64_t off, len; const char *what; } m[] = {
+        {0, img->cluster_size, "header"},
+        {h->l1_offset, (uint64_t)h->l1_size * 8, "L1 table"},
+        {h->rt_offset, (uint64_t)h->rt_clusters << img->cluster_bits, "refcount table"},
+        {h->snapshots_offset, img->snap_table_bytes, "snapshot table"},
+    };
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+        if (m[i].len && m[i].off < hi && lo < m[i].off + m[i].len)
+            return m[i].what;
+    return NULL;
+}
+
+/* Fixed metadata, or an L2 table or refcount block, in clusters [s, s+n)? */
+static const char *metadata_in(const qc_image *img, uint64_t s, uint64_t n)
+{
+    const char *what = fixed_metadata_in(img, s, n);
+    for (uint64_t i = 0; !what && img->l1 && i < img->l1_size; i++) {
+        uint64_t c = (img->l1[i] & QC_OFFSET_MASK) >> img->cluster_bits;
+        if (c && c >= s && c < s + n)
+            what = "L2 table";
+    }
+    for (uint64_t i = 0; !what && i < img->rt_entries; i++) {
+        uint64_t c = (img->reftable[i] & QC_RT_OFFSET_MASK) >> img->cluster_bits;
+        if (c && c >= s && c < s + n)
+            what = "refcount block";
+    }
+    return what;
+}
+
 /* A new, self-describing refcount block at the first cluster of its range. */
 static int create_refblock(qc_image *img, uint64_t rti)
 {
-    uint64_t at = (rti << img->rb_bits) << img->cluster_bits;
+    uint64_t first = rti << img->rb_bits, at = first << img->cluster_bits;
+    /* No block means no cluster of the range is in use; a corrupt image may lie. */
+    const char *what = metadata_in(img, first, 1);
+    if (what)
+        return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
+                       "'%s': corrupt image: the %s at cluster %llu has no refcount block; run 'qcow2-chain check -r all'",
+                       img->filename, what, (unsigned long long)first);
     uint8_t *rb;
     int r = qc_cache_new(img, &img->rbc, at, &rb);
     if (r < 0)
@@ -235,23 +275,6 @@ static int find_free(qc_image *img, uint64_t n, uint64_t *start)
             return 0;
         }
     }
-}
-
-/* Which fixed metadata structure, if any, lies in clusters [s, s+n). */
-static const char *fixed_metadata_in(const qc_image *img, uint64_t s, uint64_t n)
-{
-    const qc_header *h = &img->hdr;
-    uint64_t lo = s << img->cluster_bits, hi = (s + n) << img->cluster_bits;
-    struct { uint64_t off, len; const char *what; } m[] = {
-        {0, img->cluster_size, "header"},
-        {h->l1_offset, (uint64_t)h->l1_size * 8, "L1 table"},
-        {h->rt_offset, (uint64_t)h->rt_clusters << img->cluster_bits, "refcount table"},
-        {h->snapshots_offset, img->snap_table_bytes, "snapshot table"},
-    };
-    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
-        if (m[i].len && m[i].off < hi && lo < m[i].off + m[i].len)
-            return m[i].what;
-    return NULL;
 }
 
 int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)

@@ -248,6 +248,16 @@ like("$e", qr/\A[^\n]+\n\z/, 'stringifies as one line ending in a newline');
     like(qio($f, 'read -P 0x77 3M 64k', 'read -P 0x5a 0 128k'), qr/read 65536/, '.. with the data in place');
 }
 
+# No refcount block for the range holding the header: a new block must not
+# be put over it.
+{
+    my $f = fresh('no-refblock.qcow2');
+    patch($f, unpack('Q>', peek($f, 48, 8)), "\0" x 8);
+    my ($rc, $o, $err) = our_cli('write', '-P', '0x77', $f, 3 * 1024 * 1024, 65536);
+    ok($rc != 0 && $err =~ /\Q$f\E.*header at cluster 0 has no refcount block/, 'write refused') or diag($err);
+    is((qimg_ok('check', $f))[0], 2, '.. leaving the image as it was for qemu-img check');
+}
+
 # Probing the backing format only when allowed.
 {
     my $info = PVE::Storage::Qcow2Chain::info('nofmt.qcow2', backing_chain => 1, probe_backing_format => 1);
