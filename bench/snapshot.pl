@@ -3,8 +3,8 @@
 # Proxmox's way (rename + `qemu-img create`; `qemu-img info --backing-chain`
 # + JSON decode; `qemu-img rebase` of the child + unlink for a middle
 # snapshot), measured in one run. Deleting a middle snapshot holding 1 GiB
-# is measured on the disk (ext4) and, as root, on a loop-mounted XFS with
-# reflinks.
+# is measured on tmpfs, on the disk (ext4) and, as root, on a loop-mounted
+# XFS with reflinks.
 #
 #   perl -Mblib bench/snapshot.pl [--no-xfs]
 use strict;
@@ -68,7 +68,8 @@ sub best {
 
 # ---- deleting a middle snapshot holding 1 GiB ----
 our ($loop_img, $mnt);
-my @fs = (['ext4 disk', tempdir('qc-bs-XXXXXX', DIR => '/var/tmp', CLEANUP => 1)]);
+my @fs = (['tmpfs', tempdir('qc-bs-XXXXXX', DIR => '/dev/shm', CLEANUP => 1)],
+          ['ext4 disk', tempdir('qc-bs-XXXXXX', DIR => '/var/tmp', CLEANUP => 1)]);
 if (!$no_xfs && $> == 0 && (-x '/usr/sbin/mkfs.xfs' || -x '/sbin/mkfs.xfs')) {
     $loop_img = "/var/tmp/qc-bench-xfs-$$.img";
     $mnt = tempdir('qc-xfs-XXXXXX', TMPDIR => 1);
