@@ -467,6 +467,7 @@ int qc_rebuild_refcounts(qc_image *img)
     }
     free(img->reftable);
     img->reftable = nt;
+    qc_meta_changed(img);
     nt = NULL;
     img->rt_entries = nrt * cs / 8;
     img->rt_dirty_lo = UINT64_MAX;

@@ -100,6 +100,7 @@ int qc_make_empty(qc_image *img)
             r = qc_free_later(img, off, img->cluster_size);
         qc_cache_forget(&img->l2c, off);
         img->l1[i] = 0;
+        qc_meta_changed(img);
         qc_l1_dirty(img, i);
     }
     return r == 0 ? qc_flush(img) : r;

@@ -390,6 +390,7 @@ void qc_image_free_one(qc_image *img)
         free(img->bitmaps[i].name);
     free(img->bitmaps);
     free(img->l1);
+    free(img->meta);
     free(img->reftable);
     free(img->zbuf);
     free(img->frees);

@@ -194,6 +194,9 @@ struct qc_image {
     size_t nfree, free_cap;
     uint64_t l1_dirty_lo, l1_dirty_hi; /* L1 entries to write at flush */
     uint64_t rt_dirty_lo, rt_dirty_hi; /* reftable entries to write at flush */
+    uint64_t *meta;            /* sorted clusters of L2 tables and refcount blocks (overlap.c) */
+    size_t meta_n, meta_cap;
+    bool meta_valid;
 
     /* chain */
     qc_image *backing;
@@ -351,6 +354,11 @@ int qc_apply_frees(qc_image *img);
  * blocks, then dirty refcount table entries; ends with everything synced.
  */
 int qc_meta_deps(qc_image *img);
+
+/* overlap.c: refuse writes that would land on metadata of a corrupt image */
+int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len);
+void qc_meta_added(qc_image *img, uint64_t off);
+void qc_meta_changed(qc_image *img);
 /* fsync img if anything was written since the last one. */
 int qc_img_sync(qc_image *img);
 /* Everything durable in order: refcounts, L2, L1, then deferred frees. */

@@ -82,56 +82,20 @@ static void rt_dirty(qc_image *img, uint64_t i)
         img->rt_dirty_hi = i + 1;
 }
 
-/* Which fixed metadata structure, if any, lies in clusters [s, s+n). */
-static const char *fixed_metadata_in(const qc_image *img, uint64_t s, uint64_t n)
-{
-    const qc_header *h = &img->hdr;
-    uint64_t lo = s << img->cluster_bits, hi = (s + n) << img->cluster_bits;
-    struct { uint64_t off, len; const char *what; } m[] = {
-        {0, img->cluster_size, "header"},
-        {h->l1_offset, (uint64_t)h->l1_size * 8, "L1 table"},
-        {h->rt_offset, (uint64_t)h->rt_clusters << img->cluster_bits, "refcount table"},
-        {h->snapshots_offset, img->snap_table_bytes, "snapshot table"},
-    };
-    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++)
-        if (m[i].len && m[i].off < hi && lo < m[i].off + m[i].len)
-            return m[i].what;
-    return NULL;
-}
-
-/* Fixed metadata, or an L2 table or refcount block, in clusters [s, s+n)? */
-static const char *metadata_in(const qc_image *img, uint64_t s, uint64_t n)
-{
-    const char *what = fixed_metadata_in(img, s, n);
-    for (uint64_t i = 0; !what && img->l1 && i < img->l1_size; i++) {
-        uint64_t c = (img->l1[i] & QC_OFFSET_MASK) >> img->cluster_bits;
-        if (c && c >= s && c < s + n)
-            what = "L2 table";
-    }
-    for (uint64_t i = 0; !what && i < img->rt_entries; i++) {
-        uint64_t c = (img->reftable[i] & QC_RT_OFFSET_MASK) >> img->cluster_bits;
-        if (c && c >= s && c < s + n)
-            what = "refcount block";
-    }
-    return what;
-}
-
 /* A new, self-describing refcount block at the first cluster of its range. */
 static int create_refblock(qc_image *img, uint64_t rti)
 {
-    uint64_t first = rti << img->rb_bits, at = first << img->cluster_bits;
+    uint64_t at = (rti << img->rb_bits) << img->cluster_bits;
     /* No block means no cluster of the range is in use; a corrupt image may lie. */
-    const char *what = metadata_in(img, first, 1);
-    if (what)
-        return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
-                       "'%s': corrupt image: the %s at cluster %llu has no refcount block; run 'qcow2-chain check -r all'",
-                       img->filename, what, (unsigned long long)first);
-    uint8_t *rb;
-    int r = qc_cache_new(img, &img->rbc, at, &rb);
+    int r = qc_overlap_check(img, at, img->cluster_size);
     if (r < 0)
+        return r;
+    uint8_t *rb;
+    if ((r = qc_cache_new(img, &img->rbc, at, &rb)) < 0)
         return r;
     qc_rb_put(img->refcount_bits, rb, 0, 1);
     img->reftable[rti] = at;
+    qc_meta_added(img, at);
     rt_dirty(img, rti);
     return 0;
 }
@@ -197,6 +161,7 @@ static int grow_reftable(qc_image *img, uint64_t min_entries)
     }
     free(img->reftable);
     img->reftable = nt;
+    qc_meta_changed(img);
     nt = NULL;
     img->rt_entries = entries;
     r = qc_free_later(img, old_off, old_clusters * img->cluster_size);
@@ -305,11 +270,8 @@ int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)
         if (moved)
             continue;
         /* A zero refcount on live metadata: allocating would overwrite it. */
-        const char *what = fixed_metadata_in(img, s, n);
-        if (what)
-            return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
-                           "'%s': corrupt image: the %s has refcount 0; run 'qcow2-chain check -r all'",
-                           img->filename, what);
+        if ((r = qc_overlap_check(img, s << img->cluster_bits, n << img->cluster_bits)) < 0)
+            return r;
         for (uint64_t c = s; c < s + n; c++)
             if ((r = qc_refcount_add(img, c, 1)) < 0)
                 return r;

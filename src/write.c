@@ -17,6 +17,9 @@
 /* Guest data into the image file; it becomes durable at the next sync. */
 static int data_write(qc_image *img, const void *buf, size_t len, uint64_t off)
 {
+    int r = qc_overlap_check(img, off, len);
+    if (r < 0)
+        return r;
     img->unsynced = true;
     return qc_pwrite_full(img->ctx, img->fd, img->filename, buf, len, off);
 }
@@ -122,6 +125,7 @@ static int l2_for_write(qc_image *img, uint64_t l1i, uint8_t **l2)
         if (copy)
             memcpy(*l2, copy, (size_t)img->cluster_size);
         img->l1[l1i] = host | QC_OFLAG_COPIED;
+        qc_meta_added(img, host);
         qc_l1_dirty(img, l1i);
         if (old)
             r = qc_free_later(img, old, img->cluster_size);
@@ -568,6 +572,9 @@ static int copy_bytes(qc_image *img, int src_fd, const char *src_name, uint64_t 
 {
     qc_ctx *ctx = img->ctx;
     uint64_t done = 0;
+    int r = qc_overlap_check(img, dst, len);
+    if (r < 0)
+        return r;
     img->unsynced = true;
     while (done < len) {
         ssize_t n = ctx->io->copy_range(ctx->io_user, src_fd, src_off + done, img->fd, dst + done,
@@ -579,7 +586,7 @@ static int copy_bytes(qc_image *img, int src_fd, const char *src_name, uint64_t 
     /* No in-kernel copy here (or a source shorter than claimed): plain read and write. */
     while (done < len) {
         size_t k = (size_t)qc_min(len - done, tmpsz);
-        int r = qc_pread_full(ctx, src_fd, src_name, tmp, k, src_off + done);
+        r = qc_pread_full(ctx, src_fd, src_name, tmp, k, src_off + done);
         if (r == 0)
             r = data_write(img, tmp, k, dst + done);
         if (r < 0)

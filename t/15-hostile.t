@@ -236,7 +236,7 @@ like("$e", qr/\A[^\n]+\n\z/, 'stringifies as one line ending in a newline');
     my $rb = unpack('Q>', peek($f, unpack('Q>', peek($f, 48, 8)), 8));
     patch($f, $rb, "\0\0");
     my ($rc, $o, $err) = our_cli('write', '-P', '0x77', $f, 3 * 1024 * 1024, 65536);
-    ok($rc != 0 && $err =~ /\Q$f\E.*header has refcount 0/ && $err !~ /\n./, 'write refused, one line naming the file')
+    ok($rc != 0 && $err =~ /\Q$f\E.*would overwrite its header/ && $err !~ /\n./, 'write refused, one line naming the file')
         or diag($err);
     ($rc) = qimg_ok('check', $f);
     is($rc, 2, '.. and the image is not made worse (qemu-img check still sees only the refcount error)');
@@ -254,8 +254,27 @@ like("$e", qr/\A[^\n]+\n\z/, 'stringifies as one line ending in a newline');
     my $f = fresh('no-refblock.qcow2');
     patch($f, unpack('Q>', peek($f, 48, 8)), "\0" x 8);
     my ($rc, $o, $err) = our_cli('write', '-P', '0x77', $f, 3 * 1024 * 1024, 65536);
-    ok($rc != 0 && $err =~ /\Q$f\E.*header at cluster 0 has no refcount block/, 'write refused') or diag($err);
+    ok($rc != 0 && $err =~ /\Q$f\E.*would overwrite its header/, 'write refused') or diag($err);
     is((qimg_ok('check', $f))[0], 2, '.. leaving the image as it was for qemu-img check');
+}
+
+# L2 entries that point guest data at metadata (marked as owned): a write
+# would overwrite the refcount table or an L2 table. Refused before any
+# byte changes, as QEMU refuses it (qemu-io sees the same invalid write).
+for my $case (['refcount table', sub { unpack('Q>', peek($_[0], 48, 8)) }],
+              ['L2 table', sub { l1_entry($_[0]) & 0x00fffffffffffe00 }]) {
+    my ($what, $target) = @$case;
+    (my $f = "points-at-$what.qcow2") =~ s/ /-/g;
+    fresh($f);
+    my $l2 = l1_entry($f) & 0x00fffffffffffe00;
+    patch($f, $l2, pack('Q>', (1 << 63) | $target->($f)));
+    system('cp', $f, "$f.orig") == 0 or die;
+    my ($rc, $o, $err) = our_cli('write', '-P', '0x77', $f, 0, 4096);
+    ok($rc != 0 && $err =~ /\Q$f\E.*would overwrite its (\Q$what\E|L2 table or refcount block)/, "data over the $what refused")
+        or diag($err);
+    ok(same_file($f, "$f.orig"), '.. the file is unchanged');
+    my ($qrc, $qo, $qe) = run_cmd('qemu-io', '-c', 'write -P 0x77 0 4096', $f);
+    like("$qo$qe", qr/Preventing invalid write on metadata/, '.. and QEMU refuses the same write');
 }
 
 # Probing the backing format only when allowed.
