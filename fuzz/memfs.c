@@ -15,6 +15,7 @@ typedef struct mfile {
     char *name;
     unsigned char *data;
     size_t len;
+    size_t cap;  /* allocated; grows by doubling so appends stay cheap */
     int open;
 } mfile;
 
@@ -61,6 +62,7 @@ int memfs_add(const char *name, const void *data, size_t len)
         return -ENOMEM;
     memcpy(files[i].data, data, len);
     files[i].len = len;
+    files[i].cap = len ? len : 1;
     return 0;
 }
 
@@ -108,13 +110,19 @@ static int grow(mfile *f, uint64_t len)
 {
     if (len > MAXSIZE)
         return -ENOSPC;
-    if (len > f->len) {
-        unsigned char *d = realloc(f->data, (size_t)len);
+    if (len > f->cap) {
+        size_t cap = f->cap ? f->cap : 4096;
+        while (cap < len)
+            cap *= 2;
+        cap = cap < MAXSIZE ? cap : MAXSIZE;
+        unsigned char *d = realloc(f->data, cap);
         if (!d)
             return -ENOMEM;
-        memset(d + f->len, 0, (size_t)len - f->len);
         f->data = d;
+        f->cap = cap;
     }
+    if (len > f->len)
+        memset(f->data + f->len, 0, (size_t)len - f->len);
     f->len = (size_t)len;
     return 0;
 }
