@@ -118,6 +118,19 @@ int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data)
     return 0;
 }
 
+/* Write a slot's table to its place, unless a corrupt image put metadata there. */
+static int write_slot(qc_image *img, qc_cache *c, qc_cached *s)
+{
+    int r = qc_overlap_check(img, s->off, c->table_size, c == &img->l2c ? QC_META_L2 : QC_META_REFBLOCK);
+    if (r == 0)
+        r = qc_pwrite_full(img->ctx, img->fd, img->filename, s->data, c->table_size, s->off);
+    if (r < 0)
+        return r;
+    img->unsynced = true;
+    s->dirty = false;
+    return 0;
+}
+
 /*
  * Write one dirty table back. An L2 table may point at clusters whose
  * refcounts and data are not yet on disk: those go first (refcount blocks
@@ -125,17 +138,8 @@ int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data)
  */
 int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s)
 {
-    if (c == &img->l2c) {
-        int r = qc_meta_deps(img);
-        if (r < 0)
-            return r;
-    }
-    int r = qc_pwrite_full(img->ctx, img->fd, img->filename, s->data, c->table_size, s->off);
-    if (r < 0)
-        return r;
-    img->unsynced = true;
-    s->dirty = false;
-    return 0;
+    int r = c == &img->l2c ? qc_meta_deps(img) : 0;
+    return r < 0 ? r : write_slot(img, c, s);
 }
 
 int qc_cache_flush(qc_image *img, qc_cache *c)
@@ -154,11 +158,9 @@ int qc_cache_flush(qc_image *img, qc_cache *c)
     for (unsigned i = 0; i < c->cap; i++) {
         qc_cached *s = &c->slots[i];
         if (s->off && s->dirty) {
-            int r = qc_pwrite_full(img->ctx, img->fd, img->filename, s->data, c->table_size, s->off);
+            int r = write_slot(img, c, s);
             if (r < 0)
                 return r;
-            img->unsynced = true;
-            s->dirty = false;
         }
     }
     return 0;

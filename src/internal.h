@@ -356,8 +356,10 @@ int qc_apply_frees(qc_image *img);
 int qc_meta_deps(qc_image *img);
 
 /* overlap.c: refuse writes that would land on metadata of a corrupt image */
-int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len);
-void qc_meta_added(qc_image *img, uint64_t off);
+enum { QC_META_DATA, QC_META_L2, QC_META_REFBLOCK }; /* what is being written */
+int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self);
+int qc_overlap_fixed(qc_image *img);
+void qc_meta_added(qc_image *img, uint64_t off, int kind);
 void qc_meta_changed(qc_image *img);
 /* fsync img if anything was written since the last one. */
 int qc_img_sync(qc_image *img);

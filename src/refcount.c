@@ -87,7 +87,7 @@ static int create_refblock(qc_image *img, uint64_t rti)
 {
     uint64_t at = (rti << img->rb_bits) << img->cluster_bits;
     /* No block means no cluster of the range is in use; a corrupt image may lie. */
-    int r = qc_overlap_check(img, at, img->cluster_size);
+    int r = qc_overlap_check(img, at, img->cluster_size, QC_META_DATA);
     if (r < 0)
         return r;
     uint8_t *rb;
@@ -95,7 +95,7 @@ static int create_refblock(qc_image *img, uint64_t rti)
         return r;
     qc_rb_put(img->refcount_bits, rb, 0, 1);
     img->reftable[rti] = at;
-    qc_meta_added(img, at);
+    qc_meta_added(img, at, QC_META_REFBLOCK);
     rt_dirty(img, rti);
     return 0;
 }
@@ -270,7 +270,7 @@ int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)
         if (moved)
             continue;
         /* A zero refcount on live metadata: allocating would overwrite it. */
-        if ((r = qc_overlap_check(img, s << img->cluster_bits, n << img->cluster_bits)) < 0)
+        if ((r = qc_overlap_check(img, s << img->cluster_bits, n << img->cluster_bits, QC_META_DATA)) < 0)
             return r;
         for (uint64_t c = s; c < s + n; c++)
             if ((r = qc_refcount_add(img, c, 1)) < 0)

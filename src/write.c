@@ -17,7 +17,7 @@
 /* Guest data into the image file; it becomes durable at the next sync. */
 static int data_write(qc_image *img, const void *buf, size_t len, uint64_t off)
 {
-    int r = qc_overlap_check(img, off, len);
+    int r = qc_overlap_check(img, off, len, QC_META_DATA);
     if (r < 0)
         return r;
     img->unsynced = true;
@@ -80,6 +80,8 @@ int qc_write_prepare(qc_image *img)
     if (h->incompat & QC_INCOMPAT_DATA_FILE)
         return refuse(img, QC_ERR_UNSUPPORTED, "writing images with an external data file is not supported");
     int r = qc_image_load_tables(img);
+    if (r == 0)
+        r = qc_overlap_fixed(img);
     if (r < 0)
         return r;
     img->l1_dirty_lo = img->rt_dirty_lo = UINT64_MAX;
@@ -125,7 +127,7 @@ static int l2_for_write(qc_image *img, uint64_t l1i, uint8_t **l2)
         if (copy)
             memcpy(*l2, copy, (size_t)img->cluster_size);
         img->l1[l1i] = host | QC_OFLAG_COPIED;
-        qc_meta_added(img, host);
+        qc_meta_added(img, host, QC_META_L2);
         qc_l1_dirty(img, l1i);
         if (old)
             r = qc_free_later(img, old, img->cluster_size);
@@ -572,7 +574,7 @@ static int copy_bytes(qc_image *img, int src_fd, const char *src_name, uint64_t 
 {
     qc_ctx *ctx = img->ctx;
     uint64_t done = 0;
-    int r = qc_overlap_check(img, dst, len);
+    int r = qc_overlap_check(img, dst, len, QC_META_DATA);
     if (r < 0)
         return r;
     img->unsynced = true;

@@ -277,6 +277,29 @@ for my $case (['refcount table', sub { unpack('Q>', peek($_[0], 48, 8)) }],
     like("$qo$qe", qr/Preventing invalid write on metadata/, '.. and QEMU refuses the same write');
 }
 
+# An L1 entry that makes the refcount table an L2 table, and an L1 table
+# placed over the refcount table: writes refused, nothing made worse than
+# the allocation a refused write may leak (qemu-img check sees the same
+# errors before and after).
+{
+    my $errors = sub { scalar(() = (qimg_ok('check', $_[0]))[1] =~ /^ERROR/mg) };
+    my $f = fresh('l1-at-reftable.qcow2');
+    patch($f, unpack('Q>', peek($f, 40, 8)), pack('Q>', (1 << 63) | unpack('Q>', peek($f, 48, 8))));
+    my $before = $errors->($f);
+    my ($rc, $o, $err) = our_cli('write', '-P', '0x77', $f, 1024 * 1024, 4096);
+    ok($rc != 0 && $err =~ /\Q$f\E.*would overwrite its refcount table/, 'an L2 table over the refcount table: refused')
+        or diag($err);
+    is($errors->($f), $before, '.. no new corruption for qemu-img check');
+
+    $f = fresh('l1-over-reftable.qcow2');
+    patch($f, 40, peek($f, 48, 8));
+    system('cp', $f, "$f.orig") == 0 or die;
+    ($rc, $o, $err) = our_cli('write', '-P', '0x77', $f, 1024 * 1024, 4096);
+    ok($rc != 0 && $err =~ /\Q$f\E.*its L1 table overlaps its refcount table/, 'an L1 table over the refcount table: refused')
+        or diag($err);
+    ok(same_file($f, "$f.orig"), '.. the file is unchanged');
+}
+
 # Probing the backing format only when allowed.
 {
     my $info = PVE::Storage::Qcow2Chain::info('nofmt.qcow2', backing_chain => 1, probe_backing_format => 1);
