@@ -36,7 +36,8 @@ int qc_write_u64s(qc_image *img, const uint64_t *t, uint64_t n, uint64_t off)
 /* Entries [lo, hi) of a table at off. */
 static int write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t hi, uint64_t off)
 {
-    return qc_write_u64s(img, t + lo, hi - lo, off + lo * 8);
+    int r = qc_overlap_check(img, off + lo * 8, (hi - lo) * 8, QC_META_TABLE);
+    return r < 0 ? r : qc_write_u64s(img, t + lo, hi - lo, off + lo * 8);
 }
 
 int qc_img_sync(qc_image *img)

@@ -356,7 +356,8 @@ int qc_apply_frees(qc_image *img);
 int qc_meta_deps(qc_image *img);
 
 /* overlap.c: refuse writes that would land on metadata of a corrupt image */
-enum { QC_META_DATA, QC_META_L2, QC_META_REFBLOCK }; /* what is being written */
+/* what is being written: data, an L2 table, a refcount block, entries of the L1 or refcount table */
+enum { QC_META_DATA, QC_META_L2, QC_META_REFBLOCK, QC_META_TABLE };
 int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self);
 int qc_overlap_fixed(qc_image *img);
 void qc_meta_added(qc_image *img, uint64_t off, int kind);

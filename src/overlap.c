@@ -124,7 +124,8 @@ int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self)
 {
     if (!len)
         return 0;
-    const char *what = fixed_at(img, off, len);
+    /* the L1 and refcount tables are known apart from each other (qc_overlap_fixed) */
+    const char *what = self == QC_META_TABLE ? NULL : fixed_at(img, off, len);
     if (what)
         return refuse(img, off, what);
     int r = img->meta_valid ? 0 : build(img);
@@ -152,6 +153,11 @@ int qc_overlap_fixed(qc_image *img)
                         : hits(l1, l1_len, st, st_len) ? "L1 table overlaps its snapshot table"
                         : hits(rt, rt_len, st, st_len) ? "refcount table overlaps its snapshot table"
                                                        : NULL;
+    for (uint32_t i = 0; !clash && i < img->nsnaps; i++) {
+        uint64_t s = img->snaps[i].l1_offset, s_len = (uint64_t)img->snaps[i].l1_size * 8;
+        if (hits(l1, l1_len, s, s_len) || hits(rt, rt_len, s, s_len))
+            clash = "L1 or refcount table overlaps the L1 table of an internal snapshot";
+    }
     if (!clash)
         return 0;
     return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
