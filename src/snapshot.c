@@ -305,6 +305,14 @@ static int recover(qc_volume *v)
         r = qc_fail(v->ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal", "'%s': unknown operation '%s'",
                     v->journal_path, op);
     }
+    if (r < 0 && r != QC_ERR_NOMEM) {
+        /* Say that an earlier operation is what cannot be finished. */
+        qc_error *e = &v->ctx->err;
+        char msg[sizeof(e->msg)];
+        snprintf(msg, sizeof(msg), "%s", e->msg);
+        snprintf(e->msg, sizeof(e->msg), "'%s': an interrupted %s of snapshot '%s' cannot be finished yet: %s",
+                 v->path, op ? op : "operation", jstr(j, "snap") ? jstr(j, "snap") : "?", msg);
+    }
     json_object_put(j);
     return r == 0 ? qc_journal_clear(v) : r;
 }
@@ -499,9 +507,12 @@ int qc_snapshot_delete(qc_ctx *ctx, const char *volume, const char *name, const 
         int force = o->delete_method;
         how = force == QC_DELETE_COMMIT ? "commit" : force == QC_DELETE_STREAM ? "stream" : cc < cx ? "commit" : "stream";
     }
+    /* Every file the delete writes or replaces must be free before the journal says anything. */
     for (size_t i = 0; i < nk; i++)
-        if (!strcmp(kids[i], volume) && (r = not_in_use(ctx, volume)) < 0)
+        if ((r = not_in_use(ctx, kids[i])) < 0)
             goto out;
+    if (nk && (r = not_in_use(ctx, x->path)) < 0)
+        goto out;
     j = json_object_new_object();
     json_object_object_add(j, "op", json_object_new_string("delete"));
     json_object_object_add(j, "snap", json_object_new_string(name));

@@ -73,7 +73,15 @@ sub holders {
     is_deeply([@a[0, 1]], [$what =~ /storage-daemon/ ? @a[0, 1] : @a[0, 1]], "$what: the snapshot file is the held inode");
     eval { PVE::Storage::Qcow2Chain::snapshot_rollback($V, 'live') };
     is("$@", '', "$what: rollback of the new overlay (not held) works");
+    # deleting the held snapshot: refused before anything is recorded or changed
+    eval { PVE::Storage::Qcow2Chain::snapshot_delete($V, 'live') };
+    like("$@", qr/^Failed to get "write" lock: Is another process using the image \[.*snap-live-\Q$V\E\]\?\n\z/,
+        "$what: deleting the snapshot it holds is refused with QEMU's words");
+    ok(!-e ".$V.journal", "$what: .. before any journal is written");
+    my $l = eval { PVE::Storage::Qcow2Chain::snapshot_list($V) };
+    ok($l && grep({ ($_->{name} // "") eq "live" } @{ $l->{nodes} }), "$what: .. listing still works and shows the snapshot") or diag($@);
     $stop->();
+    ok(-e "snap-live-$V", "$what: the refused delete did not happen later either");
     ok(!held(), "$what released the image");
     PVE::Storage::Qcow2Chain::snapshot_delete($V, 'live');
     my ($rc) = qimg_ok('check', $V);
