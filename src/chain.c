@@ -38,12 +38,12 @@ static int check_dirs(qc_ctx *ctx, const char *p, const char *overlay)
     return r;
 }
 
-/* Decide and check the name and format of img's backing file. */
-static int backing_target(qc_image *img, char **full, int *fmt)
+int qc_backing_path(qc_image *img, char **full)
 {
     qc_ctx *ctx = img->ctx;
     const char *name = img->hdr.backing_name;
     char pb[2048];
+    *full = NULL;
     if (!strncmp(name, "json:", 5) || qc_path_has_protocol(name))
         return qc_fail(ctx, QC_ERR_POLICY, 0, img->filename, "open",
                        "'%s': backing file name '%s' is a json: or protocol name; refused",
@@ -52,21 +52,33 @@ static int backing_target(qc_image *img, char **full, int *fmt)
         return qc_fail(ctx, QC_ERR_POLICY, 0, img->filename, "open",
                        "'%s': absolute backing file name '%s' refused by policy",
                        img->filename, qc_printable(name, pb, sizeof(pb)));
-    if (img->hdr.backing_fmt) {
-        *fmt = qc_format_from_name(ctx, img->hdr.backing_fmt, img->filename);
-        if (*fmt < 0)
-            return *fmt;
-    } else if (ctx->pol.probe_backing_format) {
-        *fmt = 0;
-    } else {
-        return qc_fail(ctx, QC_ERR_POLICY, 0, img->filename, "open",
-                       "'%s' does not record the format of its backing file '%s'; refusing to "
-                       "guess (rebase with -u -F FMT to record it)",
-                       img->filename, qc_printable(name, pb, sizeof(pb)));
-    }
     if (!(*full = qc_path_combine(ctx, img->filename, name)))
         return QC_ERR_NOMEM;
     int r = check_dirs(ctx, *full, img->filename);
+    if (r < 0) {
+        free(*full);
+        *full = NULL;
+    }
+    return r;
+}
+
+/* Decide and check the name and format of img's backing file. */
+static int backing_target(qc_image *img, char **full, int *fmt)
+{
+    qc_ctx *ctx = img->ctx;
+    char pb[2048];
+    int r = qc_backing_path(img, full);
+    if (r < 0)
+        return r;
+    if (img->hdr.backing_fmt)
+        r = *fmt = qc_format_from_name(ctx, img->hdr.backing_fmt, img->filename);
+    else if (ctx->pol.probe_backing_format)
+        r = *fmt = 0;
+    else
+        r = qc_fail(ctx, QC_ERR_POLICY, 0, img->filename, "open",
+                    "'%s' does not record the format of its backing file '%s'; refusing to "
+                    "guess (rebase with -u -F FMT to record it)",
+                    img->filename, qc_printable(img->hdr.backing_name, pb, sizeof(pb)));
     if (r < 0) {
         free(*full);
         *full = NULL;

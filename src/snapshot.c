@@ -83,13 +83,23 @@ static int not_in_use(qc_ctx *ctx, const char *path)
     return r;
 }
 
-/* Size and format of a file, read without disturbing a VM that uses it. */
+/*
+ * Size and format of a file, read without disturbing a VM that uses it.
+ * Its backing name must pass the policy: no snapshot operation builds on a
+ * file that refers outside the storage.
+ */
 static int peek(qc_ctx *ctx, const char *path, uint64_t *size, int *fmt, char **backing, char **bfmt)
 {
     qc_image *img;
     int r = qc_image_open(ctx, &img, path, NULL, QC_OPEN_NO_BACKING | QC_OPEN_SHARE);
     if (r < 0)
         return r;
+    char *full = NULL;
+    if (img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name && (r = qc_backing_path(img, &full)) < 0) {
+        qc_image_close(img);
+        return r;
+    }
+    free(full);
     *size = img->size;
     if (fmt)
         *fmt = img->fmt;
@@ -307,11 +317,9 @@ static int recover(qc_volume *v)
     }
     if (r < 0 && r != QC_ERR_NOMEM) {
         /* Say that an earlier operation is what cannot be finished. */
-        qc_error *e = &v->ctx->err;
-        char msg[sizeof(e->msg)];
-        snprintf(msg, sizeof(msg), "%s", e->msg);
-        snprintf(e->msg, sizeof(e->msg), "'%s': an interrupted %s of snapshot '%s' cannot be finished yet: %s",
-                 v->path, op ? op : "operation", jstr(j, "snap") ? jstr(j, "snap") : "?", msg);
+        qc_error e = v->ctx->err;
+        r = qc_fail(v->ctx, r, e.sys_errno, e.path, e.op, "'%s': an interrupted %s of snapshot '%s' cannot be finished yet: %s",
+                    v->path, op ? op : "operation", jstr(j, "snap") ? jstr(j, "snap") : "?", e.msg);
     }
     json_object_put(j);
     return r == 0 ? qc_journal_clear(v) : r;

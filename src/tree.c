@@ -52,9 +52,14 @@ static int probe(qc_ctx *ctx, qc_vnode *n, const char *fmt)
         n->size = img->size;
         n->fmt = img->fmt;
         if (img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name) {
-            n->backing = qc_strdup(ctx, img->hdr.backing_name);
-            if (img->hdr.backing_fmt)
-                n->backing_fmt = qc_strdup(ctx, img->hdr.backing_fmt);
+            char *full;
+            /* a backing name the policy refuses makes the file unusable here */
+            if ((r = qc_backing_path(img, &full)) == 0) {
+                free(full);
+                n->backing = qc_strdup(ctx, img->hdr.backing_name);
+                if (img->hdr.backing_fmt)
+                    n->backing_fmt = qc_strdup(ctx, img->hdr.backing_fmt);
+            }
         }
     }
     qc_image_close(img);

@@ -187,6 +187,33 @@ for my $switch ('external-snapshots', 'snapshot-as-volume-chain') {
     is($P->volume_rollback_is_possible($scfg, $sid, $vol, 'x'), 1, 'off: parent rollback check');
     eval { $P->volume_snapshot_info($scfg, $sid, $vol) };
     like("$@", qr/stand-in/, 'off: volume_snapshot_info is the parent\'s');
+    # a file named like a snapshot is listed as the directory storage lists it
+    qimg('create', '-q', '-f', 'qcow2', "$root/images/200/snap-x-vm-200-disk-0.qcow2", '1M');
+    is_deeply([sort map { $_->{volid} } @{ $P->list_images($sid, $scfg, 200) }],
+        ["$sid:200/snap-x-vm-200-disk-0.qcow2", "$sid:$vol"], 'off: list_images is the parent\'s');
+}
+
+# ---- untrusted volumes: backing files must stay inside the storage -------
+{
+    my $root = "$dir/policy";
+    mkdir $root;
+    my $scfg = scfg($root, 'external-snapshots' => 1);
+    my $vol = $P->alloc_image($sid, $scfg, 400, 'qcow2', undef, 1024);
+    my $path = scalar($P->path($scfg, $vol, $sid));
+    open(my $fh, '>', "$dir/host-secret") or die;
+    print $fh "secret\n";
+    close $fh;
+    for my $b (["$dir/host-secret", 'absolute backing file name'], ['../../../host-secret', 'outside the allowed directories']) {
+        my ($name, $why) = @$b;
+        unlink $path;
+        qimg('create', '-q', '-f', 'qcow2', '-b', $name, '-F', 'raw', $path, '1M');
+        for my $m (['volume_snapshot_info', sub { $P->volume_snapshot_info($scfg, $sid, $vol) }],
+                   ['volume_snapshot', sub { $P->volume_snapshot($scfg, $sid, $vol, 'p1') }]) {
+            eval { $m->[1]->() };
+            like("$@", qr/^'\Q$path\E': .*\Q$why\E.*\n\z/, "backing '$name': $m->[0] refused") or diag($@);
+        }
+        ok(!-e "$root/images/400/snap-p1-vm-400-disk-0.qcow2", '.. no snapshot taken');
+    }
 }
 
 # ---- a linked clone's base is no snapshot ---------------------------------

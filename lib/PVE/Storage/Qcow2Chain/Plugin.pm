@@ -103,6 +103,13 @@ sub core {
 
 sub is_qcow2 { return $_[0] =~ m/\.qcow2$/ }
 
+# Untrusted images: every backing file must resolve (after symlinks) inside
+# the storage's image directory, so no volume can make us read a host file.
+sub policy {
+    my ($class, $scfg) = @_;
+    return (allowed_dirs => [$class->get_subdir($scfg, 'images')]);
+}
+
 # Options of new snapshot overlays: 128k clusters, extended L2 entries,
 # metadata preallocation unless the storage says off.
 sub overlay_opts {
@@ -114,14 +121,15 @@ sub overlay_opts {
 sub snap_info_of_volume {
     my ($class, $scfg, $storeid, $volname) = @_;
     my $path = $class->filesystem_path($scfg, $volname);
-    return (core(sub { PVE::Storage::Qcow2Chain::snapshot_list($path) }), $path);
+    return (core(sub { PVE::Storage::Qcow2Chain::snapshot_list($path, $class->policy($scfg)) }), $path);
 }
 
 # ---- names and paths ---------------------------------------------------
 
 sub parse_volname {
     my ($class, $volname) = @_;
-    # a snapshot file is never a volume of its own
+    # a snapshot file is never a volume of its own (parse_volname has no
+    # $scfg: the pattern is ours, and such files exist only where it was on)
     if ($volname =~ m!^(?:\d+/\S+/)?\d+/(snap-[^/\s]+-(?:vm|base|subvol)-\d+-[^/\s]+)$!) {
         die "'$1' is a snapshot filename, not a volume!\n";
     }
@@ -143,12 +151,13 @@ sub filesystem_path {
 # ---- volumes -----------------------------------------------------------
 
 # qcow2 volumes are created natively (64k clusters, as Proxmox does); other
-# formats and preallocation modes we do not implement go to the parent.
+# formats, preallocation modes we do not implement, and storages without
+# the switch go to the parent.
 sub alloc_image {
     my ($class, $storeid, $scfg, $vmid, $fmt, $name, $size) = @_;
     my $prealloc = $scfg->{preallocation} // 'metadata';
     return $class->SUPER::alloc_image($storeid, $scfg, $vmid, $fmt, $name, $size)
-        if $fmt ne 'qcow2' || $prealloc !~ /^(off|metadata)$/;
+        if !chain_enabled($scfg) || $fmt ne 'qcow2' || $prealloc !~ /^(off|metadata)$/;
 
     my $imagedir = $class->get_subdir($scfg, 'images') . "/$vmid";
     File::Path::make_path($imagedir);
@@ -215,6 +224,7 @@ sub free_image {
 sub list_images {
     my ($class, $storeid, $scfg, $vmid, $vollist, $cache) = @_;
     my $res = $class->SUPER::list_images($storeid, $scfg, $vmid, $vollist, $cache);
+    return $res if !chain_enabled($scfg);
     # snapshot files are parts of a volume, never volumes of their own
     return [grep { $_->{volid} !~ m!/snap-[^/]+$! } @$res];
 }
@@ -251,7 +261,7 @@ sub volume_snapshot {
     return $class->SUPER::volume_snapshot($scfg, $storeid, $volname, $snap, $running) if !chain_enabled($scfg);
     die "can't snapshot this image format\n" if !is_qcow2($volname);
     my $path = $class->filesystem_path($scfg, $volname);
-    eval { PVE::Storage::Qcow2Chain::snapshot_create($path, $snap, overlay_opts($scfg)) };
+    eval { PVE::Storage::Qcow2Chain::snapshot_create($path, $snap, overlay_opts($scfg), $class->policy($scfg)) };
     if (my $err = $@) {
         die "target snapshot '$snap' already exists\n" if ref($err) && $err->code eq 'exists';
         die "$err";
@@ -267,7 +277,7 @@ sub rename_snapshot {
     my $target = $class->filesystem_path($scfg, $volname, $target_snap);
     # "current" as target replaces the volume in one step (see volume_snapshot_delete)
     die "target snapshot '$target_snap' already exists\n" if $target_snap ne 'current' && -e $target;
-    core(sub { PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap) });
+    core(sub { PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, $class->policy($scfg)) });
     return undef;
 }
 
@@ -286,7 +296,7 @@ sub volume_snapshot_rollback {
     return $class->SUPER::volume_snapshot_rollback($scfg, $storeid, $volname, $snap) if !chain_enabled($scfg);
     die "can't rollback snapshot this image format\n" if !is_qcow2($volname);
     my $path = $class->filesystem_path($scfg, $volname);
-    core(sub { PVE::Storage::Qcow2Chain::snapshot_rollback($path, $snap, overlay_opts($scfg)) });
+    core(sub { PVE::Storage::Qcow2Chain::snapshot_rollback($path, $snap, overlay_opts($scfg), $class->policy($scfg)) });
     return undef;
 }
 
@@ -304,7 +314,9 @@ sub volume_snapshot_delete {
     }
     my $file = $class->filesystem_path($scfg, $volname, $snap);
     die "volume $file is missing\n" if !-e $file;
-    core(sub { PVE::Storage::Qcow2Chain::snapshot_delete($path, $snap, running => $running ? 1 : 0) });
+    core(sub {
+        PVE::Storage::Qcow2Chain::snapshot_delete($path, $snap, running => $running ? 1 : 0, $class->policy($scfg));
+    });
     return undef;
 }
 
@@ -408,6 +420,10 @@ anywhere in the tree moving the smaller layer, a per-volume lock, and an
 intent journal that makes every operation crash-safe. With the option off
 the storage behaves exactly as a directory storage.
 
+Volumes are untrusted: every backing file must resolve (after symlinks)
+inside the storage's C<images> directory, or the snapshot operations and
+C<volume_snapshot_info> refuse the volume with a one-line error.
+
 Snapshot C<S> of volume C<images/VMID/vm-VMID-disk-N.qcow2> is the file
 C<snap-S-vm-VMID-disk-N.qcow2> next to it; snapshot files are never listed
 as volumes.
@@ -435,6 +451,11 @@ when the storage is created).
 
 Helpers: the switch, error conversion to plain strings, new overlay options.
 
+=item policy($scfg)
+
+The backing-file policy every core call gets: the storage's C<images>
+directory.
+
 =item parse_volname, filesystem_path, path
 
 C<filesystem_path($scfg, $volname, $snapname)> gives the snapshot file;
@@ -443,8 +464,9 @@ filename, not a volume!>).
 
 =item alloc_image, free_image, list_images, qcow2_create, qcow2_create_backed
 
-qcow2 volumes are created natively; C<free_image> removes the volume and
-every snapshot file of its tree; C<list_images> never lists snapshot files.
+With the switch on, qcow2 volumes are created natively; C<free_image>
+removes the volume and every snapshot file of its tree; C<list_images>
+never lists snapshot files. With it off, the parent's behaviour.
 
 =item volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
 
