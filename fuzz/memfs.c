@@ -263,9 +263,22 @@ static int m_link(void *u, const char *from, const char *to)
     return memfs_add(to, files[i].data, files[i].len);
 }
 
+static ssize_t m_getxattr(void *u, const char *path, const char *name, void *buf, size_t n)
+{
+    (void)u; (void)path; (void)name; (void)buf; (void)n;
+    return -ENOTSUP;
+}
+
+static int m_setxattr(void *u, const char *path, const char *name, const void *buf, size_t n)
+{
+    (void)u; (void)path; (void)name; (void)buf; (void)n;
+    return -ENOTSUP;
+}
+
 static const qc_io mem_io = {
     m_open, m_close, m_pread, m_pwrite, m_fsync, m_ftruncate, m_fstat, m_stat,
     m_rename, m_unlink, m_copy, m_lock, m_seek, m_fallocate, m_link,
+    m_getxattr, m_setxattr,
 };
 
 const qc_io *memfs_io(void) { return &mem_io; }

@@ -449,7 +449,7 @@ typedef struct qc_vnode {
     bool live;         /* on current's chain */
     bool missing_backing;
     uint64_t size, actual;
-    int64_t mtime;
+    int64_t date;               /* when taken (qc_snap_date) */
     dev_t dev;
     ino_t ino;
     char *error;       /* why a stray file could not be read */
@@ -458,6 +458,10 @@ typedef struct qc_vtree {
     qc_vnode *n;       /* n[0] is current */
     size_t count;
 } qc_vtree;
+/* A snapshot's date: when it was taken (an xattr set then, kept by the inode
+ * through renames), else its file's mtime. Setting it is best effort. */
+int64_t qc_snap_date(qc_ctx *ctx, const char *path, int64_t mtime);
+void qc_snap_set_date(qc_ctx *ctx, const char *path, int64_t sec);
 int qc_vtree_scan(qc_volume *v, qc_vtree *t);
 void qc_vtree_free(qc_vtree *t);
 /* Index of current or snapshot NAME, -1 if none. */

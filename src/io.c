@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 static int p_open(void *u, const char *path, int flags, mode_t mode)
@@ -122,9 +123,23 @@ static int p_link(void *u, const char *from, const char *to)
     return link(from, to) < 0 ? -errno : 0;
 }
 
+static ssize_t p_getxattr(void *u, const char *path, const char *name, void *buf, size_t n)
+{
+    (void)u;
+    ssize_t r = getxattr(path, name, buf, n);
+    return r < 0 ? -errno : r;
+}
+
+static int p_setxattr(void *u, const char *path, const char *name, const void *buf, size_t n)
+{
+    (void)u;
+    return setxattr(path, name, buf, n, 0) < 0 ? -errno : 0;
+}
+
 static const qc_io posix_io = {
     p_open, p_close, p_pread, p_pwrite, p_fsync, p_ftruncate, p_fstat, p_stat,
     p_rename, p_unlink, p_copy_range, p_lock, p_seek, p_fallocate, p_link,
+    p_getxattr, p_setxattr,
 };
 
 const qc_io *qc_io_posix(void) { return &posix_io; }

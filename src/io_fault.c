@@ -345,9 +345,23 @@ static int f_link(void *v, const char *from, const char *to)
     return r ? r : P()->link(NULL, from, to);
 }
 
+/* Dates are cosmetic: not counted as steps, but nothing works after a crash. */
+static ssize_t f_getxattr(void *v, const char *path, const char *name, void *buf, size_t n)
+{
+    qc_fault *f = v;
+    return f->crashed ? -EIO : P()->getxattr(NULL, path, name, buf, n);
+}
+
+static int f_setxattr(void *v, const char *path, const char *name, const void *buf, size_t n)
+{
+    qc_fault *f = v;
+    return f->crashed ? -EIO : P()->setxattr(NULL, path, name, buf, n);
+}
+
 static const qc_io fault_io = {
     f_open, f_close, f_pread, f_pwrite, f_fsync, f_ftruncate, f_fstat, f_stat,
     f_rename, f_unlink, f_copy_range, f_lock, f_seek, f_fallocate, f_link,
+    f_getxattr, f_setxattr,
 };
 
 void qc_ctx_set_fault(qc_ctx *ctx, qc_fault *f)

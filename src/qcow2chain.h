@@ -113,6 +113,9 @@ typedef struct qc_io {
     int64_t (*seek)(void *u, int fd, int64_t off, int whence);
     int (*fallocate)(void *u, int fd, int mode, uint64_t off, uint64_t len);
     int (*link)(void *u, const char *from, const char *to); /* fails if to exists */
+    /* extended attributes (the snapshot date; -ENOTSUP is fine) */
+    ssize_t (*getxattr)(void *u, const char *path, const char *name, void *buf, size_t n);
+    int (*setxattr)(void *u, const char *path, const char *name, const void *buf, size_t n);
 } qc_io;
 
 #define QC_RENAME_NOREPLACE 1u

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 void qc_snap_opts_init(qc_snap_opts *o)
@@ -230,6 +231,7 @@ static int create_steps(qc_volume *v, const char *snap, const char *sname, const
     /* (durable before the volume may refer to it) */
     if ((r = qc_sync_dir(ctx, snap)) < 0)
         return r;
+    qc_snap_set_date(ctx, snap, (int64_t)time(NULL));
     /* ...then the new overlay takes the volume's name in one step: never a moment without it. */
     return do_rename(v, tmp, v->path, 0);
 }
@@ -415,6 +417,14 @@ int qc_snapshot_rollback(qc_ctx *ctx, const char *volume, const char *name, cons
 
 /* ---- delete ---------------------------------------------------------- */
 
+/* File to gets the date of file from (recorded, so later writes do not change it). */
+static void keep_date(qc_ctx *ctx, const char *from, const char *to)
+{
+    struct stat st;
+    if (exists(ctx, from, &st))
+        qc_snap_set_date(ctx, to, qc_snap_date(ctx, from, (int64_t)st.st_mtime));
+}
+
 static int delete_child(qc_volume *v, const char *how, const char *x, const char *child, const char *parent,
                         const char *parent_fmt)
 {
@@ -424,7 +434,10 @@ static int delete_child(qc_volume *v, const char *how, const char *x, const char
         if (!exists(ctx, x, NULL))
             return 0; /* renamed already */
         int r = qc_commit(ctx, child, NULL, x, QC_COMMIT_KEEP);
-        return r < 0 ? r : do_rename(v, x, child, 0);
+        if (r < 0)
+            return r;
+        keep_date(ctx, child, x); /* X's file now stands for the child */
+        return do_rename(v, x, child, 0);
     }
     /* stream: the child takes what it needs from X and skips X */
     char *b = NULL;
@@ -439,6 +452,7 @@ static int delete_child(qc_volume *v, const char *how, const char *x, const char
     free(b);
     if (!on_x)
         return 0; /* done already */
+    keep_date(ctx, child, child); /* the rebase changes its mtime, not its date */
     return qc_rebase(ctx, child, NULL, parent, *parent ? parent_fmt : NULL, 0);
 }
 
@@ -601,6 +615,8 @@ static int rename_current(qc_ctx *ctx, const char *volume, const char *from, con
         r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, "rename", "target snapshot '%s' already exists", snap);
     } else {
         r = do_rename(&v, volume, sfile, QC_RENAME_NOREPLACE);
+        if (r == 0)
+            qc_snap_set_date(ctx, sfile, (int64_t)time(NULL)); /* taken now */
     }
     free(sname);
     free(sfile);

@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,7 +49,7 @@ static int probe(qc_ctx *ctx, qc_vnode *n, const char *fmt)
         n->dev = st.st_dev;
         n->ino = st.st_ino;
         n->actual = (uint64_t)st.st_blocks * 512;
-        n->mtime = (int64_t)st.st_mtime;
+        n->date = qc_snap_date(ctx, n->path, (int64_t)st.st_mtime);
         n->size = img->size;
         n->fmt = img->fmt;
         if (img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name) {
@@ -64,6 +65,27 @@ static int probe(qc_ctx *ctx, qc_vnode *n, const char *fmt)
     }
     qc_image_close(img);
     return r;
+}
+
+#define DATE_XATTR "user.qcow2chain.created"
+
+int64_t qc_snap_date(qc_ctx *ctx, const char *path, int64_t mtime)
+{
+    char buf[24];
+    ssize_t n = ctx->io->getxattr(ctx->io_user, path, DATE_XATTR, buf, sizeof(buf) - 1);
+    if (n <= 0)
+        return mtime;
+    buf[n] = 0;
+    char *end;
+    long long v = strtoll(buf, &end, 10);
+    return *end || v <= 0 ? mtime : (int64_t)v;
+}
+
+void qc_snap_set_date(qc_ctx *ctx, const char *path, int64_t sec)
+{
+    char buf[24];
+    int n = snprintf(buf, sizeof(buf), "%lld", (long long)sec);
+    ctx->io->setxattr(ctx->io_user, path, DATE_XATTR, buf, (size_t)n);
 }
 
 int qc_vtree_find(const qc_vtree *t, const char *name)
@@ -189,7 +211,7 @@ static json_object *node_json(const qc_vtree *t, size_t i)
     if (n->kind != QC_VN_EXTERNAL && n->kind != QC_VN_STRAY) {
         json_object_object_add(o, "virtual-size", json_object_new_int64((int64_t)n->size));
         json_object_object_add(o, "actual-size", json_object_new_int64((int64_t)n->actual));
-        json_object_object_add(o, "date-sec", json_object_new_int64(n->mtime));
+        json_object_object_add(o, "date-sec", json_object_new_int64(n->date));
         json_object_object_add(o, "live", json_object_new_boolean(n->live));
     }
     if (n->missing_backing)

@@ -252,10 +252,11 @@ for my $c (@configs) {
     open(my $fh, '+<:raw', $f) or die;
     seek($fh, $rb + 2 * $end, 0); print $fh pack('n', 1) x 2;
     close $fh;
-    my ($rc, $out) = our_cli('check', '--output=json', $f);
-    my ($qrc, $qout) = qimg_ok('check', '--output=json', $f);
+    my ($rc, $out, $err) = our_cli('check', '--output=json', $f);
+    my ($qrc, $qout, $qerr) = qimg_ok('check', '--output=json', $f);
     is($rc, 3, 'check exit code 3 for leaks');
     is($rc, $qrc, '.. as qemu-img');
+    is($err, $qerr, '.. the findings on stderr, as qemu-img words them');
     is_deeply(JSON::PP::decode_json($out), JSON::PP::decode_json($qout), 'check JSON equals qemu-img check');
     my ($rrc, $rout) = our_cli('check', '--output=json', '--report', $f);
     my $rep = JSON::PP::decode_json($rout);

@@ -408,7 +408,10 @@ C<kind> (C<current>, C<snapshot>, C<external> for a backing file that is
 not one of this volume's snapshots, such as a linked clone's base, C<stray>
 for an unreadable C<snap-*> file), C<file>, C<parent> (a name or undef),
 C<backing-file>, C<children>, C<virtual-size>, C<actual-size>,
-C<date-sec>, C<live> (on the chain of C<current>).
+C<date-sec> (when the snapshot was taken: kept in the extended attribute
+C<user.qcow2chain.created> of its file, so later merges into it do not
+change it; the file's mtime where there is none), C<live> (on the chain of
+C<current>).
 
 =item volume_recover($volume, %opt)
 

@@ -1,0 +1,127 @@
+# The command line keeps qemu-img's conventions: -q, -p, one-line errors,
+# exit codes, qemu-io's pattern bytes; and `snapshot -l` draws each node of
+# the tree once, with the date each snapshot was taken, which later
+# operations on the tree do not change.
+use strict;
+use warnings;
+no warnings "portable";
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use QcTest;
+use Test::More;
+use JSON::PP;
+use Time::HiRes qw(sleep);
+
+my $dir = scratch();
+chdir $dir or die;
+
+sub patch {
+    my ($f, $off, $bytes) = @_;
+    open(my $fh, '+<:raw', $f) or die "$f: $!";
+    seek($fh, $off, 0);
+    print $fh $bytes;
+    close $fh;
+}
+
+sub peek {
+    my ($f, $off, $len) = @_;
+    open(my $fh, '<:raw', $f) or die;
+    seek($fh, $off, 0);
+    read($fh, my $b, $len);
+    return $b;
+}
+
+# ---- check -q: nothing printed, the exit status as qemu-img's ----------
+qimg('create', '-q', '-f', 'qcow2', 'clean.qcow2', '4M');
+qio('clean.qcow2', 'write -q -P 1 0 192k');
+system('cp', 'clean.qcow2', 'leak.qcow2') == 0 or die;
+# forget the first data cluster in the L2 table: its refcount leaks
+my $l2 = unpack('Q>', peek('leak.qcow2', unpack('Q>', peek('leak.qcow2', 40, 8)), 8)) & 0x00fffffffffffe00;
+patch('leak.qcow2', $l2, "\0" x 8);
+for my $f ('clean.qcow2', 'leak.qcow2') {
+    my ($qrc, $qo, $qe) = qimg_ok('check', '-q', $f);
+    my ($rc, $o, $e) = our_cli('check', '-q', $f);
+    is($rc, $qrc, "check -q $f: exit $qrc like qemu-img");
+    is("$o$e", "$qo$qe", "check -q $f: prints what qemu-img prints (nothing)");
+}
+
+# ---- convert -p: accepted; no bar when the output is not a terminal ----
+{
+    my ($rc, $o, $e) = our_cli('convert', '-p', '-O', 'raw', 'clean.qcow2', 'ours.raw');
+    is($rc, 0, 'convert -p works') or diag($e);
+    is($o, '', '.. silent when stdout is not a terminal');
+    qimg('convert', '-O', 'raw', 'clean.qcow2', 'theirs.raw');
+    ok(same_file('ours.raw', 'theirs.raw'), '.. same bytes as qemu-img convert');
+}
+
+# ---- errors: one line, exit 1 ------------------------------------------
+for my $c (['info', '--bogus', 'clean.qcow2'], ['check', '-x', 'clean.qcow2'], ['snapshot', '-l', '--output'],
+           ['convert', '-O', 'vmdk', 'clean.qcow2', 'x'], ['info', 'missing.qcow2']) {
+    my ($rc, $o, $e) = our_cli(@$c);
+    is($rc, 1, "@$c: exit 1");
+    like($e, qr/\Aqcow2-chain: [^\n]+\n\z/, "@$c: one line on stderr") or diag($e);
+}
+
+# ---- write -P: a byte, as qemu-io takes it ------------------------------
+for my $p ('300', '0x1ff', 'abc', '-1') {
+    my ($rc, $o, $e) = our_cli('write', '-P', $p, 'clean.qcow2', 0, 512);
+    ok($rc == 1 && $e =~ /\A[^\n]*'\Q$p\E' is not a valid pattern byte\n\z/, "write -P $p refused") or diag($e);
+}
+{
+    my ($rc, $o, $e) = our_cli('write', '-P', '0xff', 'clean.qcow2', 0, 512);
+    is($rc, 0, 'write -P 0xff works') or diag($e);
+    like(qio('clean.qcow2', 'read -P 0xff 0 512'), qr/read 512/, '.. and wrote 0xff (qemu-io reads it)');
+    ($rc, $o, $e) = our_cli('write', '-P', '7', 'clean.qcow2', 512, 512);
+    like(qio('clean.qcow2', 'read -P 7 512 512'), qr/read 512/, 'write -P 7 (decimal) wrote 7');
+}
+
+# ---- snapshot -l: a linked clone's base, each node drawn once ----------
+mkdir 'base';
+qimg('create', '-q', '-f', 'qcow2', 'base/base-300-disk-0.qcow2', '1M');
+mkdir 'vm';
+qimg('create', '-q', '-f', 'qcow2', '-b', '../base/base-300-disk-0.qcow2', '-F', 'qcow2', 'vm/vm-301-disk-0.qcow2');
+my $V = 'vm/vm-301-disk-0.qcow2';
+my $t0 = time;
+for my $s ('s1', 's2') {
+    my ($rc, $o, $e) = our_cli('snapshot', '-c', $s, $V);
+    is($rc, 0, "snapshot -c $s") or diag($e);
+}
+my $t1 = time;
+my ($rc, $tree, $err) = our_cli('snapshot', '-l', $V);
+is($rc, 0, 'snapshot -l') or diag($err);
+is(scalar(() = $tree =~ /-> s1\b/g), 1, 's1 drawn once') or diag($tree);
+is(scalar(() = $tree =~ /-> s2\b/g), 1, 's2 drawn once') or diag($tree);
+is(scalar(() = $tree =~ /-> current\b/g), 1, 'current drawn once') or diag($tree);
+like($tree, qr/base-300-disk-0\.qcow2 \(backing file outside/, "the clone's base is shown as such") or diag($tree);
+
+# ---- dates: when taken, kept through deletes of either kind ------------
+sub dates {
+    my ($vol) = @_;
+    my ($rc, $o, $e) = our_cli('snapshot', '-l', '--output=json', $vol);
+    die "snapshot -l: $e" if $rc;
+    return { map { defined $_->{name} && $_->{kind} eq 'snapshot' ? ($_->{name} => $_->{'date-sec'}) : () }
+        @{ decode_json($o)->{nodes} } };
+}
+my $d = dates($V);
+ok($d->{s1} >= $t0 && $d->{s1} <= $t1 && $d->{s2} >= $t0 && $d->{s2} <= $t1, 'dates are the times the snapshots were taken')
+    or diag(explain($d), " $t0..$t1");
+qimg('create', '-q', '-f', 'qcow2', 'w.qcow2', '1M');
+qio('w.qcow2', 'write -q -P 1 0 512k');
+for my $s ('a1', 'a2') {
+    our_cli('snapshot', '-c', $s, 'w.qcow2');
+    qio('w.qcow2', 'write -q -P 2 0 64k'); # the commit of a2 into a1 then writes
+}
+my $w = dates('w.qcow2');
+sleep 1.2; # a changed mtime would show now
+for my $c ([$V, 's1', 'stream', 's2', $d->{s2}], ['w.qcow2', 'a1', 'commit', 'a2', $w->{a2}]) {
+    my ($vol, $del, $method, $kept, $date) = @$c;
+    my ($rc, $o, $e) = our_cli('snapshot', '-d', $del, "--method=$method", $vol);
+    is($rc, 0, "delete $del ($method)") or diag($e);
+    is(dates($vol)->{$kept}, $date, "$kept keeps its date after the $method delete");
+    is((qimg_ok('check', $method eq 'commit' ? "snap-$kept-$vol" : "vm/snap-$kept-vm-301-disk-0.qcow2"))[0], 0,
+        "$kept clean for qemu-img check");
+}
+
+done_testing();
