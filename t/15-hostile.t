@@ -15,22 +15,6 @@ use PVE::Storage::Qcow2Chain;
 my $dir = scratch();
 chdir $dir or die;
 
-sub patch {
-    my ($f, $off, $bytes) = @_;
-    open(my $fh, '+<:raw', $f) or die "$f: $!";
-    seek($fh, $off, 0);
-    print $fh $bytes;
-    close $fh;
-}
-
-sub peek {
-    my ($f, $off, $len) = @_;
-    open(my $fh, '<:raw', $f) or die;
-    seek($fh, $off, 0);
-    read($fh, my $b, $len);
-    return $b;
-}
-
 sub fresh {
     my ($name, @cmds) = @_;
     qimg('create', '-q', '-f', 'qcow2', $name, '4M');

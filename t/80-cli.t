@@ -17,22 +17,6 @@ use Time::HiRes qw(sleep);
 my $dir = scratch();
 chdir $dir or die;
 
-sub patch {
-    my ($f, $off, $bytes) = @_;
-    open(my $fh, '+<:raw', $f) or die "$f: $!";
-    seek($fh, $off, 0);
-    print $fh $bytes;
-    close $fh;
-}
-
-sub peek {
-    my ($f, $off, $len) = @_;
-    open(my $fh, '<:raw', $f) or die;
-    seek($fh, $off, 0);
-    read($fh, my $b, $len);
-    return $b;
-}
-
 # ---- check -q: nothing printed, the exit status as qemu-img's ----------
 qimg('create', '-q', '-f', 'qcow2', 'clean.qcow2', '4M');
 qio('clean.qcow2', 'write -q -P 1 0 192k');

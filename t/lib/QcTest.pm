@@ -15,7 +15,7 @@ use Test::More;
 
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
-    asan_driver BIN
+    asan_driver BIN patch peek
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -89,6 +89,25 @@ sub same_file {
     my ($a, $b) = @_;
     my ($rc) = run_cmd('cmp', '-s', $a, $b);
     return $rc == 0;
+}
+
+# Overwrite bytes of a file in place (a hand-made corruption).
+sub patch {
+    my ($f, $off, $bytes) = @_;
+    open(my $fh, '+<:raw', $f) or die "$f: $!";
+    seek($fh, $off, 0);
+    print $fh $bytes;
+    close $fh;
+    return;
+}
+
+# Bytes of a file at an offset.
+sub peek {
+    my ($f, $off, $len) = @_;
+    open(my $fh, '<:raw', $f) or die "$f: $!";
+    seek($fh, $off, 0);
+    read($fh, my $b, $len);
+    return $b;
 }
 
 # The probe driver built with AddressSanitizer and UBSan (built once).
