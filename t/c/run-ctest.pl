@@ -17,7 +17,7 @@ die "pkg-config failed: install libjson-c-dev libzstd-dev zlib1g-dev\n" if $?;
 chomp $pc;
 my @src = glob("$root/src/*.c");
 my @hdr = glob("$root/src/*.h");
-my $flags = "-std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -fsanitize=address,undefined "
+my $flags = "-std=c11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -fsanitize=address,undefined "
     . "-fno-sanitize-recover=undefined -fno-omit-frame-pointer -I$root/src";
 
 sub mtime { (stat $_[0])[9] // 0 }
