@@ -122,7 +122,7 @@ static int refuse(qc_image *img, uint64_t off, const char *what)
 
 int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self)
 {
-    if (!len)
+    if (!len || img->fmt != QC_FMT_QCOW2) /* raw: all data */
         return 0;
     /* the L1 and refcount tables are known apart from each other (qc_overlap_fixed) */
     const char *what = self == QC_META_TABLE ? NULL : fixed_at(img, off, len);
