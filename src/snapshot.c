@@ -297,6 +297,38 @@ static const char *jstr(json_object *j, const char *k)
 static int delete_finish(qc_volume *v, json_object *j);
 static int rename_finish(qc_volume *v, json_object *j);
 
+/* Is p this volume's file or one of its snapshot files (the only files a journal may name)? */
+static bool own_file(qc_volume *v, const char *p)
+{
+    const char *b = strrchr(p, '/');
+    b = b ? b + 1 : p;
+    char *expect = qc_volume_file(v, b);
+    bool same = expect && !strcmp(expect, p);
+    free(expect);
+    size_t bl = strlen(b), vl = strlen(v->base);
+    return same && (!strcmp(b, v->base) || (!strncmp(b, "snap-", 5) && bl > vl + 6 &&
+                                            !strcmp(b + bl - vl, v->base) && b[bl - vl - 1] == '-'));
+}
+
+static bool journal_files_ok(qc_volume *v, json_object *j)
+{
+    static const char *keys[] = {"file", "to"};
+    for (size_t i = 0; i < 2; i++)
+        if (jstr(j, keys[i]) && !own_file(v, jstr(j, keys[i])))
+            return false;
+    json_object *kids;
+    if (json_object_object_get_ex(j, "children", &kids)) {
+        if (!json_object_is_type(kids, json_type_array))
+            return false;
+        for (size_t i = 0; i < json_object_array_length(kids); i++) {
+            json_object *k = json_object_array_get_idx(kids, i);
+            if (!json_object_is_type(k, json_type_string) || !own_file(v, json_object_get_string(k)))
+                return false;
+        }
+    }
+    return true;
+}
+
 /* Complete or undo what the journal says was interrupted. */
 static int recover(qc_volume *v)
 {
@@ -305,6 +337,11 @@ static int recover(qc_volume *v)
     if (r < 0 || !j)
         return r;
     const char *op = jstr(j, "op");
+    if (!journal_files_ok(v, j)) {
+        json_object_put(j);
+        return qc_fail(v->ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal",
+                       "'%s': journal names files that are not this volume's; not acting on it", v->journal_path);
+    }
     if (!op) {
         r = qc_fail(v->ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal", "'%s': journal without an operation",
                     v->journal_path);

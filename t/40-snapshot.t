@@ -178,4 +178,20 @@ for my $seed (1 .. 3) {
     is($rc, 0, 'deleting the snapshot over an external base keeps the data');
 }
 
+# A journal that names files outside the volume is not acted upon.
+{
+    my $vol = 'vm-402-disk-0.qcow2';
+    qimg('create', '-q', '-f', 'qcow2', $vol, $SIZE);
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 's');
+    open(my $fh, '>', 'bystander') or die; print $fh "keep me"; close $fh;
+    open($fh, '>', ".$vol.journal") or die;
+    print $fh qq({"op":"delete","snap":"x","file":"$dir/bystander","how":"unlink","parent":"","children":[]});
+    close $fh;
+    eval { PVE::Storage::Qcow2Chain::snapshot_list($vol) };
+    like("$@", qr/journal names files that are not this volume's/, 'a journal naming a foreign file is refused');
+    ok(-e 'bystander', '.. and the foreign file is still there');
+    unlink ".$vol.journal";
+    ok(eval { PVE::Storage::Qcow2Chain::snapshot_list($vol) }, 'with the journal gone the volume works again') or diag($@);
+}
+
 done_testing();
