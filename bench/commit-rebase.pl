@@ -6,15 +6,21 @@
 #   safe rebase: the Proxmox middle-snapshot delete (top rebased over a
 #     middle layer holding 1 GiB onto the base)
 #
-#   perl -Mblib bench/commit-rebase.pl [--no-xfs]
+# Each figure is the median of --rounds runs (default 3), every run on
+# freshly built and synced twin chains.
+#
+#   perl -Mblib bench/commit-rebase.pl [--no-xfs] [--rounds N]
 use strict;
 use warnings;
 
 use File::Temp qw(tempdir);
+use Getopt::Long;
 use Time::HiRes qw(time);
 use PVE::Storage::Qcow2Chain;
 
-my $no_xfs = grep { $_ eq '--no-xfs' } @ARGV;
+my ($no_xfs, $rounds) = (0, 3);
+GetOptions('no-xfs' => \$no_xfs, 'rounds=i' => \$rounds) && $rounds > 0
+    or die "usage: bench/commit-rebase.pl [--no-xfs] [--rounds N]\n";
 
 sub sh { system(@_) == 0 or die "failed: @_\n" }
 sub qemu { my $c = shift; sh($c eq 'io' ? 'qemu-io' : 'qemu-img', @_) }
@@ -31,7 +37,6 @@ sub build {
     qemu('io', (map { ('-c', sprintf('write -q -P 0x%02x %dM 64M', 0x20 + $_, $_ * 500)) } 0 .. 15), "$d/mid.qcow2");
     qemu('img', 'create', '-q', '-f', 'qcow2', @o, '-b', 'mid.qcow2', '-F', 'qcow2', "$d/top.qcow2");
     qemu('io', '-c', 'write -q -P 0x33 100M 64M', "$d/top.qcow2");
-    sh('sync');
 }
 
 sub timed {
@@ -53,30 +58,51 @@ if (!$no_xfs && $> == 0 && -x '/usr/sbin/mkfs.xfs' || (!$no_xfs && $> == 0 && -x
     push @fs, ['XFS (reflink)', $mnt];
 }
 
+# Each round builds twin chains, one for qemu-img and one for us, times
+# both (in alternating order) and compares the two results with qemu-img.
+my %run = (
+    commit => {
+        ours => sub { PVE::Storage::Qcow2Chain::commit("$_[0]/mid.qcow2") },
+        'qemu-img' => sub { qemu('img', 'commit', '-q', "$_[0]/mid.qcow2") },
+        result => 'base.qcow2',
+    },
+    rebase => {
+        ours => sub {
+            PVE::Storage::Qcow2Chain::rebase("$_[0]/top.qcow2", backing_file => 'base.qcow2', backing_fmt => 'qcow2');
+        },
+        'qemu-img' => sub { qemu('img', 'rebase', '-q', '-b', 'base.qcow2', '-F', 'qcow2', "$_[0]/top.qcow2") },
+        result => 'top.qcow2',
+    },
+);
 for my $f (@fs) {
     my ($name, $d) = @$f;
     my %t;
-    for my $who ('qemu-img', 'ours') {
-        build($d);
-        $t{commit}{$who} = timed(sub {
-            $who eq 'ours' ? PVE::Storage::Qcow2Chain::commit("$d/mid.qcow2")
-                : qemu('img', 'commit', '-q', "$d/mid.qcow2");
-        });
-        sh('cp', '--sparse=always', "$d/base.qcow2", "$d/result-commit-$who.res");
-        build($d);
-        $t{rebase}{$who} = timed(sub {
-            $who eq 'ours' ? PVE::Storage::Qcow2Chain::rebase("$d/top.qcow2", backing_file => 'base.qcow2', backing_fmt => 'qcow2')
-                : qemu('img', 'rebase', '-q', '-b', 'base.qcow2', '-F', 'qcow2', "$d/top.qcow2");
-        });
-        sh('cp', '--sparse=always', "$d/top.qcow2", "$d/result-rebase-$who.res");
+    for my $round (1 .. $rounds) {
+        for my $op ('commit', 'rebase') {
+            my %dir = map { ($_ => "$d/$_") } 'ours', 'qemu-img';
+            for my $who (keys %dir) {
+                mkdir $dir{$who};
+                build($dir{$who});
+            }
+            sh('sync');
+            for my $who ($round % 2 ? ('qemu-img', 'ours') : ('ours', 'qemu-img')) {
+                push @{$t{$op}{$who}}, timed(sub { $run{$op}{$who}->($dir{$who}) });
+            }
+            sh('qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'qcow2', map { "$dir{$_}/$run{$op}{result}" } 'ours',
+                'qemu-img');
+            unlink map { glob("$_/*.qcow2") } values %dir; # free tmpfs memory before the next run
+        }
     }
-    sh('qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'qcow2', "$d/result-commit-ours.res", "$d/result-commit-qemu-img.res");
-    # (rebase results have base.qcow2 as backing: compare with it in place)
-    unlink glob("$d/*.qcow2"), glob("$d/*.res"); # free tmpfs memory before the next round
     for my $op ('commit', 'rebase') {
-        printf("%-14s %-7s ours %7.3f s   qemu-img %7.3f s   %6.1fx faster\n", $name, $op, $t{$op}{ours},
-            $t{$op}{'qemu-img'}, $t{$op}{'qemu-img'} / $t{$op}{ours});
+        my ($o, $q) = map { median(@{$t{$op}{$_}}) } 'ours', 'qemu-img';
+        printf("%-14s %-7s ours %7.3f s   qemu-img %7.3f s   %6.1fx faster  (median of %d)\n", $name, $op, $o, $q,
+            $q / $o, $rounds);
     }
+}
+
+sub median {
+    my @s = sort { $a <=> $b } @_;
+    return @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2;
 }
 
 END {
