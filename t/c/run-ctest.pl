@@ -5,11 +5,16 @@ use strict;
 use warnings;
 
 use Cwd qw(abs_path);
+use Fcntl qw(:flock);
 use File::Basename qw(dirname);
 
 my $root = abs_path(dirname(__FILE__) . '/../..');
 my $bin = "$root/t/c/bin";
 mkdir $bin;
+# t/01 and t/05 build here at the same time under `prove -j`: one builds,
+# the other waits and then finds the binaries up to date.
+open(my $lock, '>', "$bin/.build-lock") or die "$bin/.build-lock: $!\n";
+flock($lock, LOCK_EX) or die "$bin/.build-lock: $!\n";
 
 my $cc = $ENV{CC} // 'cc';
 my $pc = `pkg-config --cflags --libs json-c libzstd zlib`;
@@ -35,9 +40,11 @@ for my $prog (sort keys %progs) {
     my $newest = 0;
     for (@src, @hdr, @main, glob("$root/fuzz/*.h")) { my $m = mtime($_); $newest = $m if $m > $newest }
     next if -x $out && mtime($out) >= $newest;
-    my $cmd = "$cc $flags -I$root/fuzz -o $out @main @src $pc";
+    my $cmd = "$cc $flags -I$root/fuzz -o $out.tmp @main @src $pc";
     system($cmd) == 0 or die "build of $prog failed\n";
+    rename("$out.tmp", $out) or die "$out: $!\n";
 }
+close $lock;
 exit 0 if grep { $_ eq '--build-only' } @ARGV;
 $ENV{ASAN_OPTIONS} = 'detect_leaks=1';
 exec("$bin/test-core");
