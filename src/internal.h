@@ -429,6 +429,8 @@ int qc_volume_open(qc_ctx *ctx, qc_volume *v, const char *path, unsigned timeout
 void qc_volume_close(qc_volume *v);
 /* "snap-NAME-BASE" (the snapshot file's name, also its backing name). */
 char *qc_volume_snap_name(qc_volume *v, const char *name);
+/* Is this directory entry "snap-NAME-BASE" with a non-empty NAME? */
+bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry);
 /* DIR/entry */
 char *qc_volume_file(qc_volume *v, const char *entry);
 int qc_journal_write(qc_volume *v, json_object *j);

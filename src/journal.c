@@ -97,6 +97,14 @@ char *qc_volume_snap_name(qc_volume *v, const char *name)
     return b;
 }
 
+/* anchored on the volume's file name, so NAME may hold '-' */
+bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry)
+{
+    size_t el = strlen(entry), bl = strlen(v->base);
+    return el >= 5 + 1 + bl + 1 && !strncmp(entry, "snap-", 5) && !strcmp(entry + el - bl, v->base) &&
+           entry[el - bl - 1] == '-';
+}
+
 char *qc_volume_file(qc_volume *v, const char *entry)
 {
     /* a volume given without a directory keeps its siblings without one */

@@ -264,8 +264,7 @@ static int recover_state(qc_volume *v)
         DIR *d = exists(ctx, v->path, &vs) ? opendir(v->dir) : NULL;
         struct dirent *de;
         while (r == 0 && d && (de = readdir(d))) {
-            size_t el = strlen(de->d_name), bl = strlen(v->base);
-            if (strncmp(de->d_name, "snap-", 5) || el <= bl || strcmp(de->d_name + el - bl, v->base))
+            if (!qc_volume_is_snap_entry(v, de->d_name))
                 continue;
             char *p = qc_volume_file(v, de->d_name);
             struct stat ss;
@@ -305,9 +304,7 @@ static bool own_file(qc_volume *v, const char *p)
     char *expect = qc_volume_file(v, b);
     bool same = expect && !strcmp(expect, p);
     free(expect);
-    size_t bl = strlen(b), vl = strlen(v->base);
-    return same && (!strcmp(b, v->base) || (!strncmp(b, "snap-", 5) && bl > vl + 6 &&
-                                            !strcmp(b + bl - vl, v->base) && b[bl - vl - 1] == '-'));
+    return same && (!strcmp(b, v->base) || qc_volume_is_snap_entry(v, b));
 }
 
 static bool journal_files_ok(qc_volume *v, json_object *j)

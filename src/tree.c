@@ -116,11 +116,9 @@ int qc_vtree_scan(qc_volume *v, qc_vtree *t)
     size_t bl = strlen(v->base);
     struct dirent *de;
     while ((de = readdir(d))) {
-        size_t el = strlen(de->d_name);
-        /* snap-NAME-BASE, anchored on the volume's file name so NAME may hold '-' */
-        if (el < 5 + 1 + bl + 1 || strncmp(de->d_name, "snap-", 5) || strcmp(de->d_name + el - bl, v->base) ||
-            de->d_name[el - bl - 1] != '-')
+        if (!qc_volume_is_snap_entry(v, de->d_name))
             continue;
+        size_t el = strlen(de->d_name);
         qc_vnode *n = add(t);
         if (!n || !(n->name = qc_strndup(ctx, de->d_name + 5, el - bl - 6)) ||
             !(n->path = qc_volume_file(v, de->d_name))) {
