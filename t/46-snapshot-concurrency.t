@@ -19,21 +19,28 @@ qio($V, 'write -q -P 0x11 0 32M');
 PVE::Storage::Qcow2Chain::snapshot_create($V, 'big');
 qio($V, 'write -q -P 0x22 0 64k');
 
-# A slow delete (progress callback sleeps) holds the volume's lock.
-pipe(my $r, my $w) or die;
-my $pid = fork() // die;
-if (!$pid) {
-    close $r;
-    my $told;
-    PVE::Storage::Qcow2Chain::snapshot_delete($V, 'big', delete_method => 'stream', progress => sub {
-        if (!$told++) { print $w "started\n"; close $w }
-        sleep 0.3;
-        return;
-    }, rate_limit => 16 << 20);
-    exit 0;
+# A delete in a child process, made slow (its progress callback sleeps, its
+# rate is limited) so that it holds the volume's lock; returns once the
+# child has started copying, with the child's pid and what it said.
+sub slow_delete {
+    my ($snap, $pause, $rate) = @_;
+    pipe(my $r, my $w) or die;
+    my $pid = fork() // die;
+    if (!$pid) {
+        close $r;
+        my $told;
+        PVE::Storage::Qcow2Chain::snapshot_delete($V, $snap, delete_method => 'stream', progress => sub {
+            if (!$told++) { print $w "started\n"; close $w }
+            sleep $pause;
+            return;
+        }, rate_limit => $rate);
+        exit 0;
+    }
+    close $w;
+    return ($pid, scalar <$r>);
 }
-close $w;
-my $line = <$r>;
+
+my ($pid, $line) = slow_delete('big', 0.3, 16 << 20);
 is($line, "started\n", 'the first process holds the volume');
 my $t0 = time;
 eval { PVE::Storage::Qcow2Chain::snapshot_create($V, 'other', lock_timeout_ms => 100) };
@@ -56,20 +63,7 @@ is($rc, 0, 'volume clean');
     qimg('create', '-q', '-f', 'qcow2', $V2, '16M');
     PVE::Storage::Qcow2Chain::snapshot_create($V, 'slow');
     qio($V, 'write -q -P 0x44 32M 8M');
-    pipe(my $r2, my $w2) or die;
-    my $p2 = fork() // die;
-    if (!$p2) {
-        close $r2;
-        my $told;
-        PVE::Storage::Qcow2Chain::snapshot_delete($V, 'slow', delete_method => 'stream', progress => sub {
-            if (!$told++) { print $w2 "started\n"; close $w2 }
-            sleep 0.2;
-            return;
-        }, rate_limit => 8 << 20);
-        exit 0;
-    }
-    close $w2;
-    <$r2>;
+    my ($p2) = slow_delete('slow', 0.2, 8 << 20);
     my $t1 = time;
     PVE::Storage::Qcow2Chain::snapshot_create($V2, 'other-volume', lock_timeout_ms => 100);
     ok(time - $t1 < 1, 'a snapshot of another volume on the same storage goes ahead at once');

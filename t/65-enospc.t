@@ -62,13 +62,9 @@ sub nospc {
 
 # Setup: a volume with data, a snapshot, more data.
 PVE::Storage::Qcow2Chain::create($V, size => '64M');
-my $img = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1);
-$img->write(0, "\x11" x (8 << 20));
-$img->close;
+guest_write($V, 0, "\x11" x (8 << 20));
 PVE::Storage::Qcow2Chain::snapshot_create($V, 's1');
-$img = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1);
-$img->write(1 << 20, "\x22" x (2 << 20));
-$img->close;
+guest_write($V, 1 << 20, "\x22" x (2 << 20));
 my $cur = view($V);
 my $s1 = view("snap-s1-$V");
 
@@ -84,17 +80,13 @@ unlink 'new.qcow2';
 # guest writes
 fill(300_000);
 nospc('write', sub {
-    my $i = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1);
-    $i->write(16 << 20, "\x33" x (4 << 20));
-    $i->close;
+    guest_write($V, 16 << 20, "\x33" x (4 << 20));
 });
 clean_all('write');
 is(view("snap-s1-$V"), $s1, 'write: the snapshot is intact');
 is(substr(view($V), 0, 16 << 20), substr($cur, 0, 16 << 20), 'write: data written before is intact');
 unlink 'filler';
-$img = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1);
-$img->write(16 << 20, "\x33" x (4 << 20));
-$img->close;
+guest_write($V, 16 << 20, "\x33" x (4 << 20));
 substr($cur, 16 << 20, 4 << 20) = "\x33" x (4 << 20);
 is(view($V), $cur, 'write: retry works');
 
@@ -108,9 +100,7 @@ PVE::Storage::Qcow2Chain::snapshot_create($V, 's2');
 ok(-e "snap-s2-$V", 'snapshot create: retry works');
 
 # rollback
-$img = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1);
-$img->write(0, "\x44" x 65536);
-$img->close;
+guest_write($V, 0, "\x44" x 65536);
 my $cur2 = view($V);
 fill(20_000);
 nospc('rollback', sub { PVE::Storage::Qcow2Chain::snapshot_rollback($V, 's1') });
@@ -121,9 +111,7 @@ is(view($V), $s1, 'rollback: retry works');
 
 # commit and rebase (data has to move)
 {
-    $img = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1);
-    $img->write(30 << 20, "\x55" x (6 << 20));
-    $img->close;
+    guest_write($V, 30 << 20, "\x55" x (6 << 20));
     my $v = view($V);
     fill(1_000_000);
     nospc('commit', sub { PVE::Storage::Qcow2Chain::commit($V, keep => 1) });

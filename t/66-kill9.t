@@ -24,17 +24,11 @@ sub view { qimg('convert', '-O', 'raw', $_[0], 'view.raw'); return slurp('view.r
 sub setup {
     unlink glob('*.qcow2'), glob('.*.qcow2.*');
     PVE::Storage::Qcow2Chain::create($V, size => '32M');
-    my $img = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1);
-    $img->write(0, "\x11" x (12 << 20));
-    $img->close;
+    guest_write($V, 0, "\x11" x (12 << 20));
     PVE::Storage::Qcow2Chain::snapshot_create($V, 'a');
-    $img = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1);
-    $img->write(4 << 20, "\x22" x (10 << 20));
-    $img->close;
+    guest_write($V, 4 << 20, "\x22" x (10 << 20));
     PVE::Storage::Qcow2Chain::snapshot_create($V, 'b');
-    $img = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1);
-    $img->write(20 << 20, "\x33" x (1 << 20));
-    $img->close;
+    guest_write($V, 20 << 20, "\x33" x (1 << 20));
 }
 
 my @ops = (

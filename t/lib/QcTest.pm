@@ -15,7 +15,7 @@ use Test::More;
 
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
-    asan_driver BIN patch peek
+    asan_driver BIN patch peek guest_write
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -98,6 +98,16 @@ sub patch {
     seek($fh, $off, 0);
     print $fh $bytes;
     close $fh;
+    return;
+}
+
+# A guest write through our API (the image opened read-write, then closed).
+sub guest_write {
+    my ($f, $off, $bytes) = @_;
+    require PVE::Storage::Qcow2Chain;
+    my $img = PVE::Storage::Qcow2Chain::Image->open($f, rw => 1);
+    $img->write($off, $bytes);
+    $img->close;
     return;
 }
 
