@@ -62,6 +62,16 @@ int qc_backing_path(qc_image *img, char **full)
     return r;
 }
 
+int qc_backing_allowed(qc_image *img)
+{
+    if (img->fmt != QC_FMT_QCOW2 || !img->hdr.backing_name)
+        return 0;
+    char *full;
+    int r = qc_backing_path(img, &full);
+    free(full);
+    return r;
+}
+
 /* Decide and check the name and format of img's backing file. */
 static int backing_target(qc_image *img, char **full, int *fmt)
 {

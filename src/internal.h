@@ -303,9 +303,11 @@ void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data);
 int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data);
 
 /* ---- chain.c ---- */
-/* qc_image_open, with the backing layer that is the file rw (if any) opened read-write. */
 /* Where img's backing file is, if the policy allows its name (json:, protocol, absolute, directories). */
 int qc_backing_path(qc_image *img, char **full);
+/* 0 when img has no backing file or the policy allows its name. */
+int qc_backing_allowed(qc_image *img);
+/* qc_image_open, with the backing layer that is the file rw (if any) opened read-write. */
 int qc_chain_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt,
                   unsigned flags, const struct stat *rw);
 

@@ -95,12 +95,10 @@ static int peek(qc_ctx *ctx, const char *path, uint64_t *size, int *fmt, char **
     int r = qc_image_open(ctx, &img, path, NULL, QC_OPEN_NO_BACKING | QC_OPEN_SHARE);
     if (r < 0)
         return r;
-    char *full = NULL;
-    if (img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name && (r = qc_backing_path(img, &full)) < 0) {
+    if ((r = qc_backing_allowed(img)) < 0) {
         qc_image_close(img);
         return r;
     }
-    free(full);
     *size = img->size;
     if (fmt)
         *fmt = img->fmt;

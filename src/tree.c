@@ -52,15 +52,11 @@ static int probe(qc_ctx *ctx, qc_vnode *n, const char *fmt)
         n->date = qc_snap_date(ctx, n->path, (int64_t)st.st_mtime);
         n->size = img->size;
         n->fmt = img->fmt;
-        if (img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name) {
-            char *full;
-            /* a backing name the policy refuses makes the file unusable here */
-            if ((r = qc_backing_path(img, &full)) == 0) {
-                free(full);
-                n->backing = qc_strdup(ctx, img->hdr.backing_name);
-                if (img->hdr.backing_fmt)
-                    n->backing_fmt = qc_strdup(ctx, img->hdr.backing_fmt);
-            }
+        /* a backing name the policy refuses makes the file unusable here */
+        if ((r = qc_backing_allowed(img)) == 0 && img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name) {
+            n->backing = qc_strdup(ctx, img->hdr.backing_name);
+            if (img->hdr.backing_fmt)
+                n->backing_fmt = qc_strdup(ctx, img->hdr.backing_fmt);
         }
     }
     qc_image_close(img);
