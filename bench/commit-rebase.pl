@@ -7,9 +7,13 @@
 #     middle layer holding 1 GiB onto the base)
 #
 # Each figure is the median of --rounds runs (default 3), every run on
-# freshly built and synced twin chains.
+# freshly built and synced twin chains. Before each timed run the page
+# cache is dropped (as root) and, unless --cold, that tool's own chain is
+# read back in: otherwise whichever tool runs second pays for evicting the
+# other's 7 GiB. --cold times both from the disk, as for a snapshot taken
+# long ago (tmpfs has no cold state).
 #
-#   perl -Mblib bench/commit-rebase.pl [--no-xfs] [--rounds N]
+#   perl -Mblib bench/commit-rebase.pl [--no-xfs] [--cold] [--rounds N]
 use strict;
 use warnings;
 
@@ -18,9 +22,11 @@ use Getopt::Long;
 use Time::HiRes qw(time);
 use PVE::Storage::Qcow2Chain;
 
-my ($no_xfs, $rounds) = (0, 3);
-GetOptions('no-xfs' => \$no_xfs, 'rounds=i' => \$rounds) && $rounds > 0
-    or die "usage: bench/commit-rebase.pl [--no-xfs] [--rounds N]\n";
+my ($no_xfs, $cold, $rounds) = (0, 0, 3);
+GetOptions('no-xfs' => \$no_xfs, 'cold' => \$cold, 'rounds=i' => \$rounds) && $rounds > 0
+    or die "usage: bench/commit-rebase.pl [--no-xfs] [--cold] [--rounds N]\n";
+die "--cold drops the page cache: run it as root\n" if $cold && $> != 0;
+warn "not root: the page cache is not dropped between runs, the second tool may pay for the first\n" if $> != 0;
 
 sub sh { system(@_) == 0 or die "failed: @_\n" }
 sub qemu { my $c = shift; sh($c eq 'io' ? 'qemu-io' : 'qemu-img', @_) }
@@ -37,6 +43,21 @@ sub build {
     qemu('io', (map { ('-c', sprintf('write -q -P 0x%02x %dM 64M', 0x20 + $_, $_ * 500)) } 0 .. 15), "$d/mid.qcow2");
     qemu('img', 'create', '-q', '-f', 'qcow2', @o, '-b', 'mid.qcow2', '-F', 'qcow2', "$d/top.qcow2");
     qemu('io', '-c', 'write -q -P 0x33 100M 64M', "$d/top.qcow2");
+}
+
+# The cache state a timed run starts from (see the top).
+sub settle {
+    my ($d) = @_;
+    sh('sync');
+    return if $> != 0;
+    open(my $fh, '>', '/proc/sys/vm/drop_caches') or die "drop_caches: $!\n";
+    print $fh "3\n";
+    close($fh) or die "drop_caches: $!\n";
+    return if $cold;
+    for my $f (glob("$d/*.qcow2")) {
+        open(my $in, '<', $f) or die "$f: $!\n";
+        1 while sysread($in, my $buf, 1 << 20);
+    }
 }
 
 sub timed {
@@ -84,8 +105,8 @@ for my $f (@fs) {
                 mkdir $dir{$who};
                 build($dir{$who});
             }
-            sh('sync');
             for my $who ($round % 2 ? ('qemu-img', 'ours') : ('ours', 'qemu-img')) {
+                settle($dir{$who});
                 push @{$t{$op}{$who}}, timed(sub { $run{$op}{$who}->($dir{$who}) });
             }
             sh('qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'qcow2', map { "$dir{$_}/$run{$op}{result}" } 'ours',
@@ -95,8 +116,8 @@ for my $f (@fs) {
     }
     for my $op ('commit', 'rebase') {
         my ($o, $q) = map { median(@{$t{$op}{$_}}) } 'ours', 'qemu-img';
-        printf("%-14s %-7s ours %7.3f s   qemu-img %7.3f s   %6.1fx faster  (median of %d)\n", $name, $op, $o, $q,
-            $q / $o, $rounds);
+        printf("%-14s %-7s ours %7.3f s   qemu-img %7.3f s   %6.1fx faster  (median of %d%s)\n", $name, $op, $o, $q,
+            $q / $o, $rounds, $cold && $name ne 'tmpfs' ? ', cold cache' : '');
     }
 }
 

@@ -279,6 +279,7 @@ static const qc_io mem_io = {
     m_open, m_close, m_pread, m_pwrite, m_fsync, m_ftruncate, m_fstat, m_stat,
     m_rename, m_unlink, m_copy, m_lock, m_seek, m_fallocate, m_link,
     m_getxattr, m_setxattr,
+    NULL, /* writeback: nothing to start in memory */
 };
 
 const qc_io *memfs_io(void) { return &mem_io; }

@@ -40,6 +40,20 @@ static int write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t
     return r < 0 ? r : qc_write_u64s(img, t + lo, hi - lo, off + lo * 8);
 }
 
+/*
+ * Data of n bytes was just written. Every QC_WRITEBACK_STEP bytes, ask the
+ * kernel to start writing it out, so that a long copy keeps the disk busy
+ * while it runs instead of leaving it all to the final fsync.
+ */
+void qc_data_written(qc_image *img, uint64_t n)
+{
+    img->unhinted += n;
+    if (img->unhinted >= QC_WRITEBACK_STEP && img->ctx->io->writeback) {
+        img->ctx->io->writeback(img->ctx->io_user, img->fd); /* a hint: failure changes nothing */
+        img->unhinted = 0;
+    }
+}
+
 int qc_img_sync(qc_image *img)
 {
     if (!img->unsynced)

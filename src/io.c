@@ -94,6 +94,12 @@ static ssize_t p_copy_range(void *u, int in, uint64_t in_off, int out,
     return r < 0 ? -errno : r;
 }
 
+static int p_writeback(void *u, int fd)
+{
+    (void)u;
+    return sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0 ? -errno : 0;
+}
+
 static int p_lock(void *u, int fd, int cmd, struct flock *fl)
 {
     (void)u;
@@ -139,7 +145,7 @@ static int p_setxattr(void *u, const char *path, const char *name, const void *b
 static const qc_io posix_io = {
     p_open, p_close, p_pread, p_pwrite, p_fsync, p_ftruncate, p_fstat, p_stat,
     p_rename, p_unlink, p_copy_range, p_lock, p_seek, p_fallocate, p_link,
-    p_getxattr, p_setxattr,
+    p_getxattr, p_setxattr, p_writeback,
 };
 
 const qc_io *qc_io_posix(void) { return &posix_io; }

@@ -358,10 +358,17 @@ static int f_setxattr(void *v, const char *path, const char *name, const void *b
     return f->crashed ? -EIO : P()->setxattr(NULL, path, name, buf, n);
 }
 
+/* Not a step either: starting writeback makes nothing durable. */
+static int f_writeback(void *v, int fd)
+{
+    qc_fault *f = v;
+    return f->crashed ? -EIO : P()->writeback(NULL, fd);
+}
+
 static const qc_io fault_io = {
     f_open, f_close, f_pread, f_pwrite, f_fsync, f_ftruncate, f_fstat, f_stat,
     f_rename, f_unlink, f_copy_range, f_lock, f_seek, f_fallocate, f_link,
-    f_getxattr, f_setxattr,
+    f_getxattr, f_setxattr, f_writeback,
 };
 
 void qc_ctx_set_fault(qc_ctx *ctx, qc_fault *f)

@@ -116,6 +116,9 @@ typedef struct qc_io {
     /* extended attributes (the snapshot date; -ENOTSUP is fine) */
     ssize_t (*getxattr)(void *u, const char *path, const char *name, void *buf, size_t n);
     int (*setxattr)(void *u, const char *path, const char *name, const void *buf, size_t n);
+    /* start writing fd's dirty pages out now: a hint that keeps the disk
+     * busy during long copies, not durability (that is fsync); may be NULL */
+    int (*writeback)(void *u, int fd);
 } qc_io;
 
 #define QC_RENAME_NOREPLACE 1u

@@ -21,7 +21,9 @@ static int data_write(qc_image *img, const void *buf, size_t len, uint64_t off)
     if (r < 0)
         return r;
     img->unsynced = true;
-    return qc_pwrite_full(img->ctx, img->fd, img->filename, buf, len, off);
+    if ((r = qc_pwrite_full(img->ctx, img->fd, img->filename, buf, len, off)) == 0)
+        qc_data_written(img, len);
+    return r;
 }
 
 static int refuse(qc_image *img, int code, const char *why)
@@ -578,12 +580,14 @@ static int copy_bytes(qc_image *img, int src_fd, const char *src_name, uint64_t 
     if (r < 0)
         return r;
     img->unsynced = true;
+    /* in steps, so that writeback of one overlaps the copy of the next */
     while (done < len) {
         ssize_t n = ctx->io->copy_range(ctx->io_user, src_fd, src_off + done, img->fd, dst + done,
-                                        (size_t)qc_min(len - done, 1u << 30));
+                                        (size_t)qc_min(len - done, QC_WRITEBACK_STEP));
         if (n <= 0)
             break;
         done += (uint64_t)n;
+        qc_data_written(img, (uint64_t)n);
     }
     /* No in-kernel copy here (or a source shorter than claimed): plain read and write. */
     while (done < len) {
