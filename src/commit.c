@@ -68,6 +68,7 @@ static int copy_range(qc_image *top, qc_image *base, qc_image *src, uint64_t off
         if (r < 0)
             return r;
         off += k;
+        qc_copied(base, k);
     }
     return 0;
 }

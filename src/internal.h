@@ -189,7 +189,7 @@ struct qc_image {
     /* write state */
     bool write_ready;          /* prepared for writing (see write.c) */
     bool unsynced;             /* written since the last fsync */
-    uint64_t unhinted;         /* data bytes written since the last writeback hint */
+    uint64_t unhinted;         /* bytes copied in since the last writeback hint */
     uint64_t free_hint;        /* first cluster that may be free */
     struct qc_free { uint64_t off, bytes; } *frees; /* deferred refcount decrements */
     size_t nfree, free_cap;
@@ -369,9 +369,9 @@ void qc_meta_added(qc_image *img, uint64_t off, int kind);
 void qc_meta_changed(qc_image *img);
 /* fsync img if anything was written since the last one. */
 int qc_img_sync(qc_image *img);
-/* n bytes of guest data were written to img: hint writeback every step */
+/* a long copy wrote n bytes to img: hint writeback every step (flush.c) */
 #define QC_WRITEBACK_STEP (32ull << 20)
-void qc_data_written(qc_image *img, uint64_t n);
+void qc_copied(qc_image *img, uint64_t n);
 /* Everything durable in order: refcounts, L2, L1, then deferred frees. */
 int qc_flush(qc_image *img);
 /* Write n host-endian table entries big-endian at off. */

@@ -117,6 +117,7 @@ static int preserve(qc_image *file, qc_image *src, int fl, uint64_t map, uint64_
         if (r < 0)
             return r;
         off += k;
+        qc_copied(file, k);
     }
     return 0;
 }

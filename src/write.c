@@ -21,9 +21,7 @@ static int data_write(qc_image *img, const void *buf, size_t len, uint64_t off)
     if (r < 0)
         return r;
     img->unsynced = true;
-    if ((r = qc_pwrite_full(img->ctx, img->fd, img->filename, buf, len, off)) == 0)
-        qc_data_written(img, len);
-    return r;
+    return qc_pwrite_full(img->ctx, img->fd, img->filename, buf, len, off);
 }
 
 static int refuse(qc_image *img, int code, const char *why)
@@ -587,7 +585,7 @@ static int copy_bytes(qc_image *img, int src_fd, const char *src_name, uint64_t 
         if (n <= 0)
             break;
         done += (uint64_t)n;
-        qc_data_written(img, (uint64_t)n);
+        qc_copied(img, (uint64_t)n);
     }
     /* No in-kernel copy here (or a source shorter than claimed): plain read and write. */
     while (done < len) {
@@ -598,6 +596,7 @@ static int copy_bytes(qc_image *img, int src_fd, const char *src_name, uint64_t 
         if (r < 0)
             return r;
         done += k;
+        qc_copied(img, k);
     }
     return 0;
 }
