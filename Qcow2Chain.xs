@@ -131,6 +131,7 @@ static void qcx_end(pTHX_ qcx_call *c)
         if (c->fault_stats) {
             (void)hv_stores(c->fault_stats, "count", newSVuv((UV)qc_fault_count(c->fault)));
             (void)hv_stores(c->fault_stats, "fired", newSViv(qc_fault_fired(c->fault)));
+            (void)hv_stores(c->fault_stats, "writebacks", newSVuv((UV)qc_fault_writebacks(c->fault)));
         }
         qc_fault_free(c->fault);
     }

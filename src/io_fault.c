@@ -34,6 +34,7 @@ struct qc_fault {
     int err;
     uint64_t seed;
     uint64_t count;
+    uint64_t writebacks;
     bool fired;
     bool crashed;
     undo *log;
@@ -77,6 +78,7 @@ void qc_fault_free(qc_fault *f)
 
 uint64_t qc_fault_count(const qc_fault *f) { return f->count; }
 bool qc_fault_fired(const qc_fault *f) { return f->fired; }
+uint64_t qc_fault_writebacks(const qc_fault *f) { return f->writebacks; }
 
 static const char *fd_path(qc_fault *f, int fd)
 {
@@ -362,7 +364,10 @@ static int f_setxattr(void *v, const char *path, const char *name, const void *b
 static int f_writeback(void *v, int fd)
 {
     qc_fault *f = v;
-    return f->crashed ? -EIO : P()->writeback(NULL, fd);
+    if (f->crashed)
+        return -EIO;
+    f->writebacks++;
+    return P()->writeback(NULL, fd);
 }
 
 static const qc_io fault_io = {

@@ -145,6 +145,8 @@ void qc_fault_free(qc_fault *f);
 /* Mutating calls seen so far; whether the fault fired. */
 uint64_t qc_fault_count(const qc_fault *f);
 bool qc_fault_fired(const qc_fault *f);
+/* Writeback hints passed through (not counted as mutating calls). */
+uint64_t qc_fault_writebacks(const qc_fault *f);
 void qc_ctx_set_fault(qc_ctx *ctx, qc_fault *f); /* f stays owned by caller */
 
 /* ---- images --------------------------------------------------------- */

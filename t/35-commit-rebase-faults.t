@@ -29,6 +29,18 @@ sub setup {
     qio('top.qcow2', 'write -q -P 0x33 1500k 10k', 'write -q -P 0x34 5M 256k');
 }
 
+# A 70 MiB layer: the copy runs in 32 MiB steps with a writeback hint after
+# each, so faults and power cuts land between hinted steps too.
+sub setup_big {
+    unlink glob('*.qcow2*');
+    qimg('create', '-q', '-f', 'qcow2', 'base.qcow2', '80M');
+    qio('base.qcow2', 'write -q -P 0x11 0 8M');
+    qimg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=128k,extended_l2=on', '-b', 'base.qcow2', '-F', 'qcow2', 'mid.qcow2');
+    qio('mid.qcow2', 'write -q -P 0x22 4M 70M');
+    qimg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=128k,extended_l2=on', '-b', 'mid.qcow2', '-F', 'qcow2', 'top.qcow2');
+    qio('top.qcow2', 'write -q -P 0x33 10M 1M');
+}
+
 my @ops = (
     ['commit top into mid', 'top.qcow2', sub { PVE::Storage::Qcow2Chain::commit('top.qcow2', @_) }],
     ['commit -b base (two layers)', 'top.qcow2',
@@ -37,11 +49,15 @@ my @ops = (
         sub { PVE::Storage::Qcow2Chain::rebase('top.qcow2', backing_file => 'base.qcow2', backing_fmt => 'qcow2', @_) }],
     ['rebase -b "" (flatten)', 'top.qcow2',
         sub { PVE::Storage::Qcow2Chain::rebase('top.qcow2', backing_file => '', @_) }],
+    ['commit of a 70 MiB layer', 'mid.qcow2', sub { PVE::Storage::Qcow2Chain::commit('mid.qcow2', @_) }, \&setup_big],
+    ['safe rebase over a 70 MiB layer', 'top.qcow2',
+        sub { PVE::Storage::Qcow2Chain::rebase('top.qcow2', backing_file => 'base.qcow2', backing_fmt => 'qcow2', @_) },
+        \&setup_big],
 );
 
 for my $op (@ops) {
-    my ($name, $file, $run) = @$op;
-    setup();
+    my ($name, $file, $run, $setup) = @$op;
+    ($setup // \&setup)->();
     copy($_, "$_.orig") or die for glob('*.qcow2');
     my $restore = sub { copy($_, s/\.orig$//r) or die for glob('*.qcow2.orig') };
     my $view = view($file);
@@ -50,9 +66,12 @@ for my $op (@ops) {
     my $n = $stats{count};
     ok($n > 5, "$name: $n mutating I/O calls");
     is(view($file), $view, "$name: guest view kept without faults");
+    cmp_ok($stats{writebacks}, '>=', 1, "$name: writeback started during the copy") if $setup;
     my @points = $n <= 40 ? (1 .. $n) : (1 .. 10, map({ 10 + int($_ * ($n - 20) / 20) } 1 .. 19), $n - 9 .. $n);
+    my @modes = (['error', EIO], ['error', ENOSPC], ['crash', EIO, 0], ['crash', EIO, 11]);
+    @modes = @modes[1, 3] if $setup; # the big layers: two modes keep the file quick
     my (%fails, $runs);
-    for my $mode (['error', EIO], ['error', ENOSPC], ['crash', EIO, 0], ['crash', EIO, 11]) {
+    for my $mode (@modes) {
         for my $k (@points) {
             $restore->();
             eval { $run->(fault => [$mode->[0], $k, $mode->[1], $mode->[2] // 0]) };
