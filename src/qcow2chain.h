@@ -249,30 +249,30 @@ int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_ba
  * own intent before changing anything.
  */
 enum { QC_DELETE_AUTO = 0, QC_DELETE_COMMIT, QC_DELETE_STREAM };
-typedef struct qc_snap_opts {
+typedef struct qc_volume_opts {
     uint32_t cluster_size;    /* new overlays: default 128k */
     bool extended_l2;         /* default on */
     int preallocation;        /* default 1 (metadata); only with extended L2 */
     bool running;             /* delete: QEMU already merged the data */
     int delete_method;        /* QC_DELETE_*: auto moves the smaller layer */
     unsigned lock_timeout_ms; /* default 10000 */
-} qc_snap_opts;
+} qc_volume_opts;
 
-void qc_snap_opts_init(qc_snap_opts *o);
+void qc_volume_opts_init(qc_volume_opts *o);
 /* 1 if NAME is a valid snapshot name ([a-z][a-z0-9_-]*, <= 40, not "current"). */
-int qc_snap_name_valid(const char *name);
+int qc_volume_name_valid(const char *name);
 /* The live data becomes snapshot NAME; FILE becomes a new overlay on it. */
-int qc_snapshot_create(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o);
+int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
 /* FILE becomes a fresh overlay on snapshot NAME (any snapshot). */
-int qc_snapshot_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o);
+int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
 /* Remove snapshot NAME; its children keep their exact guest view. */
-int qc_snapshot_delete(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o);
-int qc_snapshot_rename(qc_ctx *ctx, const char *volume, const char *from, const char *to,
-                       const qc_snap_opts *o);
+int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
+int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from, const char *to,
+                              const qc_volume_opts *o);
 /* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}]} */
-int qc_snapshot_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_snap_opts *o);
+int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_volume_opts *o);
 /* Complete or undo an interrupted operation (every operation does this first). */
-int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_snap_opts *o);
+int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_volume_opts *o);
 
 /* ---- check ----------------------------------------------------------- */
 

@@ -158,12 +158,12 @@ _snapshot(op, volume, name, target, opts)
     SV *opts
   PREINIT:
     qcx_call c;
-    qc_snap_opts so;
+    qc_volume_opts so;
     HV *o;
     int r;
   CODE:
     o = qcx_opts(aTHX_ opts);
-    qc_snap_opts_init(&so);
+    qc_volume_opts_init(&so);
     so.cluster_size = (uint32_t)qcx_opt_uv(aTHX_ o, "cluster_size", so.cluster_size);
     if (opt_sv(aTHX_ o, "extended_l2"))
         so.extended_l2 = opt_true(aTHX_ o, "extended_l2");
@@ -173,13 +173,13 @@ _snapshot(op, volume, name, target, opts)
     so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", so.lock_timeout_ms);
     qcx_begin(aTHX_ &c, o);
     if (!strcmp(op, "create"))
-        r = qc_snapshot_create(c.ctx, volume, name, &so);
+        r = qc_volume_snapshot(c.ctx, volume, name, &so);
     else if (!strcmp(op, "rollback"))
-        r = qc_snapshot_rollback(c.ctx, volume, name, &so);
+        r = qc_volume_rollback(c.ctx, volume, name, &so);
     else if (!strcmp(op, "delete"))
-        r = qc_snapshot_delete(c.ctx, volume, name, &so);
+        r = qc_volume_delete_snapshot(c.ctx, volume, name, &so);
     else if (!strcmp(op, "rename"))
-        r = qc_snapshot_rename(c.ctx, volume, name, qcx_str_or_null(aTHX_ target) ? SvPV_nolen(target) : "", &so);
+        r = qc_volume_rename_snapshot(c.ctx, volume, name, qcx_str_or_null(aTHX_ target) ? SvPV_nolen(target) : "", &so);
     else if (!strcmp(op, "recover"))
         r = qc_volume_recover(c.ctx, volume, &so);
     else
@@ -192,15 +192,15 @@ _snapshot_list(volume, opts)
     SV *opts
   PREINIT:
     qcx_call c;
-    qc_snap_opts so;
+    qc_volume_opts so;
     json_object *o = NULL;
     HV *h;
   CODE:
     h = qcx_opts(aTHX_ opts);
-    qc_snap_opts_init(&so);
+    qc_volume_opts_init(&so);
     so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ h, "lock_timeout_ms", so.lock_timeout_ms);
     qcx_begin(aTHX_ &c, h);
-    qcx_check(aTHX_ &c, qc_snapshot_list(c.ctx, &o, volume, &so));
+    qcx_check(aTHX_ &c, qc_volume_list(c.ctx, &o, volume, &so));
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL

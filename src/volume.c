@@ -1,5 +1,5 @@
 /*
- * snapshot.c - external snapshots of a volume: create, roll back to any
+ * volume.c - external snapshots of a volume: create, roll back to any
  * snapshot, delete anywhere in the tree, rename, list; each under the
  * volume's lock and intent journal (journal.c), each step idempotent so
  * that an interrupted operation is completed or undone by the next one.
@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-void qc_snap_opts_init(qc_snap_opts *o)
+void qc_volume_opts_init(qc_volume_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->cluster_size = 128 * 1024;
@@ -27,7 +27,7 @@ void qc_snap_opts_init(qc_snap_opts *o)
     o->lock_timeout_ms = 10000;
 }
 
-int qc_snap_name_valid(const char *name)
+int qc_volume_name_valid(const char *name)
 {
     size_t n = strlen(name);
     if (n == 0 || n > 40 || !((name[0] | 32) >= 'a' && (name[0] | 32) <= 'z'))
@@ -112,7 +112,7 @@ static int peek(qc_ctx *ctx, const char *path, uint64_t *size, int *fmt, char **
 
 /* A new overlay at tmp on backing name bname (size given, backing not opened). */
 static int make_overlay(qc_volume *v, const char *tmp, const char *bname, const char *bfmt, uint64_t size,
-                        const qc_snap_opts *so)
+                        const qc_volume_opts *so)
 {
     qc_create_opts o;
     qc_create_opts_init(&o);
@@ -208,7 +208,7 @@ static int find_user(qc_volume *v, const struct stat *st, char **skip, size_t ns
 /* ---- create ---------------------------------------------------------- */
 
 static int create_steps(qc_volume *v, const char *snap, const char *sname, const char *tmp,
-                        const qc_snap_opts *o)
+                        const qc_volume_opts *o)
 {
     qc_ctx *ctx = v->ctx;
     uint64_t size;
@@ -360,7 +360,7 @@ static int recover(qc_volume *v)
 }
 
 /* Lock the volume and finish any interrupted operation. */
-static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_snap_opts *o)
+static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_opts *o)
 {
     struct stat st;
     if (!exists(ctx, volume, &st))
@@ -372,9 +372,9 @@ static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_snap_op
 }
 
 /* Check the name, lock the volume, finish what was interrupted. */
-static int start(qc_ctx *ctx, qc_volume *v, const char *volume, const char *name, const qc_snap_opts *o)
+static int start(qc_ctx *ctx, qc_volume *v, const char *volume, const char *name, const qc_volume_opts *o)
 {
-    if (!qc_snap_name_valid(name))
+    if (!qc_volume_name_valid(name))
         return bad_name(ctx, volume, name);
     return begin(ctx, v, volume, o);
 }
@@ -391,7 +391,7 @@ static int finish(qc_volume *v, int r)
     return r;
 }
 
-int qc_snapshot_create(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o)
+int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o)
 {
     qc_volume v;
     int r = start(ctx, &v, volume, name, o);
@@ -416,7 +416,7 @@ int qc_snapshot_create(qc_ctx *ctx, const char *volume, const char *name, const 
 
 /* ---- rollback -------------------------------------------------------- */
 
-int qc_snapshot_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o)
+int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o)
 {
     qc_volume v;
     int r = start(ctx, &v, volume, name, o);
@@ -504,7 +504,7 @@ static int delete_finish(qc_volume *v, json_object *j)
     return r;
 }
 
-int qc_snapshot_delete(qc_ctx *ctx, const char *volume, const char *name, const qc_snap_opts *o)
+int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o)
 {
     qc_volume v;
     int r = start(ctx, &v, volume, name, o);
@@ -627,7 +627,7 @@ static int rename_finish(qc_volume *v, json_object *j)
  * rename (QEMU has merged the volume into it); current -> snapshot turns
  * the volume into that snapshot, leaving no volume (the caller's wish).
  */
-static int rename_current(qc_ctx *ctx, const char *volume, const char *from, const char *to, const qc_snap_opts *o)
+static int rename_current(qc_ctx *ctx, const char *volume, const char *from, const char *to, const qc_volume_opts *o)
 {
     bool to_cur = !strcasecmp(to, "current");
     const char *snap = to_cur ? from : to;
@@ -655,11 +655,11 @@ static int rename_current(qc_ctx *ctx, const char *volume, const char *from, con
     return finish(&v, r);
 }
 
-int qc_snapshot_rename(qc_ctx *ctx, const char *volume, const char *from, const char *to, const qc_snap_opts *o)
+int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from, const char *to, const qc_volume_opts *o)
 {
     if (!strcasecmp(from, "current") != !strcasecmp(to, "current"))
         return rename_current(ctx, volume, from, to, o);
-    if (!qc_snap_name_valid(to))
+    if (!qc_volume_name_valid(to))
         return bad_name(ctx, volume, to);
     qc_volume v;
     int r = start(ctx, &v, volume, from, o);
@@ -708,7 +708,7 @@ out:
 
 /* ---- list and repair ------------------------------------------------- */
 
-int qc_snapshot_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_snap_opts *o)
+int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_volume_opts *o)
 {
     qc_volume v;
     *out = NULL;
@@ -723,7 +723,7 @@ int qc_snapshot_list(qc_ctx *ctx, json_object **out, const char *volume, const q
     return r;
 }
 
-int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_snap_opts *o)
+int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_volume_opts *o)
 {
     qc_volume v;
     int r = begin(ctx, &v, volume, o);
