@@ -439,9 +439,13 @@ static int start(qc_ctx *ctx, qc_volume *v, const char *volume, const char *name
 static int finish(qc_volume *v, int r, const char *what)
 {
     qc_ctx *ctx = v->ctx;
-    if (r == 0 && v->journaled)
-        r = qc_journal_clear(v);
-    else if (r < 0 && r != QC_ERR_NOMEM && what && exists(ctx, v->journal_path, NULL)) {
+    if (r == 0 && v->journaled && (r = qc_journal_clear(v)) < 0 && !exists(ctx, v->journal_path, NULL)) {
+        /* done; only the journal's removal may not be durable, and a journal
+         * brought back by a crash finds its work done */
+        qc_ctx_clear_error(ctx);
+        r = 0;
+    }
+    if (r < 0 && r != QC_ERR_NOMEM && what && exists(ctx, v->journal_path, NULL)) {
         qc_error e = ctx->err;
         qc_fail(ctx, r, e.sys_errno, e.path, e.op,
                 "%s; the %s is recorded in '%s' and will be completed by the next operation on '%s'", e.msg, what,

@@ -11,9 +11,11 @@ package PVE::Storage::Qcow2Chain::Plugin;
 use strict;
 use warnings;
 
+use Cwd ();
 use File::Basename qw(basename dirname);
 use File::Path ();
 use PVE::Storage::DirPlugin;
+use PVE::Tools;
 use PVE::Storage::Qcow2Chain;
 use PVE::Storage::Qcow2Chain::Image;
 
@@ -71,6 +73,18 @@ sub properties {
     return $props;
 }
 
+# qemu-server reads 'snapshot-as-volume-chain' itself (migration's refusal
+# of snapshots, discard-no-unref, the TPM guard, cloud-init names): whichever
+# name the administrator wrote, the parsed section carries Proxmox's.
+# SectionConfig's parse_config (and the storage API) call this per section.
+sub check_config {
+    my ($class, $section_id, $config, $create, $skip_schema_check) = @_;
+    my $opts = $class->SUPER::check_config($section_id, $config, $create, $skip_schema_check);
+    $opts->{'snapshot-as-volume-chain'} = 1
+        if $opts->{'external-snapshots'} && !defined($opts->{'snapshot-as-volume-chain'});
+    return $opts;
+}
+
 # The directory storage's options of the running PVE, plus both switches,
 # fixed at creation like Proxmox's own.
 sub options {
@@ -104,10 +118,20 @@ sub core {
 sub is_qcow2 { return $_[0] =~ m/\.qcow2$/ }
 
 # Untrusted images: every backing file must resolve (after symlinks) inside
-# the storage's image directory, so no volume can make us read a host file.
+# the storage's image directory, so no volume can make us read a host file;
+# and, as Proxmox only ever builds them, a volume depends on its own VM's
+# files or on a template's base volume, nothing else of another VM.
 sub policy {
     my ($class, $scfg) = @_;
-    return (allowed_dirs => [$class->get_subdir($scfg, 'images')]);
+    return (allowed_dirs => [$class->get_subdir($scfg, 'images')], foreign_backing => 'base-');
+}
+
+# Is the VM's QEMU running on this node? qemu-server's own test (its pid
+# file, checked against /proc); false where qemu-server is not installed.
+sub vm_running {
+    my ($vmid) = @_;
+    return 0 if !defined($vmid) || !eval { require PVE::QemuServer::Helpers; 1 };
+    return PVE::QemuServer::Helpers::vm_running_locally($vmid) ? 1 : 0;
 }
 
 # Options of new snapshot overlays: 128k clusters, extended L2 entries,
@@ -195,6 +219,22 @@ sub qcow2_create_backed {
     return;
 }
 
+# Files of the image directory (any VM's volumes and snapshots) whose
+# backing file is the file $path: what still needs it.
+sub backing_users {
+    my ($class, $scfg, $path) = @_;
+    my @id = (stat($path))[0, 1] or return ();
+    my @users;
+    for my $f (glob($class->get_subdir($scfg, 'images') . '/[0-9]*/*.qcow2')) {
+        next if !-f $f || -l $f;
+        my $i = eval { PVE::Storage::Qcow2Chain::info($f, format => 'qcow2', no_lock => 1) } or next;
+        my $b = $i->{'full-backing-filename'} // next;
+        my @bid = (stat($b))[0, 1] or next;
+        push @users, $f if "@bid" eq "@id";
+    }
+    return @users;
+}
+
 sub free_image {
     my ($class, $storeid, $scfg, $volname, $isBase, $format) = @_;
     return $class->SUPER::free_image($storeid, $scfg, $volname, $isBase, $format)
@@ -207,36 +247,84 @@ sub free_image {
         warn "disk image '$path' does not exist\n";
         return undef;
     }
-    # the whole tree of this volume goes: current, then every snapshot file
-    my ($list) = $class->snap_info_of_volume($scfg, $storeid, $volname);
+    # a template's volume goes only when nothing builds on it any more, also
+    # through a linked clone's snapshots (Proxmox's check sees only volumes)
+    if ($isBase) {
+        die "base volume '$volname' is still in use by linked clones\n" if $class->backing_users($scfg, $path);
+        eval { PVE::Tools::run_command(['/usr/bin/chattr', '-i', $path]) }; # create_base made it immutable
+        warn $@ if $@;
+    }
+    # the whole tree of this volume goes: current, then every snapshot file;
+    # a volume whose chain the policy refuses still goes, its files are not followed
+    my ($list) = eval { $class->snap_info_of_volume($scfg, $storeid, $volname) };
+    warn "not looking for snapshot files of '$volname': $@" if $@;
     unlink($path) or die "unlink '$path' failed - $!\n";
-    for my $n (@{ $list->{nodes} }) {
+    for my $n ($list ? @{ $list->{nodes} } : ()) {
         next if $n->{kind} ne 'snapshot' && $n->{kind} ne 'stray';
         unlink($n->{file}) or warn "unlink '$n->{file}' failed - $!\n";
     }
-    my $dir = dirname($path);
-    my $base = basename($path);
-    unlink("$dir/.$base.lock", "$dir/.$base.journal");
-    rmdir($dir);
+    core(sub { PVE::Storage::Qcow2Chain::volume_forget($path) }); # its lock and journal
+    rmdir(dirname($path));
     return undef;
 }
 
+# A linked clone with snapshots has a snapshot file as its backing file;
+# Proxmox would then name it as a volume of its own and see its base as
+# unused. The clone is named after the base its tree rests on
+# ("200/base-200-disk-0.qcow2/201/vm-201-disk-0.qcow2", as Proxmox names
+# clones), so volume_is_base_and_used keeps the base.
 sub list_images {
     my ($class, $storeid, $scfg, $vmid, $vollist, $cache) = @_;
-    my $res = $class->SUPER::list_images($storeid, $scfg, $vmid, $vollist, $cache);
-    return $res if !chain_enabled($scfg);
+    return $class->SUPER::list_images($storeid, $scfg, $vmid, $vollist, $cache) if !chain_enabled($scfg);
+    # volids change below: filter by $vollist afterwards
+    my $res = $class->SUPER::list_images($storeid, $scfg, $vollist ? undef : $vmid, undef, $cache);
     # snapshot files are parts of a volume, never volumes of their own
-    return [grep { $_->{volid} !~ m!/snap-[^/]+$! } @$res];
+    $res = [grep { $_->{volid} !~ m!/snap-[^/]+$! } @$res];
+    for my $info (@$res) {
+        next if ($info->{format} // '') ne 'qcow2' || !defined($info->{parent}) || $info->{parent} =~ m!/!;
+        my (undef, $volname) = split(/:/, $info->{volid}, 2);
+        my $base = $class->tree_base($scfg, $storeid, $volname) // next;
+        $info->{volid} = "$storeid:$base/$volname";
+    }
+    if ($vollist) {
+        my %want = map { $_ => 1 } @$vollist;
+        $res = [grep { $want{ $_->{volid} } } @$res];
+    }
+    return $res;
+}
+
+# "BASEVMID/BASENAME" of the base volume a volume's snapshot tree rests on
+# (the live chain's first), or undef.
+sub tree_base {
+    my ($class, $scfg, $storeid, $volname) = @_;
+    my $path = $class->filesystem_path($scfg, $volname);
+    my $list = eval { PVE::Storage::Qcow2Chain::snapshot_list($path, lock_timeout_ms => 2000, $class->policy($scfg)) }
+        or return undef;
+    my $images = Cwd::abs_path($class->get_subdir($scfg, 'images')) // return undef;
+    my %node = map { $_->{file} => $_ } @{ $list->{nodes} };
+    my ($cur) = grep { $_->{kind} eq 'current' } @{ $list->{nodes} };
+    my @ext;
+    for (my ($n, $i) = ($cur, 0); $n && $i++ < @{ $list->{nodes} }; $n = $node{ $n->{'backing-file'} // '' }) {
+        push @ext, $n if $n->{kind} eq 'external';
+    }
+    push @ext, sort { $a->{file} cmp $b->{file} } grep { $_->{kind} eq 'external' } @{ $list->{nodes} };
+    for my $e (@ext) {
+        my $real = Cwd::abs_path($e->{file}) // next;
+        return "$1/$2" if $real =~ m!^\Q$images\E/(\d+)/(base-[^/]+\.qcow2)$!;
+    }
+    return undef;
 }
 
 sub volume_resize {
     my ($class, $scfg, $storeid, $volname, $size, $running, $snapname) = @_;
-    return $class->SUPER::volume_resize($scfg, $storeid, $volname, $size, $running)
+    return $class->SUPER::volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
         if !chain_enabled($scfg) || !is_qcow2($volname);
-    return 1 if $running && !defined($snapname); # QEMU resizes the live disk itself
+    # A running QEMU resizes its disks itself, and its block-commit grows the
+    # snapshot it commits into (qemu-server asks before deleting the first one).
+    return 1 if $running;
     my $path = $class->filesystem_path($scfg, $volname, $snapname);
     core(sub {
-        my $img = PVE::Storage::Qcow2Chain::Image->open($path, rw => 1);
+        my $img = PVE::Storage::Qcow2Chain::Image->open($path, rw => 1, $class->policy($scfg));
         die "shrinking '$volname' is not supported\n" if $size < $img->size;
         $img->grow($size);
         $img->close;
@@ -246,22 +334,38 @@ sub volume_resize {
 
 sub rename_volume {
     my ($class, $scfg, $storeid, $source_volname, $target_vmid, $target_volname) = @_;
-    if (chain_enabled($scfg) && is_qcow2($source_volname)) {
-        my ($list) = $class->snap_info_of_volume($scfg, $storeid, $source_volname);
-        die "we can't rename volume if a snapshot backed by a volume-chain exists\n"
-            if grep { $_->{kind} eq 'snapshot' } @{ $list->{nodes} };
-    }
-    return $class->SUPER::rename_volume($scfg, $storeid, $source_volname, $target_vmid, $target_volname);
+    return $class->SUPER::rename_volume($scfg, $storeid, $source_volname, $target_vmid, $target_volname)
+        if !chain_enabled($scfg) || !is_qcow2($source_volname);
+    my ($list, $path) = $class->snap_info_of_volume($scfg, $storeid, $source_volname);
+    die "we can't rename volume if a snapshot backed by a volume-chain exists\n"
+        if grep { $_->{kind} eq 'snapshot' } @{ $list->{nodes} };
+    my $res = $class->SUPER::rename_volume($scfg, $storeid, $source_volname, $target_vmid, $target_volname);
+    core(sub { PVE::Storage::Qcow2Chain::volume_forget($path) }); # the lock taken above
+    return $res;
+}
+
+# Proxmox ships a chain volume as one file: its snapshots are other files,
+# the target would get a layer without its backing files.
+sub volume_export {
+    my ($class, $scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot, $with_snapshots) = @_;
+    die "cannot export volumes together with their snapshots in $class\n" if $with_snapshots && chain_enabled($scfg);
+    return $class->SUPER::volume_export($scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot,
+        $with_snapshots);
 }
 
 # ---- snapshots ---------------------------------------------------------
 
 sub volume_snapshot {
-    my ($class, $scfg, $storeid, $volname, $snap, $running) = @_;
-    return $class->SUPER::volume_snapshot($scfg, $storeid, $volname, $snap, $running) if !chain_enabled($scfg);
+    my ($class, $scfg, $storeid, $volname, $snap) = @_;
+    return $class->SUPER::volume_snapshot($scfg, $storeid, $volname, $snap) if !chain_enabled($scfg);
     die "can't snapshot this image format\n" if !is_qcow2($volname);
     my $path = $class->filesystem_path($scfg, $volname);
-    eval { PVE::Storage::Qcow2Chain::snapshot_create($path, $snap, overlay_opts($scfg), $class->policy($scfg)) };
+    # with the VM running qemu-server switches QEMU to the new overlay itself
+    my $running = vm_running(($class->parse_volname($volname))[2]);
+    eval {
+        PVE::Storage::Qcow2Chain::snapshot_create($path, $snap, overlay_opts($scfg), running => $running,
+            $class->policy($scfg));
+    };
     if (my $err = $@) {
         die "target snapshot '$snap' already exists\n" if ref($err) && $err->code eq 'exists';
         die "$err";
@@ -277,7 +381,12 @@ sub rename_snapshot {
     my $target = $class->filesystem_path($scfg, $volname, $target_snap);
     # "current" as target replaces the volume in one step (see volume_snapshot_delete)
     die "target snapshot '$target_snap' already exists\n" if $target_snap ne 'current' && -e $target;
-    core(sub { PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, $class->policy($scfg)) });
+    # with the VM running (qemu-server's delete), QEMU renames the backing names it uses itself
+    my $running = vm_running(($class->parse_volname($volname))[2]);
+    core(sub {
+        PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, running => $running,
+            $class->policy($scfg));
+    });
     return undef;
 }
 
