@@ -281,8 +281,12 @@ sub list_images {
     # snapshot files are parts of a volume, never volumes of their own
     $res = [grep { $_->{volid} !~ m!/snap-[^/]+$! } @$res];
     for my $info (@$res) {
-        next if ($info->{format} // '') ne 'qcow2' || !defined($info->{parent}) || $info->{parent} =~ m!/!;
+        next if ($info->{format} // '') ne 'qcow2' || ($info->{parent} // '') =~ m!/!;
         my (undef, $volname) = split(/:/, $info->{volid}, 2);
+        # only a volume with snapshots (its parent, or next to it when flattened) rests on a base that way
+        my ($vmdir, $file) = ($class->get_subdir($scfg, 'images') . "/$volname") =~ m!^(.*)/([^/]+)$!;
+        my @snaps = glob("$vmdir/snap-*-$file");
+        next if !defined($info->{parent}) && !@snaps;
         my $base = $class->tree_base($scfg, $storeid, $volname) // next;
         $info->{volid} = "$storeid:$base/$volname";
     }
