@@ -229,6 +229,25 @@ for my $switch ('external-snapshots', 'snapshot-as-volume-chain') {
     PVE::Storage::volume_snapshot_rollback($cfg, $vid5, 'o1');
     @st = stat($p5);
     is(sprintf('%d:%d %04o', @st[4, 5], $st[2] & 07777), '1234:5678 0640', "$t after rollback too");
+    # a power cut at each step of it (owner and mode changes are steps):
+    # afterwards the live disk reads as before and keeps its owner and mode
+    if ($switch eq 'external-snapshots') {
+        my $live = view($p5);
+        my %stats;
+        PVE::Storage::Qcow2Chain::snapshot_create($p5, 'o2', fault => ['none'], fault_stats => \%stats);
+        PVE::Storage::Qcow2Chain::snapshot_delete($p5, 'o2');
+        my @bad;
+        for my $n (1 .. $stats{count}) {
+            eval { PVE::Storage::Qcow2Chain::snapshot_create($p5, 'o2', fault => ['crash', $n]) };
+            PVE::Storage::Qcow2Chain::volume_recover($p5);
+            my @s = stat($p5);
+            push @bad, "$n: " . sprintf('%d:%d %04o', @s[4, 5], $s[2] & 07777)
+                if sprintf('%d:%d %04o', @s[4, 5], $s[2] & 07777) ne '1234:5678 0640' || view($p5) ne $live;
+            PVE::Storage::Qcow2Chain::snapshot_delete($p5, 'o2') if -e path_of($cfg, $vid5, 'o2');
+        }
+        ok($stats{count} > 5, "$t a snapshot of it takes $stats{count} steps");
+        is_deeply(\@bad, [], "$t a power cut at any of them keeps the live disk's data, owner and mode");
+    }
     {
         my $old = umask(027);
         my $v6 = $P->alloc_image('st', $scfg, 600, 'qcow2', undef, 1024);
