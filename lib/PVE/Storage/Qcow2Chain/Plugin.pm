@@ -517,16 +517,19 @@ PVE::Storage::Qcow2Chain::Plugin - Proxmox VE directory storage with native exte
     qcow2chain: fastsnap
         path /srv/vmdata
         content images
-        external-snapshots 1
+        snapshot-as-volume-chain 1
 
-    pvesm add qcow2chain fastsnap --path /srv/vmdata --content images --external-snapshots 1
+    pvesm add qcow2chain fastsnap --path /srv/vmdata --content images --snapshot-as-volume-chain 1
 
 =head1 DESCRIPTION
 
 A L<PVE::Storage::DirPlugin> subclass (storage type C<qcow2chain>) for
-directory-type storages. With the storage option C<external-snapshots>
-(or Proxmox VE 9's name for it, C<snapshot-as-volume-chain>) set when the
-storage is created, every snapshot operation on qcow2 volumes goes through
+directory-type storages, following pve-storage 9.1.7 and qemu-server
+9.2.6. With the storage option C<snapshot-as-volume-chain> (Proxmox VE 9's
+name, which qemu-server reads) or its older name C<external-snapshots> set
+when the storage is created (a section with only the older name is read
+with C<snapshot-as-volume-chain> added, see C<check_config>), every
+snapshot operation on qcow2 volumes goes through
 L<PVE::Storage::Qcow2Chain>: no C<qemu-img> process, no moment without the
 live disk, rollback to any snapshot (snapshots form a tree), deletes
 anywhere in the tree moving the smaller layer, a per-volume lock, and an
@@ -534,8 +537,9 @@ intent journal that makes every operation crash-safe. With the option off
 the storage behaves exactly as a directory storage.
 
 Volumes are untrusted: every backing file must resolve (after symlinks)
-inside the storage's C<images> directory, or the snapshot operations and
-C<volume_snapshot_info> refuse the volume with a one-line error.
+inside the storage's C<images> directory, and a volume may depend only on
+its own VM's files or on a template's C<base-> volume; every method that
+opens a chain refuses anything else with a one-line error.
 
 Snapshot C<S> of volume C<images/VMID/vm-VMID-disk-N.qcow2> is the file
 C<snap-S-vm-VMID-disk-N.qcow2> next to it; snapshot files are never listed
@@ -543,9 +547,13 @@ as volumes.
 
 Running VMs: C<volume_qemu_snapshot_method> is C<mixed>, so qemu-server
 switches QEMU to new overlays and merges layers itself (QMP
-C<blockdev-snapshot>, C<block-commit>, C<block-stream>). Deleting a snapshot
-that is a branch point while the VM runs lets QEMU merge into it; delete
-those with the VM stopped.
+C<blockdev-snapshot>, C<block-commit>, C<block-stream>,
+C<change-backing-file>). Proxmox's QEMU takes no image locks; the plugin
+knows that the VM runs the way qemu-server does (C<vm_running>: its pid
+file) and then leaves QEMU its part. Any other process that has a file of
+the chain open makes every change of that file fail, naming the process.
+Deleting a snapshot that is a branch point while the VM runs lets QEMU
+merge into it; delete those with the VM stopped.
 
 =head1 METHODS
 
@@ -554,11 +562,14 @@ shapes and messages:
 
 =over
 
-=item api, type, plugindata, properties, options
+=item api, type, plugindata, properties, options, check_config
 
 Registration. C<snapshot-as-volume-chain> is declared only when the running
 Proxmox VE does not define it already; both switches are C<fixed> (set
-when the storage is created).
+when the storage is created). C<check_config> (called by SectionConfig's
+C<parse_config> for each section, and by the storage API) adds
+C<snapshot-as-volume-chain 1> to a section that sets only
+C<external-snapshots>, because qemu-server tests that key itself.
 
 =item chain_enabled($scfg), core($code), is_qcow2($name), overlay_opts($scfg), base_has_chain_property, snap_info_of_volume
 
@@ -567,7 +578,20 @@ Helpers: the switch, error conversion to plain strings, new overlay options.
 =item policy($scfg)
 
 The backing-file policy every core call gets: the storage's C<images>
+directory, and C<base-> as the only name allowed in another VM's
 directory.
+
+=item vm_running($vmid)
+
+Whether the VM's QEMU runs on this node, by qemu-server's own test
+(C<PVE::QemuServer::Helpers::vm_running_locally>: its pid file and the
+process's command line); false where qemu-server is not installed.
+C<volume_snapshot> and C<rename_snapshot> then let QEMU do its part.
+
+=item backing_users($scfg, $path), tree_base($scfg, $storeid, $volname)
+
+The files of the image directory whose backing file is C<$path>; the base
+volume (C<BASEVMID/BASENAME>) a volume's snapshot tree rests on.
 
 =item parse_volname, filesystem_path, path
 
@@ -577,18 +601,35 @@ filename, not a volume!>).
 
 =item alloc_image, free_image, list_images, qcow2_create, qcow2_create_backed
 
-With the switch on, qcow2 volumes are created natively; C<free_image>
-removes the volume and every snapshot file of its tree; C<list_images>
-never lists snapshot files. With it off, the parent's behaviour.
+With the switch on, qcow2 volumes are created natively. C<free_image>
+removes the volume and every snapshot file of its tree, then its lock and
+journal (C<volume_forget>); a base volume goes only when no file of the
+storage still has it as backing file, and its immutable flag is cleared
+first (C<create_base> set it), as Proxmox does; a volume whose chain the
+policy refuses is still removed (its chain is not followed, with a
+warning). C<list_images> never lists snapshot files and names a linked
+clone with snapshots after the base its tree rests on
+(C<200/base-200-disk-0.qcow2/201/vm-201-disk-0.qcow2>), as Proxmox names
+clones, so C<volume_is_base_and_used> keeps that base. With the switch
+off, the parent's behaviour.
 
 =item volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
 
 Grows the volume, or with C<$snapname> a snapshot file (before a commit
-into it). Shrinking is refused.
+into it), under the policy. Shrinking is refused. With C<$running> it
+returns 1 and touches nothing, as Proxmox's: QEMU resizes its disks, and
+its C<block-commit> grows the snapshot it commits into.
 
 =item rename_volume
 
-Refused while the volume has snapshots.
+Refused while the volume has snapshots; the old name's lock file is
+removed.
+
+=item volume_export
+
+With snapshots refused on a volume-chain storage ("cannot export volumes
+together with their snapshots in ..."), as Proxmox's: the snapshots are
+other files. Otherwise the parent's.
 
 =item volume_snapshot, rename_snapshot, volume_rollback_is_possible, volume_snapshot_rollback, volume_snapshot_delete, volume_snapshot_info
 
