@@ -116,13 +116,13 @@ for my $switch ('external-snapshots', 'snapshot-as-volume-chain') {
     PVE::Storage::volume_resize($cfg, $volid, 8 << 20, 0);
     my $s1 = path_of($cfg, $volid, 's1');
     my $bytes = slurp($s1);
-    my $g = holder(path_of($cfg, $volid), 1);
+    my $g = qio_holder(path_of($cfg, $volid), "$dir/holder.out");
     my $si = PVE::Storage::volume_snapshot_info($cfg, $volid);
     ok($si->{current}{'virtual-size'} > $si->{s1}{'virtual-size'}, "$t the live disk is larger than s1");
     is(PVE::Storage::volume_resize($cfg, $volid, $si->{current}{'virtual-size'}, 1, 's1'), 1,
         "$t volume_resize(running, snapshot) returns 1, as Proxmox's");
     is(slurp($s1), $bytes, "$t .. the snapshot file is untouched, byte for byte");
-    stop($g);
+    holder_stop($g);
     PVE::Storage::volume_resize($cfg, $volid, 8 << 20, 0, 's1');
     is(qimg_json('info', '--output=json', $s1)->{'virtual-size'}, 8 << 20, "$t offline, the snapshot is grown");
 
@@ -199,12 +199,12 @@ for my $switch ('external-snapshots', 'snapshot-as-volume-chain') {
     my $p5 = path_of($cfg, $vid5);
     PVE::Storage::volume_snapshot($cfg, $vid5, 'r1');
     # stopped VM, but something else writes the disk: no snapshot
-    $g = holder($p5, 1);
+    $g = qio_holder($p5, "$dir/holder.out");
     eval { PVE::Storage::volume_snapshot($cfg, $vid5, 'r2') };
     like("$@", qr/^'\Q$p5\E' is in use by process $g->{pid} \(qemu-io\); not changing it while another process has it open\n\z/,
         "$t VM not running, the disk held: volume_snapshot refused naming the process");
     ok(!-e path_of($cfg, $vid5, 'r2'), "$t .. nothing taken");
-    stop($g);
+    holder_stop($g);
     # VM 500 runs (qemu-server's pid file names its QEMU): qemu-server's running snapshot and delete flows
     my $vm = vm_start($p5, "$dir/run/500.pid");
     PVE::Storage::volume_snapshot($cfg, $vid5, 'r2');
@@ -273,67 +273,23 @@ for my $switch ('external-snapshots', 'snapshot-as-volume-chain') {
     is_deeply([glob(dirname_of($p7) . '/.vm-700*')], [], "$t .. no lock or journal of the old name stays");
 }
 
-# A qemu-io holding $file with locking off on $depth + 1 layers (a VM outside Proxmox's flows).
-sub holder {
-    my ($file, $depth) = @_;
-    my $opts = join(',', 'driver=qcow2', 'file.driver=file', "file.filename=$file",
-        map { ('backing.' x $_) . 'file.locking=off' } 0 .. $depth);
-    my $out = "$dir/holder.out";
-    unlink $out;
-    my $pid = open(my $in, '|-') // die;
-    if (!$pid) {
-        open(STDOUT, '>', $out) or die;
-        open(STDERR, '>&', \*STDOUT) or die;
-        exec('qemu-io', '--image-opts', $opts) or POSIX::_exit(127);
-    }
-    $in->autoflush(1);
-    print $in "read 0 512\n";
-    for (1 .. 400) {
-        last if -e $out && slurp($out) =~ /^(?:qemu-io> )*read /m;
-        sleep 0.05;
-    }
-    return { pid => $pid, in => $in };
-}
-
 # A running VM as qemu-server sees one: a QEMU (here qemu-storage-daemon)
-# started with -pidfile RUNDIR/VMID.pid, holding the chain of $file as
-# qemu-server attaches it (every layer given, locking off).
+# started with -pidfile RUNDIR/VMID.pid, holding the volume's chain as
+# qemu-server attaches it (QcTest::qsd_holder, locking off).
 sub vm_start {
     my ($file, $pidfile) = @_;
-    my $node = 'null';
-    my $chain = qimg_json('info', '-U', '--backing-chain', '--output=json', $file);
-    for my $l (reverse @$chain) {
-        $node = qq({"driver":"qcow2","file":{"driver":"file","filename":"$l->{filename}","locking":"off"},"backing":$node});
-    }
-    $node =~ s/^\{/{"node-name":"drive-scsi0",/;
     my $sock = "$dir/vm.sock";
-    unlink $sock, $pidfile;
-    my $pid = fork() // die;
-    if (!$pid) {
-        open(STDOUT, '>', '/dev/null');
-        open(STDERR, '>', "$dir/vm.err");
-        exec('qemu-storage-daemon', '--blockdev', $node, '--chardev', "socket,id=m,path=$sock,server=on,wait=off",
-            '--monitor', 'chardev=m', '--pidfile', $pidfile) or POSIX::_exit(127);
-    }
-    for (1 .. 400) {
-        return { qsd => $pid } if -S $sock && -s $pidfile;
-        die 'qemu-storage-daemon failed: ' . slurp("$dir/vm.err") if waitpid($pid, POSIX::WNOHANG()) == $pid;
-        sleep 0.05;
-    }
-    die "qemu-storage-daemon did not start\n";
+    unlink $pidfile;
+    my $pid = qsd_holder($file, $sock, '--chardev', "socket,id=m,path=$sock,server=on,wait=off",
+        '--monitor', 'chardev=m', '--pidfile', $pidfile);
+    sleep 0.05 until -s $pidfile;
+    return $pid;
 }
 
 sub vm_stop {
-    my ($vm) = @_;
-    kill 'TERM', $vm->{qsd};
-    waitpid($vm->{qsd}, 0);
-}
-
-sub stop {
-    my ($g) = @_;
-    print { $g->{in} } "quit\n";
-    close $g->{in};
-    waitpid($g->{pid}, 0);
+    my ($pid) = @_;
+    kill 'TERM', $pid;
+    waitpid($pid, 0);
 }
 
 # Run code in a child that must not hang (a FIFO opened by mistake would).

@@ -47,69 +47,18 @@ sub ref_write {
     patch('ref.raw', $off, chr($byte) x $len);
 }
 
-# qemu-io holding the chain top with locking off on every layer; it writes
-# when asked (and we wait until it has).
+# The guest: a qemu-io holding the chain with locking off on every layer
+# (QcTest::qio_holder), writing when asked; the reference follows its writes.
 sub guest_start {
-    my ($top, $depth) = @_;
-    my $opts = join(',', 'driver=qcow2', 'file.driver=file', "file.filename=$top",
-        map { ('backing.' x $_) . 'file.locking=off' } 0 .. $depth);
-    unlink 'guest.out';
-    my $pid = open(my $in, '|-') // die;
-    if (!$pid) {
-        open(STDOUT, '>', 'guest.out') or die;
-        open(STDERR, '>&', \*STDOUT) or die;
-        exec('qemu-io', '--image-opts', $opts) or POSIX::_exit(127);
-    }
-    $in->autoflush(1);
-    my $g = { pid => $pid, in => $in, writes => 0 };
-    guest_put($g, 7 << 20, 4096, 0x70); # it runs once it has written
+    my $g = qio_holder($V, "$dir/guest.out");
+    guest_put($g, 7 << 20, 4096, 0x70);
     return $g;
 }
 
 sub guest_put {
     my ($g, $off, $len, $byte) = @_;
-    printf { $g->{in} } "write -P 0x%x %d %d\n", $byte, $off, $len;
-    $g->{writes}++;
-    for (1 .. 600) {
-        my $n = () = (-e 'guest.out' ? slurp('guest.out') : '') =~ /^(?:qemu-io> )*wrote /mg;
-        if ($n >= $g->{writes}) {
-            ref_write($off, $len, $byte) if -e 'ref.raw';
-            return;
-        }
-        sleep 0.05;
-    }
-    die "qemu-io did not write: " . slurp('guest.out');
-}
-
-sub guest_stop {
-    my ($g) = @_;
-    print { $g->{in} } "flush\nquit\n";
-    close $g->{in};
-    waitpid($g->{pid}, 0);
-}
-
-# qemu-storage-daemon with the chain s1 <- s2 <- volume as node "q", every
-# layer given as qemu-server gives them (explicit backing nodes), locking
-# off on every file; returns once its socket is there.
-sub qsd_start {
-    my ($socket, @args) = @_;
-    my $node = 'null';
-    for my $f (sf('s1'), sf('s2'), $V) {
-        $node = qq({"driver":"qcow2","file":{"driver":"file","filename":"$dir/$f","locking":"off"},"backing":$node});
-    }
-    $node =~ s/^\{/{"node-name":"q",/;
-    my $pid = fork() // die;
-    if (!$pid) {
-        open(STDOUT, '>', '/dev/null');
-        open(STDERR, '>', 'qsd.err');
-        exec('qemu-storage-daemon', '--blockdev', $node, @args) or POSIX::_exit(127);
-    }
-    for (1 .. 300) {
-        return $pid if -S $socket;
-        die 'qemu-storage-daemon failed: ' . slurp('qsd.err') if waitpid($pid, POSIX::WNOHANG()) == $pid;
-        sleep 0.05;
-    }
-    die "qemu-storage-daemon did not start\n";
+    holder_do($g, sprintf('write -P 0x%x %d %d', $byte, $off, $len), 'wrote');
+    ref_write($off, $len, $byte) if -e 'ref.raw';
 }
 
 sub files { return join(' ', sort glob('*.qcow2'), glob('.*.qcow2*')) }
@@ -120,7 +69,7 @@ my %before = (s1 => view(sf('s1')), s2 => view(sf('s2')));
 my $s1sum = slurp(sf('s1'));
 my $s2sum = slurp(sf('s2'));
 ref_start();
-my $g = guest_start($V, 2);
+my $g = guest_start();
 my $who = qr/is in use by process $g->{pid} \(qemu-io\); not changing it while another process has it open\n\z/;
 my @refused = (
     ['snapshot -d s1 (commit into s1)', 's1|s2', [qw(snapshot -d s1 --method=commit), $V]],
@@ -161,7 +110,7 @@ ok(!exists $l->{pending}, 'listing works next to the writer, nothing pending');
 is(slurp(sf('s1')), $s1sum, 'snapshot s1 untouched, byte for byte');
 is(slurp(sf('s2')), $s2sum, 'snapshot s2 untouched, byte for byte');
 guest_put($g, 5 << 20, 128 << 10, 0x5a);
-guest_stop($g);
+holder_stop($g);
 is(view($V), slurp('ref.raw'), "the guest's view holds every write it made");
 is(view(sf($_)), $before{$_}, "snapshot $_ reads as before") for qw(s1 s2);
 for my $f ($V, sf('s1'), sf('s2')) {
@@ -174,18 +123,18 @@ is(view($V), slurp('ref.raw'), '.. and the guest view is still intact');
 
 # ---- snapshot -c next to a QEMU that switches itself: --running --------------
 setup();
-$g = guest_start($V, 2);
+$g = guest_start();
 my ($rc, $out, $err) = our_cli(qw(snapshot -c live --running), $V);
 is($rc, 0, 'snapshot -c --running: taken next to the writer (QEMU switches itself)') or diag($err);
 ok(-e sf('live'), '.. the snapshot file is the held disk');
-guest_stop($g);
+holder_stop($g);
 
 # ---- qemu-storage-daemon exporting the chain, written over NBD ---------------
 setup();
 ref_start();
 my $sock = "$dir/nbd.sock";
-my $qsd = qsd_start($sock, '--nbd-server', "addr.type=unix,addr.path=$sock",
-    '--export', 'type=nbd,id=e0,node-name=q,name=q,writable=on');
+my $qsd = qsd_holder($V, $sock, '--nbd-server', "addr.type=unix,addr.path=$sock",
+    '--export', 'type=nbd,id=e0,node-name=drive,name=q,writable=on');
 my $nbd = "nbd+unix:///q?socket=$sock";
 sub nbd_write { my ($off, $len, $byte) = @_; qio([$nbd, 'raw'], sprintf('write -q -P 0x%x %d %d', $byte, $off, $len)); ref_write($off, $len, $byte) }
 nbd_write(0, 64 << 10, 0x61);
@@ -261,13 +210,13 @@ for my $n (1 .. $whole) {
         }
         next if $pending_checked++;
         ref_start();
-        my $w = guest_start($V, 2);
+        my $w = guest_start();
         my $listed = PVE::Storage::Qcow2Chain::snapshot_list($V);
         like($listed->{pending} // '', qr/delete of snapshot 's1' cannot be finished yet: .*is in use by process $w->{pid} \(qemu-io\)/,
             'a listing next to the writer reports the pending delete');
         ok(-e ".$V.journal", '.. and leaves the journal');
         guest_put($w, 0, 4096, 0x7e);
-        guest_stop($w);
+        holder_stop($w);
         $listed = PVE::Storage::Qcow2Chain::snapshot_list($V);
         ok(!$listed->{pending} && !-e sf('s1') && !-e ".$V.journal", 'with the writer gone a listing completes it');
         is(view($V), slurp('ref.raw'), ".. the guest view holds the writer's data");
@@ -286,7 +235,7 @@ is_deeply(\@unclean, [], '.. all of them');
 setup();
 ref_start();
 my $qmp = "$dir/qmp.sock";
-$qsd = qsd_start($qmp, '--chardev', "socket,id=m,path=$qmp,server=on,wait=off", '--monitor', 'chardev=m');
+$qsd = qsd_holder($V, $qmp, '--chardev', "socket,id=m,path=$qmp,server=on,wait=off", '--monitor', 'chardev=m');
 eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 's2', 'x') };
 like("$@", qr/'\Q$V\E' is in use by process $qsd \(qemu-storage-d\w*\)/, 'offline rename with the child held: refused');
 ok(-e sf('s2') && !-e sf('x'), '.. nothing renamed');
@@ -302,7 +251,7 @@ my $reply = sub { while (my $line = <$m>) { return $line if $line =~ /"return"|"
 <$m>;
 print $m qq({"execute":"qmp_capabilities"}\n);
 $reply->();
-print $m qq({"execute":"change-backing-file","arguments":{"device":"q","image-node-name":"q","backing-file":") . sf('x') . qq("}}\n);
+print $m qq({"execute":"change-backing-file","arguments":{"device":"drive","image-node-name":"drive","backing-file":") . sf('x') . qq("}}\n);
 like($reply->(), qr/"return"/, 'QEMU changed the backing name (change-backing-file)');
 my $after = PVE::Storage::Qcow2Chain::snapshot_list($V);
 ok(!$after->{pending} && !-e sf('s2') && -e sf('x'), 'the next listing completes the rename: the old name is gone');
