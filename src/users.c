@@ -130,7 +130,7 @@ int qc_hold(qc_ctx *ctx, const char *const *paths, size_t n)
     const char **names = calloc(n + 1, sizeof(*names));
     if (h)
         ctx->held = h;
-    int r = h && st && names ? 0 : qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, paths[0], "hold", "Out of memory");
+    int r = h && st && names ? 0 : qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, "", "hold", "Out of memory");
     size_t k = 0;
     for (size_t i = 0; i < n && r == 0; i++) {
         /* non-blocking: a FIFO in place of an image must not hang us */
