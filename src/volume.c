@@ -794,11 +794,13 @@ int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from,
             json_object_array_add(ka, json_object_new_string(t.n[i].path));
     json_object_object_add(j, "children", ka);
     /* offline, every child's header is rewritten: none may be in use */
-    size_t nk = json_object_array_length(ka);
-    for (size_t i = 0; i < nk && r == 0 && !o->running; i++) {
-        const char *kid = json_object_get_string(json_object_array_get_idx(ka, i));
-        r = qc_hold(ctx, &kid, 1);
-    }
+    size_t nk = 0;
+    const char **kids = qc_calloc(ctx, t.count, sizeof(*kids));
+    for (size_t i = 0; kids && i < t.count; i++)
+        if (t.n[i].parent == fi)
+            kids[nk++] = t.n[i].path;
+    r = !kids ? QC_ERR_NOMEM : nk && !o->running ? qc_hold(ctx, kids, nk) : 0;
+    free(kids);
     if (r == 0 && (r = journal(&v, j)) == 0 && (r = rename_finish(&v, j, o->running)) > 0) {
         v.journaled = false; /* QEMU switches the held children; the next operation completes the rename */
         r = 0;
