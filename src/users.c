@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 struct qc_held {
@@ -49,15 +51,15 @@ static int scan_fds(int fdd, const struct stat *files, size_t n, size_t *which)
     struct dirent *de;
     int hit = 0;
     while (!hit && (de = readdir(d))) {
-        char target[8];
-        /* only descriptors of files in a file system (not sockets, pipes) */
-        if (de->d_name[0] == '.' || readlinkat(fdd, de->d_name, target, sizeof(target)) < 1 || target[0] != '/')
+        /* the identity of what the descriptor refers to, from cached
+         * attributes: never a round trip to an NFS server */
+        struct statx sx;
+        if (de->d_name[0] == '.' ||
+            statx(fdd, de->d_name, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, STATX_INO, &sx) < 0)
             continue;
-        struct stat st;
-        if (fstatat(fdd, de->d_name, &st, 0) < 0)
-            continue;
+        dev_t dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
         for (size_t i = 0; i < n && !hit; i++)
-            if (st.st_dev == files[i].st_dev && st.st_ino == files[i].st_ino) {
+            if (dev == files[i].st_dev && sx.stx_ino == files[i].st_ino) {
                 *which = i;
                 hit = 1;
             }

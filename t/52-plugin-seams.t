@@ -26,6 +26,10 @@ BEGIN {
     $ENV{PVE_STANDIN_LOCKDIR} = "$dir/locks";
 }
 
+# create_base makes base volumes immutable: a failing run must not leave an
+# undeletable scratch directory behind
+END { local $?; system('chattr', '-R', '-f', '-i', $dir) if $dir && -d $dir }
+
 use PVE::Storage;
 use PVE::Storage::DirPlugin;
 use PVE::Storage::Custom::Qcow2ChainPlugin;
