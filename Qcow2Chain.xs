@@ -99,6 +99,10 @@ static void qcx_begin(pTHX_ qcx_call *c, HV *o)
             }
         }
     }
+    if ((v = opt_sv(aTHX_ o, "foreign_backing")) && qc_ctx_foreign_backing(c->ctx, SvPV_nolen(v)) < 0) {
+        qc_ctx_free(c->ctx);
+        croak("Out of memory");
+    }
     if ((v = opt_sv(aTHX_ o, "progress"))) {
         if (!SvROK(v) || SvTYPE(SvRV(v)) != SVt_PVCV) {
             qc_ctx_free(c->ctx);

@@ -275,11 +275,25 @@ static int m_setxattr(void *u, const char *path, const char *name, const void *b
     return -ENOTSUP;
 }
 
+static int m_fchown(void *u, int fd, uid_t uid, gid_t gid)
+{
+    (void)u; (void)uid; (void)gid;
+    return byfd(fd) ? 0 : -EBADF; /* every file is ours */
+}
+
+static int m_fchmod(void *u, int fd, mode_t mode)
+{
+    (void)u; (void)mode;
+    return byfd(fd) ? 0 : -EBADF;
+}
+
 static const qc_io mem_io = {
     m_open, m_close, m_pread, m_pwrite, m_fsync, m_ftruncate, m_fstat, m_stat,
     m_rename, m_unlink, m_copy, m_lock, m_seek, m_fallocate, m_link,
     m_getxattr, m_setxattr,
     NULL, /* writeback: nothing to start in memory */
+    m_fchown, m_fchmod,
+    NULL, /* users: no other process sees these files */
 };
 
 const qc_io *memfs_io(void) { return &mem_io; }

@@ -16,6 +16,23 @@ static int lock_mode_for(qc_ctx *ctx, unsigned flags)
     return QC_LOCK_READ;
 }
 
+/* A backing file (real path) in another directory than its overlay must carry the foreign prefix. */
+static int check_foreign(qc_ctx *ctx, const char *real, const char *overlay)
+{
+    if (!ctx->foreign_prefix)
+        return 0;
+    char *ov = realpath(overlay, NULL);
+    const char *os = ov ? strrchr(ov, '/') : NULL, *bs = strrchr(real, '/');
+    int r = 0;
+    if (!os || !bs || os - ov != bs - real || strncmp(ov, real, (size_t)(bs - real)))
+        if (strncmp(bs ? bs + 1 : real, ctx->foreign_prefix, strlen(ctx->foreign_prefix)))
+            r = qc_fail(ctx, QC_ERR_POLICY, 0, overlay, "open",
+                        "'%s': backing file '%s' is in another directory and not a '%s*' image; "
+                        "untrusted chain refused", overlay, real, ctx->foreign_prefix);
+    free(ov);
+    return r;
+}
+
 /* Is the real path of p inside one of the allowed directories? */
 static int check_dirs(qc_ctx *ctx, const char *p, const char *overlay)
 {
@@ -27,8 +44,9 @@ static int check_dirs(qc_ctx *ctx, const char *p, const char *overlay)
     for (size_t i = 0; i < ctx->ndirs; i++) {
         size_t n = strlen(ctx->dirs[i]);
         if (!strncmp(real, ctx->dirs[i], n) && (real[n] == '/' || real[n] == 0 || n == 1)) {
+            int r = check_foreign(ctx, real, overlay);
             free(real);
-            return 0;
+            return r;
         }
     }
     int r = qc_fail(ctx, QC_ERR_POLICY, 0, overlay, "open",

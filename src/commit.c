@@ -23,19 +23,22 @@ static qc_image *find_layer(qc_image *top, const struct stat *st)
 }
 
 /* The file behind the -b argument: relative names as backing names, else as given. */
-static int locate_base(qc_ctx *ctx, const char *path, const char *base, struct stat *st)
+static int locate_base(qc_ctx *ctx, const char *path, const char *base, struct stat *st, char **found)
 {
     char *p = qc_path_combine(ctx, path, base);
     if (!p)
         return QC_ERR_NOMEM;
     int r = ctx->io->stat(ctx->io_user, p, st);
-    free(p);
-    if (r < 0)
+    if (r < 0) {
+        free(p);
         r = ctx->io->stat(ctx->io_user, base, st);
+        p = r < 0 ? NULL : qc_strdup(ctx, base);
+    }
     if (r < 0)
         return qc_fail(ctx, qc_errno_code(-r), -r, base, "commit", "Could not open base image '%s': %s",
                        base, strerror(-r));
-    return 0;
+    *found = p;
+    return p ? 0 : QC_ERR_NOMEM;
 }
 
 /* Copy one range decided by layer src (data at host map) into base. */
@@ -112,9 +115,12 @@ int qc_commit(qc_ctx *ctx, const char *path, const char *fmt, const char *base_n
     bool keep = (flags & QC_COMMIT_KEEP) || base_name;
     qc_image *top = NULL;
     struct stat bst;
+    char *bpath = NULL;
+    uint8_t *buf = NULL;
+    size_t held = ctx->nheld;
     int r;
     if (base_name) {
-        if ((r = locate_base(ctx, path, base_name, &bst)) < 0)
+        if ((r = locate_base(ctx, path, base_name, &bst, &bpath)) < 0)
             return r;
     } else {
         /* the immediate backing file */
@@ -127,12 +133,17 @@ int qc_commit(qc_ctx *ctx, const char *path, const char *fmt, const char *base_n
         }
         bst.st_dev = top->backing->dev;
         bst.st_ino = top->backing->ino;
+        bpath = qc_strdup(ctx, top->backing->filename);
         qc_image_close(top);
+        top = NULL;
+        if (!bpath)
+            return QC_ERR_NOMEM;
     }
-    if ((r = qc_chain_open(ctx, &top, path, fmt, keep ? 0 : QC_OPEN_RDWR, &bst)) < 0)
-        return r;
+    /* FILE and BASE stay write-locked and free of other users until BASE is durable */
+    const char *hold[] = {path, bpath};
+    if ((r = qc_hold(ctx, hold, 2)) < 0 || (r = qc_chain_open(ctx, &top, path, fmt, keep ? 0 : QC_OPEN_RDWR, &bst)) < 0)
+        goto out;
     qc_image *base = find_layer(top, &bst);
-    uint8_t *buf = NULL;
     const size_t bufsz = 1u << 20;
     if (!base || base == top) {
         r = qc_fail(ctx, QC_ERR_INVALID, 0, path, "commit", base == top
@@ -181,12 +192,11 @@ int qc_commit(qc_ctx *ctx, const char *path, const char *fmt, const char *base_n
         r = qc_make_empty(top);
 out:
     free(buf);
-    if (r == 0) {
-        qc_image_close(top);
-        return 0;
-    }
+    free(bpath);
     qc_error e = ctx->err;
     qc_image_close(top);
-    ctx->err = e;
+    qc_hold_release(ctx, held);
+    if (r < 0)
+        ctx->err = e;
     return r;
 }

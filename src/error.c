@@ -42,9 +42,11 @@ void qc_ctx_free(qc_ctx *ctx)
 {
     if (!ctx)
         return;
+    qc_hold_release(ctx, 0);
     for (size_t i = 0; i < ctx->ndirs; i++)
         free(ctx->dirs[i]);
     free(ctx->dirs);
+    free(ctx->foreign_prefix);
     free(ctx);
 }
 
@@ -67,6 +69,16 @@ int qc_ctx_allow_dir(qc_ctx *ctx, const char *dir)
     }
     ctx->dirs = n;
     ctx->dirs[ctx->ndirs++] = real;
+    return 0;
+}
+
+int qc_ctx_foreign_backing(qc_ctx *ctx, const char *prefix)
+{
+    char *p = prefix ? strdup(prefix) : NULL;
+    if (prefix && !p)
+        return qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, prefix, "policy", "Out of memory");
+    free(ctx->foreign_prefix);
+    ctx->foreign_prefix = p;
     return 0;
 }
 

@@ -212,6 +212,9 @@ struct qc_ctx {
     qc_policy pol;
     char **dirs;
     size_t ndirs;
+    char *foreign_prefix;      /* qc_ctx_foreign_backing */
+    struct qc_held *held;      /* files this operation holds (users.c) */
+    size_t nheld;
     size_t cache_bytes;
     qc_progress_fn progress;
     void *progress_user;
@@ -314,9 +317,31 @@ int qc_chain_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt
 
 /* ---- lock.c ---- */
 enum { QC_LOCK_NONE = 0, QC_LOCK_SHARED, QC_LOCK_READ, QC_LOCK_WRITE };
-/* Take QEMU's lock bytes for mode (replacing what img held); undo on conflict. */
+/*
+ * Take QEMU's lock bytes for mode (replacing what img held); undo on
+ * conflict. A file the operation holds (users.c) takes none: the hold is
+ * the stronger lock. The write lock then also checks for other processes
+ * that have the file open without locks.
+ */
 int qc_lock_apply(qc_image *img, int mode);
 void qc_lock_release(qc_image *img);
+/* The same on a bare descriptor (name for messages). */
+int qc_lock_fd(qc_ctx *ctx, int fd, const char *name, int mode);
+void qc_unlock_fd(qc_ctx *ctx, int fd);
+
+/* ---- users.c ---- */
+/* The POSIX users op: one pass over /proc/PID/fd, skipping ourselves. */
+int qc_users_posix(void *u, const struct stat *files, size_t n, qc_user *found);
+/* QC_ERR_LOCKED naming the file, process and command if another process has one of them open. */
+int qc_users_check(qc_ctx *ctx, const struct stat *files, const char *const *names, size_t n);
+/*
+ * Hold the n files until qc_hold_release: QEMU's write lock first, then one
+ * users check for all of them. Files that do not exist or are held already
+ * are skipped. Holds nest: note ctx->nheld before, release down to it.
+ */
+int qc_hold(qc_ctx *ctx, const char *const *paths, size_t n);
+void qc_hold_release(qc_ctx *ctx, size_t keep);
+bool qc_held(const qc_ctx *ctx, dev_t dev, ino_t ino);
 
 /* ---- image.c ---- */
 int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,

@@ -142,10 +142,22 @@ static int p_setxattr(void *u, const char *path, const char *name, const void *b
     return setxattr(path, name, buf, n, 0) < 0 ? -errno : 0;
 }
 
+static int p_fchown(void *u, int fd, uid_t uid, gid_t gid)
+{
+    (void)u;
+    return fchown(fd, uid, gid) < 0 ? -errno : 0;
+}
+
+static int p_fchmod(void *u, int fd, mode_t mode)
+{
+    (void)u;
+    return fchmod(fd, mode) < 0 ? -errno : 0;
+}
+
 static const qc_io posix_io = {
     p_open, p_close, p_pread, p_pwrite, p_fsync, p_ftruncate, p_fstat, p_stat,
     p_rename, p_unlink, p_copy_range, p_lock, p_seek, p_fallocate, p_link,
-    p_getxattr, p_setxattr, p_writeback,
+    p_getxattr, p_setxattr, p_writeback, p_fchown, p_fchmod, qc_users_posix,
 };
 
 const qc_io *qc_io_posix(void) { return &posix_io; }

@@ -1,7 +1,7 @@
 /*
  * io_fault.c - fault injection over the POSIX I/O table, for tests.
  *
- * Counts mutating calls. ERROR mode fails call number nth once. CRASH mode
+ * Counts mutating calls (owner and mode changes too). ERROR mode fails call number nth once. CRASH mode
  * fails call nth and everything after it, and first undoes the writes that
  * no fsync made durable (all of them, or a seeded random subset), which is
  * what a power cut may do.
@@ -370,10 +370,31 @@ static int f_writeback(void *v, int fd)
     return P()->writeback(NULL, fd);
 }
 
+/* Owner and mode changes are steps (they must be durable before the rename that publishes the file). */
+static int f_fchown(void *v, int fd, uid_t uid, gid_t gid)
+{
+    qc_fault *f = v;
+    int r = tick(f);
+    return r ? r : P()->fchown(NULL, fd, uid, gid);
+}
+
+static int f_fchmod(void *v, int fd, mode_t mode)
+{
+    qc_fault *f = v;
+    int r = tick(f);
+    return r ? r : P()->fchmod(NULL, fd, mode);
+}
+
+static int f_users(void *v, const struct stat *files, size_t n, qc_user *found)
+{
+    qc_fault *f = v;
+    return f->crashed ? 0 : P()->users(NULL, files, n, found);
+}
+
 static const qc_io fault_io = {
     f_open, f_close, f_pread, f_pwrite, f_fsync, f_ftruncate, f_fstat, f_stat,
     f_rename, f_unlink, f_copy_range, f_lock, f_seek, f_fallocate, f_link,
-    f_getxattr, f_setxattr, f_writeback,
+    f_getxattr, f_setxattr, f_writeback, f_fchown, f_fchmod, f_users,
 };
 
 void qc_ctx_set_fault(qc_ctx *ctx, qc_fault *f)

@@ -37,43 +37,45 @@ static int byte_lock(qc_ctx *ctx, int fd, int cmd, short type, off_t at, struct 
     return r;
 }
 
-void qc_lock_release(qc_image *img)
+void qc_unlock_fd(qc_ctx *ctx, int fd)
 {
-    if (img->lock_mode == QC_LOCK_NONE)
-        return;
     struct flock fl;
     memset(&fl, 0, sizeof(fl));
     fl.l_type = F_UNLCK;
     fl.l_whence = SEEK_SET;
     fl.l_start = 100;
     fl.l_len = 200;
-    img->ctx->io->lock(img->ctx->io_user, img->fd, F_OFD_SETLK, &fl);
+    ctx->io->lock(ctx->io_user, fd, F_OFD_SETLK, &fl);
+}
+
+void qc_lock_release(qc_image *img)
+{
+    if (img->lock_mode == QC_LOCK_NONE)
+        return;
+    qc_unlock_fd(img->ctx, img->fd);
     img->lock_mode = QC_LOCK_NONE;
 }
 
-int qc_lock_apply(qc_image *img, int mode)
+int qc_lock_fd(qc_ctx *ctx, int fd, const char *name, int mode)
 {
-    qc_ctx *ctx = img->ctx;
     unsigned held, unshared;
     masks(mode, &held, &unshared);
-    qc_lock_release(img);
+    qc_unlock_fd(ctx, fd);
     if (mode == QC_LOCK_NONE)
         return 0;
-    img->lock_mode = mode;
     for (int i = 0; i < 4; i++) {
         int r = 0;
         if (held >> i & 1)
-            r = byte_lock(ctx, img->fd, F_OFD_SETLK, F_RDLCK, 100 + i, NULL);
+            r = byte_lock(ctx, fd, F_OFD_SETLK, F_RDLCK, 100 + i, NULL);
         if (r == 0 && (unshared >> i & 1))
-            r = byte_lock(ctx, img->fd, F_OFD_SETLK, F_RDLCK, 200 + i, NULL);
+            r = byte_lock(ctx, fd, F_OFD_SETLK, F_RDLCK, 200 + i, NULL);
         if (r < 0) {
-            qc_lock_release(img);
+            qc_unlock_fd(ctx, fd);
             if (r == -EAGAIN || r == -EACCES)
-                return qc_fail(ctx, QC_ERR_LOCKED, -r, img->filename, "lock",
+                return qc_fail(ctx, QC_ERR_LOCKED, -r, name, "lock",
                                "Failed to lock byte %d: Is another process using the image [%s]?",
-                               100 + i, img->filename);
-            return qc_fail(ctx, QC_ERR_IO, -r, img->filename, "lock",
-                           "Could not lock '%s': %s", img->filename, strerror(-r));
+                               100 + i, name);
+            return qc_fail(ctx, QC_ERR_IO, -r, name, "lock", "Could not lock '%s': %s", name, strerror(-r));
         }
     }
     for (int pass = 0; pass < 2; pass++) {
@@ -83,19 +85,36 @@ int qc_lock_apply(qc_image *img, int mode)
             if (!((pass ? unshared : held) >> i & 1))
                 continue;
             struct flock fl;
-            int r = byte_lock(ctx, img->fd, F_OFD_GETLK, F_WRLCK, (pass ? 100 : 200) + i, &fl);
+            int r = byte_lock(ctx, fd, F_OFD_GETLK, F_WRLCK, (pass ? 100 : 200) + i, &fl);
             if (r < 0) {
-                qc_lock_release(img);
-                return qc_fail(ctx, QC_ERR_IO, -r, img->filename, "lock",
-                               "Could not test the locks of '%s': %s", img->filename, strerror(-r));
+                qc_unlock_fd(ctx, fd);
+                return qc_fail(ctx, QC_ERR_IO, -r, name, "lock", "Could not test the locks of '%s': %s", name,
+                               strerror(-r));
             }
             if (fl.l_type != F_UNLCK) {
-                qc_lock_release(img);
-                return qc_fail(ctx, QC_ERR_LOCKED, EAGAIN, img->filename, "lock",
+                qc_unlock_fd(ctx, fd);
+                return qc_fail(ctx, QC_ERR_LOCKED, EAGAIN, name, "lock",
                                "Failed to get %s\"%s\" lock: Is another process using the image [%s]?",
-                               pass ? "shared " : "", perm_name[i], img->filename);
+                               pass ? "shared " : "", perm_name[i], name);
             }
         }
     }
     return 0;
+}
+
+int qc_lock_apply(qc_image *img, int mode)
+{
+    qc_ctx *ctx = img->ctx;
+    qc_lock_release(img);
+    if (mode == QC_LOCK_NONE || qc_held(ctx, img->dev, img->ino))
+        return 0;
+    int r = qc_lock_fd(ctx, img->fd, img->filename, mode);
+    if (r < 0)
+        return r;
+    img->lock_mode = mode;
+    /* QEMU without locks (Proxmox builds it so) may still have it open. */
+    const char *name = img->filename;
+    if (mode == QC_LOCK_WRITE && (r = qc_users_check(ctx, &img->st, &name, 1)) < 0)
+        qc_lock_release(img);
+    return r;
 }

@@ -80,6 +80,12 @@ typedef struct qc_policy {
 qc_policy *qc_ctx_policy(qc_ctx *ctx);
 /* Backing files must resolve (after symlinks) inside one of these dirs. */
 int qc_ctx_allow_dir(qc_ctx *ctx, const char *dir);
+/*
+ * With allowed dirs: a backing file in another directory than its overlay
+ * must have a name starting with prefix (Proxmox: "base-", a template's
+ * volume); anything else is an untrusted chain. NULL: no such rule.
+ */
+int qc_ctx_foreign_backing(qc_ctx *ctx, const char *prefix);
 /* Bytes of metadata cache per open image (default 8 MiB, minimum 4 tables). */
 void qc_ctx_set_cache_size(qc_ctx *ctx, size_t bytes);
 
@@ -90,6 +96,8 @@ void qc_ctx_set_progress(qc_ctx *ctx, qc_progress_fn fn, void *user);
 void qc_ctx_set_rate_limit(qc_ctx *ctx, uint64_t bytes_per_sec);
 
 /* ---- I/O seam ------------------------------------------------------- */
+
+struct qc_user;
 
 /*
  * Every system call the core makes goes through this table. Each returns
@@ -119,7 +127,20 @@ typedef struct qc_io {
     /* start writing fd's dirty pages out now: a hint that keeps the disk
      * busy during long copies, not durability (that is fsync); may be NULL */
     int (*writeback)(void *u, int fd);
+    /* ownership and mode of a file (a new overlay takes the old live file's) */
+    int (*fchown)(void *u, int fd, uid_t uid, gid_t gid);
+    int (*fchmod)(void *u, int fd, mode_t mode);
+    /* another process with one of the n files (st_dev, st_ino) open: 1 and
+     * *found filled, 0 when none (or it cannot be known); may be NULL */
+    int (*users)(void *u, const struct stat *files, size_t n, struct qc_user *found);
 } qc_io;
+
+/* A process that has a file open (files[file] of a users call). */
+typedef struct qc_user {
+    size_t file;
+    int pid;
+    char comm[64]; /* its command, as /proc/PID/comm */
+} qc_user;
 
 #define QC_RENAME_NOREPLACE 1u
 
@@ -129,7 +150,8 @@ void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
 
 /*
  * Fault injection for tests, layered over POSIX. Counts the mutating calls
- * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate, link).
+ * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate, link,
+ * fchown, fchmod).
  * mode QC_FAULT_ERROR: call number nth fails with err, later calls succeed.
  * mode QC_FAULT_CRASH: call number nth and every later call fail with EIO,
  *   and writes not yet made durable by fsync are undone (all of them, or a
@@ -246,14 +268,22 @@ int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_ba
  * names. Every operation takes the volume's lock (waiting up to
  * lock_timeout_ms, then QC_ERR_BUSY), first completes or undoes an
  * interrupted operation recorded in the volume's journal, and records its
- * own intent before changing anything.
+ * own intent before changing anything. Files an operation changes or
+ * replaces are write-locked (QEMU's lock bytes) until it is durable, and
+ * refused (QC_ERR_LOCKED, naming the process) while another process has
+ * them open, unless running says a QEMU does its part. A failure after the
+ * journal was written says so: the next operation on the volume completes
+ * it. A listing completes nothing while a file it would change is in use:
+ * it reports the operation under "pending" instead.
  */
 enum { QC_DELETE_AUTO = 0, QC_DELETE_COMMIT, QC_DELETE_STREAM };
 typedef struct qc_volume_opts {
     uint32_t cluster_size;    /* new overlays: default 128k */
     bool extended_l2;         /* default on */
     int preallocation;        /* default 1 (metadata); only with extended L2 */
-    bool running;             /* delete: QEMU already merged the data */
+    bool running;             /* a QEMU holds the volume and does its part: create, it
+                                 switches to the new overlay itself; delete, it merged the
+                                 data already; rename, it renames the backing names it uses */
     int delete_method;        /* QC_DELETE_*: auto moves the smaller layer */
     unsigned lock_timeout_ms; /* default 10000 */
 } qc_volume_opts;
@@ -269,10 +299,15 @@ int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const 
 int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
 int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from, const char *to,
                               const qc_volume_opts *o);
-/* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}]} */
+/* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}], "pending"?} */
 int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_volume_opts *o);
 /* Complete or undo an interrupted operation (every operation does this first). */
 int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_volume_opts *o);
+/*
+ * After the volume file was removed or renamed away: remove its lock,
+ * journal and temporary files. QC_ERR_EXISTS while the volume still exists.
+ */
+int qc_volume_forget(qc_ctx *ctx, const char *volume, const qc_volume_opts *o);
 
 /* ---- check ----------------------------------------------------------- */
 

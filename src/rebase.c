@@ -185,10 +185,14 @@ int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_ba
                        "'%s': json: and protocol backing names are refused", path);
     qc_image *file = NULL, *newc = NULL;
     uint8_t *a = NULL;
-    int r;
+    size_t held = ctx->nheld;
+    /* FILE stays write-locked and free of other users until its new header is durable */
+    int r = qc_hold(ctx, &path, 1);
+    if (r < 0)
+        return r;
     if (flags & QC_REBASE_UNSAFE) {
         if ((r = qc_image_open(ctx, &file, path, fmt, QC_OPEN_RDWR | QC_OPEN_NO_BACKING)) < 0)
-            return r;
+            goto out;
         if (file->fmt != QC_FMT_QCOW2)
             r = qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, path, "rebase", "'%s' is not a qcow2 image", path);
         else if ((r = header_fits(file, new_backing, new_fmt)) == 0)
@@ -196,7 +200,7 @@ int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_ba
         goto out;
     }
     if ((r = qc_image_open(ctx, &file, path, fmt, QC_OPEN_RDWR)) < 0)
-        return r;
+        goto out;
     if (file->fmt != QC_FMT_QCOW2) {
         r = qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, path, "rebase", "'%s' is not a qcow2 image", path);
         goto out;
@@ -249,6 +253,7 @@ out:
     qc_error e = ctx->err;
     qc_image_close(newc);
     qc_image_close(file);
+    qc_hold_release(ctx, held);
     if (r < 0)
         ctx->err = e;
     return r;

@@ -74,16 +74,6 @@ static int do_rename(qc_volume *v, const char *from, const char *to, unsigned fl
     return qc_sync_dir(ctx, to);
 }
 
-/* The live disk must not be held by a VM for this operation. */
-static int not_in_use(qc_ctx *ctx, const char *path)
-{
-    qc_image *img;
-    int r = qc_image_open(ctx, &img, path, NULL, QC_OPEN_RDWR | QC_OPEN_NO_BACKING);
-    if (r == 0)
-        qc_image_close(img);
-    return r;
-}
-
 /*
  * Size and format of a file, read without disturbing a VM that uses it.
  * Its backing name must pass the policy: no snapshot operation builds on a
@@ -110,9 +100,36 @@ static int peek(qc_ctx *ctx, const char *path, uint64_t *size, int *fmt, char **
     return 0;
 }
 
-/* A new overlay at tmp on backing name bname (size given, backing not opened). */
+/*
+ * The overlay that takes over the live name keeps the live file's owner,
+ * group and mode (a VM running as another user must still open it),
+ * durable before it is renamed into place.
+ */
+static int same_owner(qc_ctx *ctx, const char *path, const struct stat *like)
+{
+    int fd = qc_sys_open(ctx, path, O_RDONLY, 0);
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    int r = qc_sys_fstat(ctx, fd, path, &st), e = 0;
+    bool new_owner = r == 0 && (st.st_uid != like->st_uid || st.st_gid != like->st_gid);
+    bool new_mode = r == 0 && (new_owner || (st.st_mode & 07777) != (like->st_mode & 07777));
+    if (new_owner)
+        e = ctx->io->fchown(ctx->io_user, fd, like->st_uid, like->st_gid);
+    if (e == 0 && new_mode)
+        e = ctx->io->fchmod(ctx->io_user, fd, like->st_mode & 07777);
+    if (e < 0)
+        r = qc_fail(ctx, qc_errno_code(-e), -e, path, "snapshot",
+                    "Could not give '%s' the owner and mode of the volume: %s", path, strerror(-e));
+    if (r == 0 && new_mode)
+        r = qc_sys_fsync(ctx, fd, path);
+    qc_sys_close(ctx, fd);
+    return r;
+}
+
+/* A new overlay at tmp on backing name bname (size given, backing not opened), owned like the live file. */
 static int make_overlay(qc_volume *v, const char *tmp, const char *bname, const char *bfmt, uint64_t size,
-                        const qc_volume_opts *so)
+                        const qc_volume_opts *so, const struct stat *like)
 {
     qc_create_opts o;
     qc_create_opts_init(&o);
@@ -124,7 +141,8 @@ static int make_overlay(qc_volume *v, const char *tmp, const char *bname, const 
     o.backing_fmt = bfmt;
     o.backing_unchecked = true;
     v->ctx->io->unlink(v->ctx->io_user, tmp); /* leftover of an interrupted attempt */
-    return qc_create_direct(v->ctx, tmp, &o);
+    int r = qc_create_direct(v->ctx, tmp, &o);
+    return r < 0 ? r : same_owner(v->ctx, tmp, like);
 }
 
 static char *tmp_name(qc_volume *v, const char *what)
@@ -213,12 +231,15 @@ static int create_steps(qc_volume *v, const char *snap, const char *sname, const
     qc_ctx *ctx = v->ctx;
     uint64_t size;
     int fmt;
+    struct stat live;
     int r = peek(ctx, v->path, &size, &fmt, NULL, NULL);
     if (r == 0 && fmt != QC_FMT_QCOW2)
         r = qc_fail(ctx, QC_ERR_UNSUPPORTED, 0, v->path, "snapshot",
                     "'%s' is not a qcow2 image; external snapshots need qcow2 volumes", v->path);
+    if (r == 0 && (r = ctx->io->stat(ctx->io_user, v->path, &live)) < 0)
+        r = qc_fail(ctx, qc_errno_code(-r), -r, v->path, "snapshot", "Could not stat '%s': %s", v->path, strerror(-r));
     if (r == 0)
-        r = make_overlay(v, tmp, sname, qc_format_name(fmt), size, o);
+        r = make_overlay(v, tmp, sname, qc_format_name(fmt), size, o, &live);
     if (r < 0)
         return r;
     /* The snapshot file appears as a second name of the live data... */
@@ -292,7 +313,7 @@ static const char *jstr(json_object *j, const char *k)
 }
 
 static int delete_finish(qc_volume *v, json_object *j);
-static int rename_finish(qc_volume *v, json_object *j);
+static int rename_finish(qc_volume *v, json_object *j, bool running);
 
 /* Is p this volume's file or one of its snapshot files (the only files a journal may name)? */
 static bool own_file(qc_volume *v, const char *p)
@@ -324,14 +345,36 @@ static bool journal_files_ok(qc_volume *v, json_object *j)
     return true;
 }
 
-/* Complete or undo what the journal says was interrupted. */
-static int recover(qc_volume *v)
+/* Hold what a journal's delete writes or replaces: the snapshot file and its children. */
+static int hold_delete(qc_volume *v, json_object *j)
+{
+    json_object *kids;
+    size_t n = json_object_object_get_ex(j, "children", &kids) && json_object_is_type(kids, json_type_array)
+                   ? json_object_array_length(kids) : 0;
+    const char **files = qc_calloc(v->ctx, n + 1, sizeof(*files));
+    if (!files)
+        return QC_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++)
+        files[i] = json_object_get_string(json_object_array_get_idx(kids, i));
+    files[n] = jstr(j, "file");
+    int r = n && files[n] ? qc_hold(v->ctx, files, n + 1) : 0;
+    free(files);
+    return r;
+}
+
+/*
+ * Complete or undo what the journal says was interrupted. A listing
+ * (pending set) that cannot do it now, typically because a file it would
+ * change is in use, leaves the journal and says so in *pending instead.
+ */
+static int recover(qc_volume *v, char **pending)
 {
     json_object *j;
     int r = qc_journal_read(v, &j);
     if (r < 0 || !j)
         return r;
     const char *op = jstr(j, "op");
+    size_t mark = v->ctx->nheld;
     if (!journal_files_ok(v, j)) {
         json_object_put(j);
         return qc_fail(v->ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal",
@@ -341,10 +384,11 @@ static int recover(qc_volume *v)
         r = qc_fail(v->ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal", "'%s': journal without an operation",
                     v->journal_path);
     } else if (!strcmp(op, "delete")) {
-        r = delete_finish(v, j);
+        if ((r = hold_delete(v, j)) == 0)
+            r = delete_finish(v, j);
         snprintf(v->recovered, sizeof(v->recovered), "delete %s", jstr(j, "snap") ? jstr(j, "snap") : "");
     } else if (!strcmp(op, "rename")) {
-        r = rename_finish(v, j);
+        r = rename_finish(v, j, false);
     } else {
         r = qc_fail(v->ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal", "'%s': unknown operation '%s'",
                     v->journal_path, op);
@@ -355,18 +399,26 @@ static int recover(qc_volume *v)
         r = qc_fail(v->ctx, r, e.sys_errno, e.path, e.op, "'%s': an interrupted %s of snapshot '%s' cannot be finished yet: %s",
                     v->path, op ? op : "operation", jstr(j, "snap") ? jstr(j, "snap") : "?", e.msg);
     }
+    if (r == 0)
+        r = qc_journal_clear(v);
+    qc_hold_release(v->ctx, mark);
     json_object_put(j);
-    return r == 0 ? qc_journal_clear(v) : r;
+    if (r < 0 && r != QC_ERR_NOMEM && pending) {
+        *pending = qc_strdup(v->ctx, v->ctx->err.msg);
+        qc_ctx_clear_error(v->ctx);
+        r = *pending ? 0 : QC_ERR_NOMEM;
+    }
+    return r;
 }
 
-/* Lock the volume and finish any interrupted operation. */
-static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_opts *o)
+/* Lock the volume and finish any interrupted operation (a listing: see recover). */
+static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_opts *o, char **pending)
 {
     struct stat st;
     if (!exists(ctx, volume, &st))
         return qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "snapshot", "volume '%s' does not exist", volume);
     int r = qc_volume_open(ctx, v, volume, o->lock_timeout_ms);
-    if (r == 0 && ((r = recover_state(v)) < 0 || (r = recover(v)) < 0))
+    if (r == 0 && ((r = recover_state(v)) < 0 || (r = recover(v, pending)) < 0))
         qc_volume_close(v);
     return r;
 }
@@ -376,18 +428,46 @@ static int start(qc_ctx *ctx, qc_volume *v, const char *volume, const char *name
 {
     if (!qc_volume_name_valid(name))
         return bad_name(ctx, volume, name);
-    return begin(ctx, v, volume, o);
+    return begin(ctx, v, volume, o, NULL);
 }
 
-static int finish(qc_volume *v, int r)
+/*
+ * End an operation: clear its journal when done, release what it held and
+ * the volume. A failure that leaves the journal says what happens next:
+ * what (e.g. "delete of snapshot 's1'") is completed by the next operation.
+ */
+static int finish(qc_volume *v, int r, const char *what)
 {
     qc_ctx *ctx = v->ctx;
-    if (r == 0 && v->journaled)
-        r = qc_journal_clear(v);
+    if (r == 0 && v->journaled && (r = qc_journal_clear(v)) < 0 && !exists(ctx, v->journal_path, NULL)) {
+        /* done; only the journal's removal may not be durable, and a journal
+         * brought back by a crash finds its work done */
+        qc_ctx_clear_error(ctx);
+        r = 0;
+    }
+    if (r < 0 && r != QC_ERR_NOMEM && what && exists(ctx, v->journal_path, NULL)) {
+        qc_error e = ctx->err;
+        qc_fail(ctx, r, e.sys_errno, e.path, e.op,
+                "%s; the %s is recorded in '%s' and will be completed by the next operation on '%s'", e.msg, what,
+                v->journal_path, v->path);
+    }
+    qc_hold_release(ctx, 0);
     qc_error e = ctx->err;
     qc_volume_close(v); /* clears v */
     if (r < 0)
         ctx->err = e;
+    return r;
+}
+
+/* Write the journal; if that fails part way, the volume stays as it was. */
+static int journal(qc_volume *v, json_object *j)
+{
+    int r = qc_journal_write(v, j);
+    if (r < 0) {
+        qc_error e = v->ctx->err;
+        qc_journal_clear(v);
+        v->ctx->err = e;
+    }
     return r;
 }
 
@@ -403,6 +483,8 @@ int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const 
         r = QC_ERR_NOMEM;
     } else if (exists(ctx, snap, NULL)) {
         r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, "snapshot", "snapshot '%s' already exists", name);
+    } else if (!o->running && (r = qc_hold(ctx, &volume, 1)) < 0) {
+        /* a writer would go on writing into what became the snapshot */
     } else if ((r = create_steps(&v, snap, sname, tmp, o)) < 0) {
         qc_error e = ctx->err;
         create_undo(&v, snap, tmp); /* or the next operation does */
@@ -411,7 +493,7 @@ int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const 
     free(sname);
     free(snap);
     free(tmp);
-    return finish(&v, r);
+    return finish(&v, r, NULL);
 }
 
 /* ---- rollback -------------------------------------------------------- */
@@ -426,13 +508,15 @@ int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const 
     char *tmp = tmp_name(&v, "rollback");
     uint64_t size;
     int fmt;
+    struct stat live;
     if (!snap || !tmp) {
         r = QC_ERR_NOMEM;
     } else if (!exists(ctx, snap, NULL)) {
         r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rollback", "snapshot '%s' does not exist", name);
-    } else if ((r = not_in_use(ctx, volume)) == 0 && (r = peek(ctx, snap, &size, &fmt, NULL, NULL)) == 0) {
+    } else if ((r = qc_hold(ctx, &volume, 1)) == 0 && (r = peek(ctx, snap, &size, &fmt, NULL, NULL)) == 0 &&
+               (r = exists(ctx, volume, &live) ? 0 : QC_ERR_NOTFOUND) == 0) {
         /* A fresh overlay on the snapshot replaces the volume in one rename. */
-        r = make_overlay(&v, tmp, sname, qc_format_name(fmt), size, o);
+        r = make_overlay(&v, tmp, sname, qc_format_name(fmt), size, o, &live);
         if (r == 0)
             r = do_rename(&v, tmp, volume, 0);
         if (r < 0 && exists(ctx, tmp, NULL)) {
@@ -444,7 +528,7 @@ int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const 
     free(sname);
     free(snap);
     free(tmp);
-    return finish(&v, r);
+    return finish(&v, r, NULL);
 }
 
 /* ---- delete ---------------------------------------------------------- */
@@ -514,7 +598,8 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name,
     json_object *j = NULL;
     char **kids = NULL;
     size_t nk = 0;
-    char *user = NULL;
+    char *user = NULL, what[96];
+    snprintf(what, sizeof(what), "delete of snapshot '%s'", name);
     if ((r = qc_vtree_scan(&v, &t)) < 0)
         goto out;
     int xi = qc_vtree_find(&t, name);
@@ -561,11 +646,9 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name,
         int force = o->delete_method;
         how = force == QC_DELETE_COMMIT ? "commit" : force == QC_DELETE_STREAM ? "stream" : cc < cx ? "commit" : "stream";
     }
-    /* Every file the delete writes or replaces must be free before the journal says anything. */
-    for (size_t i = 0; i < nk; i++)
-        if ((r = not_in_use(ctx, kids[i])) < 0)
-            goto out;
-    if (nk && (r = not_in_use(ctx, x->path)) < 0)
+    /* Every file the delete writes or replaces is held, free of other users, before the journal says anything. */
+    kids[nk] = x->path;
+    if (nk && (r = qc_hold(ctx, (const char *const *)kids, nk + 1)) < 0)
         goto out;
     j = json_object_new_object();
     json_object_object_add(j, "op", json_object_new_string("delete"));
@@ -579,20 +662,26 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name,
     for (size_t i = 0; i < nk; i++)
         json_object_array_add(ka, json_object_new_string(kids[i]));
     json_object_object_add(j, "children", ka);
-    if ((r = qc_journal_write(&v, j)) == 0)
+    if ((r = journal(&v, j)) == 0)
         r = delete_finish(&v, j);
 out:
     json_object_put(j);
     free(kids);
     free(user);
     qc_vtree_free(&t);
-    return finish(&v, r);
+    return finish(&v, r, what);
 }
 
 /* ---- rename ---------------------------------------------------------- */
 
-/* Roll forward: the new name exists, the child refers to it, the old name is gone. */
-static int rename_finish(qc_volume *v, json_object *j)
+/*
+ * Roll forward: the new name exists, the children refer to it, the old
+ * name is gone. A child another process has open is not rewritten: offline
+ * that is an error; with running (QEMU renames the backing names it uses,
+ * change-backing-file) the old name stays until QEMU has switched, and 1
+ * says the journal must stay for the next operation to finish.
+ */
+static int rename_finish(qc_volume *v, json_object *j, bool running)
 {
     qc_ctx *ctx = v->ctx;
     const char *from = jstr(j, "file"), *to = jstr(j, "to"), *to_name = jstr(j, "to_name"), *fmt = jstr(j, "fmt");
@@ -606,19 +695,25 @@ static int rename_finish(qc_volume *v, json_object *j)
         r = r < 0 ? qc_fail(ctx, qc_errno_code(-r), -r, to, "rename", "Could not create '%s': %s", to, strerror(-r))
                   : qc_sync_dir(ctx, to);
     }
+    bool waiting = false;
     for (size_t i = 0; i < json_object_array_length(kids) && r == 0; i++) {
-        r = qc_rebase(ctx, json_object_get_string(json_object_array_get_idx(kids, i)), NULL, to_name, fmt,
-                      QC_REBASE_UNSAFE);
-        /* A child a running QEMU holds gets its new backing name from QEMU
-         * (change-backing-file), as in Proxmox's running-VM delete. */
-        if (r == QC_ERR_LOCKED) {
-            qc_ctx_clear_error(ctx);
-            r = 0;
+        const char *kid = json_object_get_string(json_object_array_get_idx(kids, i));
+        char *b = NULL;
+        uint64_t size;
+        if ((r = peek(ctx, kid, &size, NULL, &b, NULL)) == 0 && (!b || strcmp(b, to_name))) {
+            if ((r = qc_hold(ctx, &kid, 1)) == QC_ERR_LOCKED && running) {
+                qc_ctx_clear_error(ctx);
+                r = 0;
+                waiting = true;
+            } else if (r == 0) {
+                r = qc_rebase(ctx, kid, NULL, to_name, fmt, QC_REBASE_UNSAFE);
+            }
         }
+        free(b);
     }
-    if (r == 0 && exists(ctx, from, NULL) && exists(ctx, to, NULL))
+    if (r == 0 && !waiting && exists(ctx, from, NULL) && exists(ctx, to, NULL))
         r = do_unlink(v, from);
-    return r;
+    return r < 0 ? r : waiting;
 }
 
 /*
@@ -638,6 +733,8 @@ static int rename_current(qc_ctx *ctx, const char *volume, const char *from, con
     char *sname = qc_volume_snap_name(&v, snap), *sfile = sname ? qc_volume_file(&v, sname) : NULL;
     if (!sfile) {
         r = QC_ERR_NOMEM;
+    } else if (!o->running && (r = qc_hold(ctx, &volume, 1)) < 0) {
+        /* offline, the volume replaced or renamed away must not be in use */
     } else if (to_cur) {
         if (!exists(ctx, sfile, NULL))
             r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rename", "snapshot '%s' does not exist", snap);
@@ -652,7 +749,7 @@ static int rename_current(qc_ctx *ctx, const char *volume, const char *from, con
     }
     free(sname);
     free(sfile);
-    return finish(&v, r);
+    return finish(&v, r, NULL);
 }
 
 int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from, const char *to, const qc_volume_opts *o)
@@ -696,14 +793,26 @@ int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from,
         if (t.n[i].parent == fi)
             json_object_array_add(ka, json_object_new_string(t.n[i].path));
     json_object_object_add(j, "children", ka);
-    if ((r = qc_journal_write(&v, j)) == 0)
-        r = rename_finish(&v, j);
+    /* offline, every child's header is rewritten: none may be in use */
+    size_t nk = 0;
+    const char **kids = qc_calloc(ctx, t.count, sizeof(*kids));
+    for (size_t i = 0; kids && i < t.count; i++)
+        if (t.n[i].parent == fi)
+            kids[nk++] = t.n[i].path;
+    r = !kids ? QC_ERR_NOMEM : nk && !o->running ? qc_hold(ctx, kids, nk) : 0;
+    free(kids);
+    if (r == 0 && (r = journal(&v, j)) == 0 && (r = rename_finish(&v, j, o->running)) > 0) {
+        v.journaled = false; /* QEMU switches the held children; the next operation completes the rename */
+        r = 0;
+    }
 out:
     json_object_put(j);
     free(tname);
     free(tpath);
     qc_vtree_free(&t);
-    return finish(&v, r);
+    char what[96];
+    snprintf(what, sizeof(what), "rename of snapshot '%s'", from);
+    return finish(&v, r, what);
 }
 
 /* ---- list and repair ------------------------------------------------- */
@@ -711,13 +820,18 @@ out:
 int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_volume_opts *o)
 {
     qc_volume v;
+    char *pending = NULL;
     *out = NULL;
-    int r = begin(ctx, &v, volume, o);
+    int r = begin(ctx, &v, volume, o, &pending);
     if (r < 0)
         return r;
     qc_vtree t;
-    if ((r = qc_vtree_scan(&v, &t)) == 0)
+    if ((r = qc_vtree_scan(&v, &t)) == 0) {
         *out = qc_vtree_json(&t, volume);
+        if (pending)
+            json_object_object_add(*out, "pending", json_object_new_string(pending));
+    }
+    free(pending);
     qc_vtree_free(&t);
     qc_volume_close(&v);
     return r;
@@ -726,8 +840,38 @@ int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_
 int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_volume_opts *o)
 {
     qc_volume v;
-    int r = begin(ctx, &v, volume, o);
+    int r = begin(ctx, &v, volume, o, NULL);
     if (r == 0)
         qc_volume_close(&v);
+    return r;
+}
+
+int qc_volume_forget(qc_ctx *ctx, const char *volume, const qc_volume_opts *o)
+{
+    if (exists(ctx, volume, NULL))
+        return qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, "forget", "volume '%s' still exists; its state is kept",
+                       volume);
+    qc_volume v;
+    int r = qc_volume_open(ctx, &v, volume, o->lock_timeout_ms);
+    if (r == QC_ERR_NOTFOUND) {
+        qc_ctx_clear_error(ctx); /* its directory is gone too */
+        return 0;
+    }
+    if (r < 0)
+        return r;
+    /* under the lock, so no operation is half way; the lock file goes last */
+    size_t n = strlen(v.journal_path) + 8;
+    char *jt = qc_malloc(ctx, n), *tn = tmp_name(&v, "new"), *tr = tmp_name(&v, "rollback");
+    if (jt)
+        snprintf(jt, n, "%s.tmp", v.journal_path);
+    const char *files[] = {jt, v.journal_path, tn, tr, v.lock_path};
+    for (size_t i = 0; i < 5 && r == 0; i++)
+        r = files[i] ? do_unlink(&v, files[i]) : QC_ERR_NOMEM;
+    free(jt);
+    free(tn);
+    free(tr);
+    qc_error e = ctx->err;
+    qc_volume_close(&v);
+    ctx->err = e;
     return r;
 }

@@ -187,10 +187,11 @@ for my $switch ('external-snapshots', 'snapshot-as-volume-chain') {
     is($P->volume_rollback_is_possible($scfg, $sid, $vol, 'x'), 1, 'off: parent rollback check');
     eval { $P->volume_snapshot_info($scfg, $sid, $vol) };
     like("$@", qr/stand-in/, 'off: volume_snapshot_info is the parent\'s');
-    # a file named like a snapshot is listed as the directory storage lists it
+    # a file named like a snapshot is skipped as the directory storage (pve-storage 9.1.7) skips it
     qimg('create', '-q', '-f', 'qcow2', "$root/images/200/snap-x-vm-200-disk-0.qcow2", '1M');
+    qimg('create', '-q', '-f', 'qcow2', "$root/images/200/vm-200-disk-1.qcow2", '1M');
     is_deeply([sort map { $_->{volid} } @{ $P->list_images($sid, $scfg, 200) }],
-        ["$sid:200/snap-x-vm-200-disk-0.qcow2", "$sid:$vol"], 'off: list_images is the parent\'s');
+        ["$sid:$vol", "$sid:200/vm-200-disk-1.qcow2"], 'off: list_images is the parent\'s');
 }
 
 # ---- untrusted volumes: backing files must stay inside the storage -------

@@ -1,8 +1,9 @@
 # QEMU's image locks, both ways, with a real QEMU holding the image:
 # qemu-io kept open in the background, and qemu-storage-daemon exporting the
-# image writable over NBD. Inspection and snapshot creation work next to it;
-# everything that would modify the image is refused with QEMU's words before
-# touching anything. And qemu-img sees our locks.
+# image writable over NBD. Inspection works next to it, and snapshot creation
+# when the holder says it switches to the new overlay itself; everything
+# that would modify the image is refused with QEMU's words before touching
+# anything. And qemu-img sees our locks.
 use strict;
 use warnings;
 
@@ -66,9 +67,14 @@ sub holders {
     }
     is(slurp($V), $before, "$what: the image is untouched");
 
-    # snapshots: taking one works (QEMU does the graph change); rollback and delete do not
-    PVE::Storage::Qcow2Chain::snapshot_create($V, 'live');
-    ok(-e "snap-live-$V", "$what: snapshot taken while the image is held");
+    # snapshots: taking one works only when the holder switches to the new
+    # overlay itself (running); rollback and delete do not
+    eval { PVE::Storage::Qcow2Chain::snapshot_create($V, 'live') };
+    like("$@", qr/^Failed to get "write" lock: Is another process using the image \[\Q$V\E\]\?\n\z/,
+        "$what: taking a snapshot of the held image is refused (it would go on writing into the snapshot)");
+    ok(!-e "snap-live-$V", "$what: .. nothing taken");
+    PVE::Storage::Qcow2Chain::snapshot_create($V, 'live', running => 1);
+    ok(-e "snap-live-$V", "$what: snapshot taken while the image is held, when QEMU switches itself (running)");
     my @a = stat("snap-live-$V");
     is_deeply([@a[0, 1]], [$what =~ /storage-daemon/ ? @a[0, 1] : @a[0, 1]], "$what: the snapshot file is the held inode");
     eval { PVE::Storage::Qcow2Chain::snapshot_rollback($V, 'live') };

@@ -182,6 +182,8 @@ _snapshot(op, volume, name, target, opts)
         r = qc_volume_rename_snapshot(c.ctx, volume, name, qcx_str_or_null(aTHX_ target) ? SvPV_nolen(target) : "", &so);
     else if (!strcmp(op, "recover"))
         r = qc_volume_recover(c.ctx, volume, &so);
+    else if (!strcmp(op, "forget"))
+        r = qc_volume_forget(c.ctx, volume, &so);
     else
         croak("unknown snapshot operation '%s'\n", op);
     qcx_check(aTHX_ &c, r);

@@ -1,12 +1,14 @@
 /*
  * test-core - unit tests of the C core's pure parts (header parsing from
- * buffers, path rules, errors). Run under ASan/UBSan by t/c/run-ctest.pl.
+ * buffers, path rules, errors) and of the users check and hold. Run under ASan/UBSan by t/c/run-ctest.pl.
  */
 #include "internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int failures, count;
 
@@ -144,10 +146,93 @@ static void test_paths(void)
     qc_ctx_free(ctx);
 }
 
+/* A users op that reports a QEMU holding the second file. */
+static int fake_users(void *u, const struct stat *files, size_t n, qc_user *found)
+{
+    (void)u;
+    (void)files;
+    if (n < 2)
+        return 0;
+    found->file = 1;
+    found->pid = 4242;
+    snprintf(found->comm, sizeof(found->comm), "kvm");
+    return 1;
+}
+
+/* users.c: other processes' open files, and the hold. */
+static void test_users(void)
+{
+    char tmpl[] = "/tmp/qc-ctest-XXXXXX";
+    char *d = mkdtemp(tmpl), a[64], b[64];
+    snprintf(a, sizeof(a), "%s/a.img", d);
+    snprintf(b, sizeof(b), "%s/b.img", d);
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(i ? b : a, "w");
+        fputs("x", f);
+        fclose(f);
+    }
+    qc_ctx *ctx = qc_ctx_new();
+    const char *files[] = {a, b};
+    struct stat st[2];
+    stat(a, &st[0]);
+    stat(b, &st[1]);
+    qc_user u;
+    int own = open(b, O_RDONLY);
+    CHECK(qc_users_posix(NULL, st, 2, &u) == 0, "our own descriptors do not count");
+
+    int ready[2], go[2];
+    if (pipe(ready) || pipe(go))
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(b, O_RDWR);
+        if (write(ready[1], "r", 1) != 1 || read(go[0], &fd, 1) < 0)
+            _exit(1);
+        _exit(0);
+    }
+    char c;
+    CHECK(read(ready[0], &c, 1) == 1, "a child holds b");
+    CHECK(qc_users_posix(NULL, st, 2, &u) == 1 && u.pid == pid && u.file == 1, "found: the child, on b");
+    CHECK(qc_hold(ctx, files, 2) == QC_ERR_LOCKED, "hold refused while the child has b open");
+    CHECK(strstr(qc_ctx_error(ctx)->msg, "is in use by process") && strstr(qc_ctx_error(ctx)->msg, "b.img"),
+          "the message names the file and the process: %s", qc_ctx_error(ctx)->msg);
+    CHECK(ctx->nheld == 0, "a refused hold keeps nothing");
+    if (write(go[1], "g", 1) != 1)
+        return;
+    waitpid(pid, NULL, 0);
+    close(own);
+
+    CHECK(qc_hold(ctx, files, 2) == 0 && ctx->nheld == 2, "both held once the child is gone");
+    CHECK(qc_held(ctx, st[1].st_dev, st[1].st_ino), "b is held");
+    size_t mark = ctx->nheld;
+    CHECK(qc_hold(ctx, files, 1) == 0 && ctx->nheld == mark, "holding a held file again takes nothing more");
+    qc_image *img = NULL;
+    CHECK(qc_image_open(ctx, &img, a, "raw", QC_OPEN_RDWR) == 0 && img->lock_mode == QC_LOCK_NONE,
+          "an image of a held file takes no lock of its own (ours would conflict with the hold)");
+    qc_image_close(img);
+    qc_hold_release(ctx, 1);
+    CHECK(ctx->nheld == 1 && !qc_held(ctx, st[1].st_dev, st[1].st_ino), "release down to a mark");
+    qc_hold_release(ctx, 0);
+
+    qc_io io = *qc_io_posix();
+    io.users = fake_users;
+    qc_ctx_set_io(ctx, &io, NULL);
+    CHECK(qc_users_check(ctx, st, files, 2) == QC_ERR_LOCKED &&
+              strstr(qc_ctx_error(ctx)->msg, "is in use by process 4242 (kvm)"),
+          "users seam: %s", qc_ctx_error(ctx)->msg);
+    io.users = NULL;
+    CHECK(qc_users_check(ctx, st, files, 2) == 0, "no users op: nothing known, nothing refused");
+    qc_ctx_free(ctx);
+    unlink(a);
+    unlink(b);
+    rmdir(d);
+}
+
 int main(void)
 {
     test_header();
     test_paths();
+    test_users();
     printf("1..%d\n", count);
     return failures ? 1 : 0;
 }

@@ -15,7 +15,7 @@ use Test::More;
 
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
-    asan_driver BIN patch peek guest_write
+    asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -118,6 +118,75 @@ sub peek {
     seek($fh, $off, 0);
     read($fh, my $b, $len);
     return $b;
+}
+
+# A qemu-io holding FILE and its whole backing chain with locking off on
+# every layer, as Proxmox's QEMU runs; it takes commands on its stdin
+# (holder_do) and writes what it says to OUT.
+sub qio_holder {
+    my ($file, $out) = @_;
+    my $depth = @{ qimg_json('info', '-U', '--backing-chain', '--output=json', $file) } - 1;
+    my $opts = join(',', 'driver=qcow2', 'file.driver=file', "file.filename=$file",
+        map { ('backing.' x $_) . 'file.locking=off' } 0 .. $depth);
+    unlink $out;
+    my $pid = open(my $in, '|-') // die "fork: $!";
+    if (!$pid) {
+        open(STDOUT, '>', $out) or die;
+        open(STDERR, '>&', \*STDOUT) or die;
+        exec('qemu-io', '--image-opts', $opts) or POSIX::_exit(127);
+    }
+    $in->autoflush(1);
+    my $h = { pid => $pid, in => $in, out => $out };
+    holder_do($h, 'read 0 512', 'read'); # it holds the chain once it has answered
+    return $h;
+}
+
+# One qemu-io command in the holder; waits until it has said $done ("wrote", "read").
+sub holder_do {
+    my ($h, $cmd, $done) = @_;
+    print { $h->{in} } "$cmd\n";
+    my $want = ++$h->{$done};
+    for (1 .. 1200) {
+        my $n = () = (-e $h->{out} ? slurp($h->{out}) : '') =~ /^(?:qemu-io> )*$done /mg;
+        return if $n >= $want;
+        select(undef, undef, undef, 0.05);
+    }
+    die "qemu-io did not answer '$cmd': " . slurp($h->{out});
+}
+
+sub holder_stop {
+    my ($h) = @_;
+    print { $h->{in} } "flush\nquit\n";
+    close $h->{in};
+    waitpid($h->{pid}, 0);
+    return;
+}
+
+# qemu-storage-daemon holding FILE's chain as node "drive", every layer
+# given with locking off (as qemu-server attaches disks), with the extra
+# arguments (exports, a monitor, --pidfile); returns its pid once the path
+# $ready exists. Its stderr goes to $ready.err.
+sub qsd_holder {
+    my ($file, $ready, @args) = @_;
+    my $node = 'null';
+    for my $l (reverse @{ qimg_json('info', '-U', '--backing-chain', '--output=json', $file) }) {
+        my $f = abs_path($l->{filename});
+        $node = qq({"driver":"qcow2","file":{"driver":"file","filename":"$f","locking":"off"},"backing":$node});
+    }
+    $node =~ s/^\{/{"node-name":"drive",/;
+    unlink $ready;
+    my $pid = fork() // die "fork: $!";
+    if (!$pid) {
+        open(STDOUT, '>', '/dev/null');
+        open(STDERR, '>', "$ready.err");
+        exec('qemu-storage-daemon', '--blockdev', $node, @args) or POSIX::_exit(127);
+    }
+    for (1 .. 600) {
+        return $pid if -e $ready;
+        die 'qemu-storage-daemon failed: ' . slurp("$ready.err") if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        select(undef, undef, undef, 0.05);
+    }
+    die "qemu-storage-daemon did not start\n";
 }
 
 # The probe driver built with AddressSanitizer and UBSan (built once).

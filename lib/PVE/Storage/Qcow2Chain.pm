@@ -14,7 +14,7 @@ XSLoader::load('PVE::Storage::Qcow2Chain', $VERSION);
 # Options understood by every function; anything else is a caller bug.
 my %COMMON = map { $_ => 1 } qw(
     format max_depth probe_backing_format allow_data_file allow_absolute_backing
-    force_share no_lock cache_size rate_limit allowed_dirs progress fault fault_stats
+    force_share no_lock cache_size rate_limit allowed_dirs foreign_backing progress fault fault_stats
 );
 
 sub _opts {
@@ -169,6 +169,12 @@ sub volume_recover {
     return;
 }
 
+sub volume_forget {
+    my ($volume, %opt) = @_;
+    _snapshot('forget', _file('volume_forget', $volume), '', undef, _snap_opts('volume_forget', %opt));
+    return;
+}
+
 sub snapshot_file {
     my ($volume, $name) = @_;
     my ($dir, $file) = $volume =~ m{^(.*/)?([^/]+)$} or die "snapshot_file: bad volume path\n";
@@ -243,6 +249,18 @@ Opening takes QEMU's image locks: inspection (C<info>, C<map>, C<read>) only
 takes the shared lock, so it works while a VM runs; C<convert_raw> takes
 the normal read lock and fails while another process writes the image.
 
+Proxmox VE builds QEMU with image locking off, so a lock alone does not
+show a running Proxmox VM. Everything that changes or replaces a file
+(guest writes, C<check> with repair, C<commit>, C<rebase>, the snapshot
+operations) therefore takes QEMU's write lock on it first, then looks at
+the open files of every other process (F</proc/PID/fd>, one pass for all
+the files of the operation) and refuses with an error of code C<locked>
+naming the file, the process id and its command, for instance
+C<'.../vm-100-disk-0.qcow2' is in use by process 4242 (kvm); not changing
+it while another process has it open>. The lock is kept until the change
+is durable, so a QEMU that takes locks cannot start in between. Only
+processes whose descriptors we may read are seen: run as root.
+
 =head1 OPTIONS
 
 Every function takes these options after its positional arguments:
@@ -265,6 +283,13 @@ default: a guessed raw header can point at host files.
 =item allowed_dirs => [DIR, ...]
 
 Backing files must resolve (after symlinks) inside one of these directories.
+
+=item foreign_backing => 'base-'
+
+With C<allowed_dirs>: a backing file in another directory than its overlay
+must have a name starting with this prefix, else the chain is refused as
+untrusted (the Proxmox plugin: a volume may depend only on its own VM's
+files or on a template's C<base-> volume).
 
 =item allow_absolute_backing => 1
 
@@ -373,16 +398,20 @@ changing anything. There is never a moment without C<$volume>.
 
 The live data becomes snapshot C<$name> and C<$volume> a new overlay on it
 (C<cluster_size> default 128k, C<extended_l2> default on, C<preallocation>
-default C<metadata>). Works while a VM runs: C<$volume> is only read with
-the shared lock; the VM must then switch to the new overlay itself (QMP
-C<blockdev-snapshot>). An existing snapshot file is never replaced.
+default C<metadata>). The new C<$volume> keeps the owner, group and mode of
+the old one. Refused while another process has C<$volume> open (it would
+go on writing into what became the snapshot), unless C<running =E<gt> 1>
+says that a QEMU holds it and switches to the new overlay itself (QMP
+C<blockdev-snapshot>, as qemu-server does). An existing snapshot file is
+never replaced.
 
 =item snapshot_rollback($volume, $name, %opt)
 
 C<$volume> becomes a fresh overlay on snapshot C<$name>, any snapshot, not
 just the newest; the other snapshots stay valid. Taking a snapshot after
 rolling back to an older one starts a branch: snapshots form a tree.
-Refused while a VM holds C<$volume>.
+The new C<$volume> keeps the owner, group and mode of the old one. Refused
+while another process has C<$volume> open.
 
 =item snapshot_delete($volume, $name, running => 0, delete_method => 'auto', %opt)
 
@@ -393,12 +422,23 @@ streamed into the child (C<delete_method> forces C<commit> or C<stream>).
 With several children each child is streamed. Every child keeps its exact
 guest view. With C<running =E<gt> 1> (QEMU has merged already) only the
 file is removed. A file that another image still uses as backing file is
-never removed.
+never removed. The snapshot and the children it writes are held and
+refused while another process has them open, before anything is
+recorded. If it fails after that, the error says so: the delete is
+recorded in the volume's journal and the next operation on the volume
+(any of these functions, a listing included) completes it.
 
 =item snapshot_rename($volume, $from, $to, %opt)
 
 Renames a snapshot file and rewrites its children's backing names.
-"target snapshot '$to' already exists" if C<$to> exists.
+"target snapshot '$to' already exists" if C<$to> exists. Refused while
+another process has a child open, unless C<running =E<gt> 1>: then a child
+a QEMU holds keeps the old name (a second name of the same file) until QEMU
+has changed its backing name itself (QMP C<change-backing-file>), and the
+next operation on the volume removes the old name. C<$from> or C<$to> may
+be C<current>: the snapshot file takes the volume's place in one rename,
+or the volume becomes the snapshot (refused while another process has the
+volume open, unless C<running>).
 
 =item snapshot_list($volume, %opt)
 
@@ -411,12 +451,20 @@ C<backing-file>, C<children>, C<virtual-size>, C<actual-size>,
 C<date-sec> (when the snapshot was taken: kept in the extended attribute
 C<user.qcow2chain.created> of its file, so later merges into it do not
 change it; the file's mtime where there is none), C<live> (on the chain of
-C<current>).
+C<current>). When an interrupted operation cannot be finished now (a file
+it would change is in use), the listing changes nothing and says so in
+C<pending> (one line).
 
 =item volume_recover($volume, %opt)
 
 Completes or undoes an interrupted operation now (every operation does it
 first anyway).
+
+=item volume_forget($volume, %opt)
+
+After the volume file was removed or renamed away: removes its lock,
+journal and temporary files (C<.FILE.lock>, C<.FILE.journal>, ...).
+Refused while C<$volume> exists.
 
 =item snapshot_file($volume, $name)
 

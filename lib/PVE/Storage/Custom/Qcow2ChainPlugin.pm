@@ -26,6 +26,6 @@ storage whose qcow2 volumes take external snapshots natively; see
 L<PVE::Storage::Qcow2Chain::Plugin> for everything it does and
 L<qcow2-chain(1)> for how to enable it:
 
-    pvesm add qcow2chain NAME --path /srv/vmdata --content images --external-snapshots 1
+    pvesm add qcow2chain NAME --path /srv/vmdata --content images --snapshot-as-volume-chain 1
 
 =cut

@@ -11,9 +11,11 @@ package PVE::Storage::Qcow2Chain::Plugin;
 use strict;
 use warnings;
 
+use Cwd ();
 use File::Basename qw(basename dirname);
 use File::Path ();
 use PVE::Storage::DirPlugin;
+use PVE::Tools;
 use PVE::Storage::Qcow2Chain;
 use PVE::Storage::Qcow2Chain::Image;
 
@@ -71,6 +73,18 @@ sub properties {
     return $props;
 }
 
+# qemu-server reads 'snapshot-as-volume-chain' itself (migration's refusal
+# of snapshots, discard-no-unref, the TPM guard, cloud-init names): whichever
+# name the administrator wrote, the parsed section carries Proxmox's.
+# SectionConfig's parse_config (and the storage API) call this per section.
+sub check_config {
+    my ($class, $section_id, $config, $create, $skip_schema_check) = @_;
+    my $opts = $class->SUPER::check_config($section_id, $config, $create, $skip_schema_check);
+    $opts->{'snapshot-as-volume-chain'} = 1
+        if $opts->{'external-snapshots'} && !defined($opts->{'snapshot-as-volume-chain'});
+    return $opts;
+}
+
 # The directory storage's options of the running PVE, plus both switches,
 # fixed at creation like Proxmox's own.
 sub options {
@@ -104,10 +118,20 @@ sub core {
 sub is_qcow2 { return $_[0] =~ m/\.qcow2$/ }
 
 # Untrusted images: every backing file must resolve (after symlinks) inside
-# the storage's image directory, so no volume can make us read a host file.
+# the storage's image directory, so no volume can make us read a host file;
+# and, as Proxmox only ever builds them, a volume depends on its own VM's
+# files or on a template's base volume, nothing else of another VM.
 sub policy {
     my ($class, $scfg) = @_;
-    return (allowed_dirs => [$class->get_subdir($scfg, 'images')]);
+    return (allowed_dirs => [$class->get_subdir($scfg, 'images')], foreign_backing => 'base-');
+}
+
+# Is the VM's QEMU running on this node? qemu-server's own test (its pid
+# file, checked against /proc); false where qemu-server is not installed.
+sub vm_running {
+    my ($vmid) = @_;
+    return 0 if !defined($vmid) || !eval { require PVE::QemuServer::Helpers; 1 };
+    return PVE::QemuServer::Helpers::vm_running_locally($vmid) ? 1 : 0;
 }
 
 # Options of new snapshot overlays: 128k clusters, extended L2 entries,
@@ -195,6 +219,22 @@ sub qcow2_create_backed {
     return;
 }
 
+# Files of the image directory (any VM's volumes and snapshots) whose
+# backing file is the file $path: what still needs it.
+sub backing_users {
+    my ($class, $scfg, $path) = @_;
+    my @id = (stat($path))[0, 1] or return ();
+    my @users;
+    for my $f (glob($class->get_subdir($scfg, 'images') . '/[0-9]*/*.qcow2')) {
+        next if !-f $f || -l $f;
+        my $i = eval { PVE::Storage::Qcow2Chain::info($f, format => 'qcow2', no_lock => 1) } or next;
+        my $b = $i->{'full-backing-filename'} // next;
+        my @bid = (stat($b))[0, 1] or next;
+        push @users, $f if "@bid" eq "@id";
+    }
+    return @users;
+}
+
 sub free_image {
     my ($class, $storeid, $scfg, $volname, $isBase, $format) = @_;
     return $class->SUPER::free_image($storeid, $scfg, $volname, $isBase, $format)
@@ -207,36 +247,88 @@ sub free_image {
         warn "disk image '$path' does not exist\n";
         return undef;
     }
-    # the whole tree of this volume goes: current, then every snapshot file
-    my ($list) = $class->snap_info_of_volume($scfg, $storeid, $volname);
+    # a template's volume goes only when nothing builds on it any more, also
+    # through a linked clone's snapshots (Proxmox's check sees only volumes)
+    if ($isBase) {
+        die "base volume '$volname' is still in use by linked clones\n" if $class->backing_users($scfg, $path);
+        eval { PVE::Tools::run_command(['/usr/bin/chattr', '-i', $path]) }; # create_base made it immutable
+        warn $@ if $@;
+    }
+    # the whole tree of this volume goes: current, then every snapshot file;
+    # a volume whose chain the policy refuses still goes, its files are not followed
+    my ($list) = eval { $class->snap_info_of_volume($scfg, $storeid, $volname) };
+    warn "not looking for snapshot files of '$volname': $@" if $@;
     unlink($path) or die "unlink '$path' failed - $!\n";
-    for my $n (@{ $list->{nodes} }) {
+    for my $n ($list ? @{ $list->{nodes} } : ()) {
         next if $n->{kind} ne 'snapshot' && $n->{kind} ne 'stray';
         unlink($n->{file}) or warn "unlink '$n->{file}' failed - $!\n";
     }
-    my $dir = dirname($path);
-    my $base = basename($path);
-    unlink("$dir/.$base.lock", "$dir/.$base.journal");
-    rmdir($dir);
+    core(sub { PVE::Storage::Qcow2Chain::volume_forget($path) }); # its lock and journal
+    rmdir(dirname($path));
     return undef;
 }
 
+# A linked clone with snapshots has a snapshot file as its backing file;
+# Proxmox would then name it as a volume of its own and see its base as
+# unused. The clone is named after the base its tree rests on
+# ("200/base-200-disk-0.qcow2/201/vm-201-disk-0.qcow2", as Proxmox names
+# clones), so volume_is_base_and_used keeps the base.
 sub list_images {
     my ($class, $storeid, $scfg, $vmid, $vollist, $cache) = @_;
-    my $res = $class->SUPER::list_images($storeid, $scfg, $vmid, $vollist, $cache);
-    return $res if !chain_enabled($scfg);
+    return $class->SUPER::list_images($storeid, $scfg, $vmid, $vollist, $cache) if !chain_enabled($scfg);
+    # volids change below: filter by $vollist afterwards
+    my $res = $class->SUPER::list_images($storeid, $scfg, $vollist ? undef : $vmid, undef, $cache);
     # snapshot files are parts of a volume, never volumes of their own
-    return [grep { $_->{volid} !~ m!/snap-[^/]+$! } @$res];
+    $res = [grep { $_->{volid} !~ m!/snap-[^/]+$! } @$res];
+    for my $info (@$res) {
+        next if ($info->{format} // '') ne 'qcow2' || ($info->{parent} // '') =~ m!/!;
+        my (undef, $volname) = split(/:/, $info->{volid}, 2);
+        # only a volume with snapshots (its parent, or next to it when flattened) rests on a base that way
+        my ($vmdir, $file) = ($class->get_subdir($scfg, 'images') . "/$volname") =~ m!^(.*)/([^/]+)$!;
+        my @snaps = glob("$vmdir/snap-*-$file");
+        next if !defined($info->{parent}) && !@snaps;
+        my $base = $class->tree_base($scfg, $storeid, $volname) // next;
+        $info->{volid} = "$storeid:$base/$volname";
+    }
+    if ($vollist) {
+        my %want = map { $_ => 1 } @$vollist;
+        $res = [grep { $want{ $_->{volid} } } @$res];
+    }
+    return $res;
+}
+
+# "BASEVMID/BASENAME" of the base volume a volume's snapshot tree rests on
+# (the live chain's first), or undef.
+sub tree_base {
+    my ($class, $scfg, $storeid, $volname) = @_;
+    my $path = $class->filesystem_path($scfg, $volname);
+    my $list = eval { PVE::Storage::Qcow2Chain::snapshot_list($path, lock_timeout_ms => 2000, $class->policy($scfg)) }
+        or return undef;
+    my $images = Cwd::abs_path($class->get_subdir($scfg, 'images')) // return undef;
+    my %node = map { $_->{file} => $_ } @{ $list->{nodes} };
+    my ($cur) = grep { $_->{kind} eq 'current' } @{ $list->{nodes} };
+    my @ext;
+    for (my ($n, $i) = ($cur, 0); $n && $i++ < @{ $list->{nodes} }; $n = $node{ $n->{'backing-file'} // '' }) {
+        push @ext, $n if $n->{kind} eq 'external';
+    }
+    push @ext, sort { $a->{file} cmp $b->{file} } grep { $_->{kind} eq 'external' } @{ $list->{nodes} };
+    for my $e (@ext) {
+        my $real = Cwd::abs_path($e->{file}) // next;
+        return "$1/$2" if $real =~ m!^\Q$images\E/(\d+)/(base-[^/]+\.qcow2)$!;
+    }
+    return undef;
 }
 
 sub volume_resize {
     my ($class, $scfg, $storeid, $volname, $size, $running, $snapname) = @_;
-    return $class->SUPER::volume_resize($scfg, $storeid, $volname, $size, $running)
+    return $class->SUPER::volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
         if !chain_enabled($scfg) || !is_qcow2($volname);
-    return 1 if $running && !defined($snapname); # QEMU resizes the live disk itself
+    # A running QEMU resizes its disks itself, and its block-commit grows the
+    # snapshot it commits into (qemu-server asks before deleting the first one).
+    return 1 if $running;
     my $path = $class->filesystem_path($scfg, $volname, $snapname);
     core(sub {
-        my $img = PVE::Storage::Qcow2Chain::Image->open($path, rw => 1);
+        my $img = PVE::Storage::Qcow2Chain::Image->open($path, rw => 1, $class->policy($scfg));
         die "shrinking '$volname' is not supported\n" if $size < $img->size;
         $img->grow($size);
         $img->close;
@@ -246,22 +338,38 @@ sub volume_resize {
 
 sub rename_volume {
     my ($class, $scfg, $storeid, $source_volname, $target_vmid, $target_volname) = @_;
-    if (chain_enabled($scfg) && is_qcow2($source_volname)) {
-        my ($list) = $class->snap_info_of_volume($scfg, $storeid, $source_volname);
-        die "we can't rename volume if a snapshot backed by a volume-chain exists\n"
-            if grep { $_->{kind} eq 'snapshot' } @{ $list->{nodes} };
-    }
-    return $class->SUPER::rename_volume($scfg, $storeid, $source_volname, $target_vmid, $target_volname);
+    return $class->SUPER::rename_volume($scfg, $storeid, $source_volname, $target_vmid, $target_volname)
+        if !chain_enabled($scfg) || !is_qcow2($source_volname);
+    my ($list, $path) = $class->snap_info_of_volume($scfg, $storeid, $source_volname);
+    die "we can't rename volume if a snapshot backed by a volume-chain exists\n"
+        if grep { $_->{kind} eq 'snapshot' } @{ $list->{nodes} };
+    my $res = $class->SUPER::rename_volume($scfg, $storeid, $source_volname, $target_vmid, $target_volname);
+    core(sub { PVE::Storage::Qcow2Chain::volume_forget($path) }); # the lock taken above
+    return $res;
+}
+
+# Proxmox ships a chain volume as one file: its snapshots are other files,
+# the target would get a layer without its backing files.
+sub volume_export {
+    my ($class, $scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot, $with_snapshots) = @_;
+    die "cannot export volumes together with their snapshots in $class\n" if $with_snapshots && chain_enabled($scfg);
+    return $class->SUPER::volume_export($scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot,
+        $with_snapshots);
 }
 
 # ---- snapshots ---------------------------------------------------------
 
 sub volume_snapshot {
-    my ($class, $scfg, $storeid, $volname, $snap, $running) = @_;
-    return $class->SUPER::volume_snapshot($scfg, $storeid, $volname, $snap, $running) if !chain_enabled($scfg);
+    my ($class, $scfg, $storeid, $volname, $snap) = @_;
+    return $class->SUPER::volume_snapshot($scfg, $storeid, $volname, $snap) if !chain_enabled($scfg);
     die "can't snapshot this image format\n" if !is_qcow2($volname);
     my $path = $class->filesystem_path($scfg, $volname);
-    eval { PVE::Storage::Qcow2Chain::snapshot_create($path, $snap, overlay_opts($scfg), $class->policy($scfg)) };
+    # with the VM running qemu-server switches QEMU to the new overlay itself
+    my $running = vm_running(($class->parse_volname($volname))[2]);
+    eval {
+        PVE::Storage::Qcow2Chain::snapshot_create($path, $snap, overlay_opts($scfg), running => $running,
+            $class->policy($scfg));
+    };
     if (my $err = $@) {
         die "target snapshot '$snap' already exists\n" if ref($err) && $err->code eq 'exists';
         die "$err";
@@ -277,7 +385,12 @@ sub rename_snapshot {
     my $target = $class->filesystem_path($scfg, $volname, $target_snap);
     # "current" as target replaces the volume in one step (see volume_snapshot_delete)
     die "target snapshot '$target_snap' already exists\n" if $target_snap ne 'current' && -e $target;
-    core(sub { PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, $class->policy($scfg)) });
+    # with the VM running (qemu-server's delete), QEMU renames the backing names it uses itself
+    my $running = vm_running(($class->parse_volname($volname))[2]);
+    core(sub {
+        PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, running => $running,
+            $class->policy($scfg));
+    });
     return undef;
 }
 
@@ -404,16 +517,19 @@ PVE::Storage::Qcow2Chain::Plugin - Proxmox VE directory storage with native exte
     qcow2chain: fastsnap
         path /srv/vmdata
         content images
-        external-snapshots 1
+        snapshot-as-volume-chain 1
 
-    pvesm add qcow2chain fastsnap --path /srv/vmdata --content images --external-snapshots 1
+    pvesm add qcow2chain fastsnap --path /srv/vmdata --content images --snapshot-as-volume-chain 1
 
 =head1 DESCRIPTION
 
 A L<PVE::Storage::DirPlugin> subclass (storage type C<qcow2chain>) for
-directory-type storages. With the storage option C<external-snapshots>
-(or Proxmox VE 9's name for it, C<snapshot-as-volume-chain>) set when the
-storage is created, every snapshot operation on qcow2 volumes goes through
+directory-type storages, following pve-storage 9.1.7 and qemu-server
+9.2.6. With the storage option C<snapshot-as-volume-chain> (Proxmox VE 9's
+name, which qemu-server reads) or its older name C<external-snapshots> set
+when the storage is created (a section with only the older name is read
+with C<snapshot-as-volume-chain> added, see C<check_config>), every
+snapshot operation on qcow2 volumes goes through
 L<PVE::Storage::Qcow2Chain>: no C<qemu-img> process, no moment without the
 live disk, rollback to any snapshot (snapshots form a tree), deletes
 anywhere in the tree moving the smaller layer, a per-volume lock, and an
@@ -421,8 +537,9 @@ intent journal that makes every operation crash-safe. With the option off
 the storage behaves exactly as a directory storage.
 
 Volumes are untrusted: every backing file must resolve (after symlinks)
-inside the storage's C<images> directory, or the snapshot operations and
-C<volume_snapshot_info> refuse the volume with a one-line error.
+inside the storage's C<images> directory, and a volume may depend only on
+its own VM's files or on a template's C<base-> volume; every method that
+opens a chain refuses anything else with a one-line error.
 
 Snapshot C<S> of volume C<images/VMID/vm-VMID-disk-N.qcow2> is the file
 C<snap-S-vm-VMID-disk-N.qcow2> next to it; snapshot files are never listed
@@ -430,9 +547,13 @@ as volumes.
 
 Running VMs: C<volume_qemu_snapshot_method> is C<mixed>, so qemu-server
 switches QEMU to new overlays and merges layers itself (QMP
-C<blockdev-snapshot>, C<block-commit>, C<block-stream>). Deleting a snapshot
-that is a branch point while the VM runs lets QEMU merge into it; delete
-those with the VM stopped.
+C<blockdev-snapshot>, C<block-commit>, C<block-stream>,
+C<change-backing-file>). Proxmox's QEMU takes no image locks; the plugin
+knows that the VM runs the way qemu-server does (C<vm_running>: its pid
+file) and then leaves QEMU its part. Any other process that has a file of
+the chain open makes every change of that file fail, naming the process.
+Deleting a snapshot that is a branch point while the VM runs lets QEMU
+merge into it; delete those with the VM stopped.
 
 =head1 METHODS
 
@@ -441,11 +562,14 @@ shapes and messages:
 
 =over
 
-=item api, type, plugindata, properties, options
+=item api, type, plugindata, properties, options, check_config
 
 Registration. C<snapshot-as-volume-chain> is declared only when the running
 Proxmox VE does not define it already; both switches are C<fixed> (set
-when the storage is created).
+when the storage is created). C<check_config> (called by SectionConfig's
+C<parse_config> for each section, and by the storage API) adds
+C<snapshot-as-volume-chain 1> to a section that sets only
+C<external-snapshots>, because qemu-server tests that key itself.
 
 =item chain_enabled($scfg), core($code), is_qcow2($name), overlay_opts($scfg), base_has_chain_property, snap_info_of_volume
 
@@ -454,7 +578,20 @@ Helpers: the switch, error conversion to plain strings, new overlay options.
 =item policy($scfg)
 
 The backing-file policy every core call gets: the storage's C<images>
+directory, and C<base-> as the only name allowed in another VM's
 directory.
+
+=item vm_running($vmid)
+
+Whether the VM's QEMU runs on this node, by qemu-server's own test
+(C<PVE::QemuServer::Helpers::vm_running_locally>: its pid file and the
+process's command line); false where qemu-server is not installed.
+C<volume_snapshot> and C<rename_snapshot> then let QEMU do its part.
+
+=item backing_users($scfg, $path), tree_base($scfg, $storeid, $volname)
+
+The files of the image directory whose backing file is C<$path>; the base
+volume (C<BASEVMID/BASENAME>) a volume's snapshot tree rests on.
 
 =item parse_volname, filesystem_path, path
 
@@ -464,18 +601,35 @@ filename, not a volume!>).
 
 =item alloc_image, free_image, list_images, qcow2_create, qcow2_create_backed
 
-With the switch on, qcow2 volumes are created natively; C<free_image>
-removes the volume and every snapshot file of its tree; C<list_images>
-never lists snapshot files. With it off, the parent's behaviour.
+With the switch on, qcow2 volumes are created natively. C<free_image>
+removes the volume and every snapshot file of its tree, then its lock and
+journal (C<volume_forget>); a base volume goes only when no file of the
+storage still has it as backing file, and its immutable flag is cleared
+first (C<create_base> set it), as Proxmox does; a volume whose chain the
+policy refuses is still removed (its chain is not followed, with a
+warning). C<list_images> never lists snapshot files and names a linked
+clone with snapshots after the base its tree rests on
+(C<200/base-200-disk-0.qcow2/201/vm-201-disk-0.qcow2>), as Proxmox names
+clones, so C<volume_is_base_and_used> keeps that base. With the switch
+off, the parent's behaviour.
 
 =item volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
 
 Grows the volume, or with C<$snapname> a snapshot file (before a commit
-into it). Shrinking is refused.
+into it), under the policy. Shrinking is refused. With C<$running> it
+returns 1 and touches nothing, as Proxmox's: QEMU resizes its disks, and
+its C<block-commit> grows the snapshot it commits into.
 
 =item rename_volume
 
-Refused while the volume has snapshots.
+Refused while the volume has snapshots; the old name's lock file is
+removed.
+
+=item volume_export
+
+With snapshots refused on a volume-chain storage ("cannot export volumes
+together with their snapshots in ..."), as Proxmox's: the snapshots are
+other files. Otherwise the parent's.
 
 =item volume_snapshot, rename_snapshot, volume_rollback_is_possible, volume_snapshot_rollback, volume_snapshot_delete, volume_snapshot_info
 

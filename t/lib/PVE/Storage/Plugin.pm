@@ -387,17 +387,19 @@ my sub snap_name_of_file {
     return $file =~ m/^snap-(.*)-vm(.*)$/ ? $1 : undef;
 }
 
-# Splits an image file name into (name, format, isBase).
+# Splits an image file name into (name, format, isBase). Snapshot files of
+# volume chains are refused; other names with a known extension are taken
+# as they are (pve-storage 9.1.7).
 sub parse_name_dir {
     my ($name) = @_;
 
     if ($name =~ m!^((vm-|base-|subvol-)(\d+)-[^/\s]+\.(raw|qcow2|vmdk|subvol))$!) {
         my $isbase = $2 eq 'base-' ? $2 : undef;
         return ($1, $4, $isbase);
-    }
-    die "'$name' is a snapshot filename, not a volume!\n" if $name =~ m/^snap-[^\/\s]+$/;
-    if ($name =~ m!^((base-)?[^/\s]+\.(raw|qcow2|vmdk|subvol))$!) {
-        warn "this volume name `$name` is not supported anymore\n";
+    } elsif ($name =~ m!^snap-.*\.qcow2$!) {
+        die "'$name' is a snapshot filename, not a volume!\n";
+    } elsif ($name =~ m!^((base-)?[^/\s]+\.(raw|qcow2|vmdk|subvol))$!) {
+        return ($1, $3, $2);
     }
     die "unable to parse volume filename '$name'\n";
 }
@@ -591,7 +593,9 @@ sub create_base {
 
     die "file '$newpath' already exists\n" if -f $newpath;
     rename($path, $newpath) or die "rename '$path' to '$newpath' failed - $!\n";
-    chmod(0444, $newpath); # the real module also sets the immutable attribute
+    chmod(0444, $newpath); # nobody writes a base volume
+    eval { PVE::Tools::run_command(['/usr/bin/chattr', '+i', $newpath]) }; # nor removes it
+    warn $@ if $@;
 
     return $newvolname;
 }
@@ -712,6 +716,11 @@ sub free_image {
 
     my $path = $class->filesystem_path($scfg, $volname);
 
+    if ($isBase) {
+        eval { PVE::Tools::run_command(['/usr/bin/chattr', '-i', $path]) }; # set by create_base
+        warn $@ if $@;
+    }
+
     if (defined($format) && $format eq 'subvol') {
         remove_tree($path);
     } else {
@@ -777,15 +786,17 @@ sub update_volume_attribute {
 # ---------------------------------------------------------------------------
 # resize and snapshots
 
-# $size in bytes. Returns 1 when the guest is running (QEMU resizes), undef
-# otherwise.
+# $size in bytes. Returns 1 when the guest is running (QEMU resizes, also a
+# snapshot it commits into), undef otherwise. A snapshot ($snapname) can be
+# resized only with the chain option.
 sub volume_resize {
-    my ($class, $scfg, $storeid, $volname, $size, $running) = @_;
+    my ($class, $scfg, $storeid, $volname, $size, $running, $snapname) = @_;
 
     die "can't resize this image format\n" if $volname !~ m/\.(raw|qcow2)$/;
     return 1 if $running;
+    die "resizing a snapshot is not supported for $class without '$CHAIN'\n" if !$scfg->{$CHAIN} && $snapname;
 
-    my $path = $class->filesystem_path($scfg, $volname);
+    my $path = $class->filesystem_path($scfg, $volname, $snapname);
     my $format = ($class->parse_volname($volname))[6];
     my $prealloc = preallocation_cmd_opt($scfg, $format);
 
@@ -948,7 +959,7 @@ sub volume_has_feature {
 # Every image file below images/<vmid>/ with a known format extension, as
 # { volid, format, size, vmid, used, parent, ctime }. Linked clones (backing
 # file "../<basevmid>/<basename>") get the "<basevmid>/<basename>/<vmid>/<name>"
-# volid. Like the real base module it does not skip snapshot files.
+# volid. Snapshot files (names parse_name_dir refuses) are skipped.
 sub list_images {
     my ($class, $storeid, $scfg, $vmid, $vollist, $cache) = @_;
 
@@ -961,6 +972,9 @@ sub list_images {
         my ($file, $owner, $name, $format) = ($1, $2, $3, $4);
 
         next if !$vollist && defined($vmid) && $owner ne $vmid;
+
+        my ($parsed_name) = eval { parse_name_dir(basename($file)) };
+        next if !defined($parsed_name);
 
         my ($size, undef, $used, $parent, $ctime) = eval { file_size_info($file, undef, $format) };
         if (my $err = $@) {
@@ -1112,42 +1126,125 @@ sub config_aware_base_mkdir {
 }
 
 # ---------------------------------------------------------------------------
-# export/import (formats only; no data streaming in the stand-in)
+# export/import: the "<format>+size" streams (an 8-byte little-endian size,
+# then the file's bytes) for files copied as they are ('qcow2+size' with
+# snapshots, 'raw+size' of raw images); the real module runs dd for these.
+# Converting qcow2 to a raw stream (qemu-img convert) and tar streams are not
+# provided.
+
+sub write_common_header($$) {
+    my ($fh, $size) = @_;
+    syswrite($fh, pack('Q<', $size), 8);
+}
+
+sub read_common_header($) {
+    my ($fh) = @_;
+    sysread($fh, my $size, 8);
+    $size = unpack('Q<', $size // '');
+    die "import: no size found in export header, aborting.\n" if !defined($size);
+    return $size;
+}
+
+my sub copy_stream {
+    my ($in, $out) = @_;
+    while (1) {
+        my $n = sysread($in, my $buf, 1 << 20);
+        die "read failed - $!\n" if !defined($n);
+        last if !$n;
+        syswrite($out, $buf) == $n or die "write failed - $!\n";
+    }
+}
 
 sub volume_export_formats {
     my ($class, $scfg, $storeid, $volname, $snapshot, $base_snapshot, $with_snapshots) = @_;
     return () if !$scfg->{path} || defined($snapshot) || defined($base_snapshot);
-    my $format = ($class->parse_volname($volname))[6];
+    my ($vtype, $format) = ($class->parse_volname($volname))[0, 6];
     if ($with_snapshots) {
         return ("$format+size") if $format eq 'qcow2' || $format eq 'vmdk';
         return ();
     }
     return ('tar+size') if $format eq 'subvol';
-    return ('raw+size');
+    return ('raw+size') if $vtype =~ /^(images|iso|snippets|vztmpl|import)$/;
+    return ();
 }
 
 sub volume_import_formats {
     my ($class, $scfg, $storeid, $volname, $snapshot, $base_snapshot, $with_snapshots) = @_;
     return () if !$scfg->{path} || defined($base_snapshot);
-    my $format = ($class->parse_volname($volname))[6];
+    my ($vtype, $format) = ($class->parse_volname($volname))[0, 6];
     if ($with_snapshots) {
         return ("$format+size") if $format eq 'qcow2' || $format eq 'vmdk';
         return ();
     }
     return ('tar+size') if $format eq 'subvol';
-    return ('raw+size');
+    return ('raw+size') if $vtype =~ /^(images|iso|snippets|vztmpl|import)$/;
+    return ();
 }
 
 sub volume_export {
     my ($class, $scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot, $with_snapshots) = @_;
+
     die "cannot export volumes together with their snapshots in $class\n"
         if $with_snapshots && $scfg->{$CHAIN};
-    die "volume_export: data streaming is not implemented by the test stand-in\n";
+
+    my $err_msg = "volume export format $format not available for $class\n";
+    die $err_msg if !$scfg->{path} || defined($snapshot) || defined($base_snapshot);
+    my ($file) = $class->path($scfg, $volname, $storeid);
+    my $file_format = ($class->parse_volname($volname))[6];
+    my $size = file_size_info($file, undef, $file_format);
+    if ($format eq 'raw+size') {
+        die $err_msg if $with_snapshots || $file_format eq 'subvol';
+        die "volume_export: converting '$file_format' to raw is not implemented by the test stand-in\n"
+            if $file_format ne 'raw';
+    } elsif ($format =~ /^(qcow2|vmdk)\+size$/) {
+        die $err_msg if !$with_snapshots || $file_format ne $1;
+    } else {
+        die $err_msg;
+    }
+    write_common_header($fh, $size);
+    open(my $in, '<:raw', $file) or die "unable to open '$file' - $!\n";
+    copy_stream($in, $fh);
+    close($in);
+    return;
 }
 
 sub volume_import {
-    my ($class, $scfg, $storeid, $fh, $volname, $format) = @_;
-    die "volume_import: data streaming is not implemented by the test stand-in\n";
+    my ($class, $scfg, $storeid, $fh, $volname, $format, $snapshot, $base_snapshot, $with_snapshots, $allow_rename)
+        = @_;
+
+    die "volume import format '$format' not available for $class\n" if $format !~ /^(raw|tar|qcow2|vmdk)\+size$/;
+    my $data_format = $1;
+    die "format $format cannot be imported without snapshots\n"
+        if !$with_snapshots && ($data_format eq 'qcow2' || $data_format eq 'vmdk');
+    die "format $format cannot be imported with snapshots\n"
+        if $with_snapshots && ($data_format eq 'raw' || $data_format eq 'tar');
+
+    my ($vtype, $name, $vmid, undef, undef, undef, $file_format) = $class->parse_volname($volname);
+    die "importing volume of type '$vtype' not implemented by the test stand-in\n" if $vtype ne 'images';
+    die "cannot import format $format into a file of format $file_format\n" if $data_format ne $file_format;
+
+    my ($file) = $class->path($scfg, $volname, $storeid);
+    if (-e $file) {
+        die "file '$file' already exists\n" if !$allow_rename;
+        warn "file '$file' already exists - importing with a different name\n";
+        $name = undef;
+    }
+    my $size = read_common_header($fh);
+    $size = int(($size + 1023) / 1024);
+    eval {
+        $volname = $class->alloc_image($storeid, $scfg, $vmid, $file_format, $name, $size);
+        my ($new) = $class->path($scfg, $volname, $storeid);
+        open(my $out, '+<:raw', $new) or die "unable to open '$new' - $!\n";
+        truncate($out, 0);
+        copy_stream($fh, $out);
+        close($out) or die "unable to write '$new' - $!\n";
+    };
+    if (my $err = $@) {
+        eval { $class->free_image($storeid, $scfg, $volname, 0, $file_format) };
+        warn $@ if $@;
+        die $err;
+    }
+    return "$storeid:$volname";
 }
 
 # ---------------------------------------------------------------------------

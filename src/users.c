@@ -1,0 +1,165 @@
+/*
+ * users.c - other processes that have a file open, and the hold.
+ *
+ * Proxmox builds QEMU (and its qemu-img) with image locking off, so our
+ * lock bytes never see a running Proxmox VM. Before a file is changed or
+ * replaced we therefore also look at the open descriptors of every other
+ * process (/proc/PID/fd, one pass for all the files an operation touches)
+ * and refuse, naming the process. The hold keeps those files write-locked
+ * (QEMU's bytes) from before that look until the operation is durable, so
+ * a QEMU that does take locks cannot start in between, and a process that
+ * opened the file just before our lock is seen by the look after it.
+ */
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+struct qc_held {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+};
+
+static void comm_of(int pid, char *buf, size_t n)
+{
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/%d/comm", pid);
+    snprintf(buf, n, "?");
+    FILE *f = fopen(p, "re");
+    if (!f)
+        return;
+    if (fgets(buf, (int)n, f))
+        buf[strcspn(buf, "\n")] = 0;
+    fclose(f);
+}
+
+/* Is any of the open descriptors in /proc/PID/fd (dirfd fdd) one of the files? */
+static int scan_fds(int fdd, const struct stat *files, size_t n, size_t *which)
+{
+    DIR *d = fdopendir(fdd);
+    if (!d) {
+        close(fdd);
+        return 0;
+    }
+    struct dirent *de;
+    int hit = 0;
+    while (!hit && (de = readdir(d))) {
+        /* the identity of what the descriptor refers to, from cached
+         * attributes: never a round trip to an NFS server */
+        struct statx sx;
+        if (de->d_name[0] == '.' ||
+            statx(fdd, de->d_name, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, STATX_INO, &sx) < 0)
+            continue;
+        dev_t dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+        for (size_t i = 0; i < n && !hit; i++)
+            if (dev == files[i].st_dev && sx.stx_ino == files[i].st_ino) {
+                *which = i;
+                hit = 1;
+            }
+    }
+    closedir(d);
+    return hit;
+}
+
+int qc_users_posix(void *u, const struct stat *files, size_t n, qc_user *found)
+{
+    (void)u;
+    DIR *proc = opendir("/proc");
+    if (!proc)
+        return 0; /* no /proc: nothing can be known */
+    int self = (int)getpid(), hit = 0;
+    struct dirent *de;
+    while (!hit && (de = readdir(proc))) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (*end || pid <= 0 || pid == self)
+            continue;
+        char p[64];
+        snprintf(p, sizeof(p), "/proc/%ld/fd", pid);
+        int fdd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fdd >= 0 && scan_fds(fdd, files, n, &found->file)) {
+            found->pid = (int)pid;
+            comm_of(found->pid, found->comm, sizeof(found->comm));
+            hit = 1;
+        }
+    }
+    closedir(proc);
+    return hit;
+}
+
+int qc_users_check(qc_ctx *ctx, const struct stat *files, const char *const *names, size_t n)
+{
+    qc_user u;
+    memset(&u, 0, sizeof(u));
+    if (!n || !ctx->io->users || ctx->io->users(ctx->io_user, files, n, &u) <= 0 || u.file >= n)
+        return 0;
+    char cb[160];
+    return qc_fail(ctx, QC_ERR_LOCKED, EBUSY, names[u.file], "in use",
+                   "'%s' is in use by process %d (%s); not changing it while another process has it open",
+                   names[u.file], u.pid, qc_printable(u.comm, cb, sizeof(cb)));
+}
+
+bool qc_held(const qc_ctx *ctx, dev_t dev, ino_t ino)
+{
+    for (size_t i = 0; i < ctx->nheld; i++)
+        if (ctx->held[i].dev == dev && ctx->held[i].ino == ino)
+            return true;
+    return false;
+}
+
+void qc_hold_release(qc_ctx *ctx, size_t keep)
+{
+    while (ctx->nheld > keep)
+        qc_sys_close(ctx, ctx->held[--ctx->nheld].fd); /* releases the OFD locks */
+    if (!ctx->nheld) {
+        free(ctx->held);
+        ctx->held = NULL;
+    }
+}
+
+int qc_hold(qc_ctx *ctx, const char *const *paths, size_t n)
+{
+    size_t first = ctx->nheld;
+    struct qc_held *h = realloc(ctx->held, (ctx->nheld + n + 1) * sizeof(*h));
+    struct stat *st = calloc(n + 1, sizeof(*st));
+    const char **names = calloc(n + 1, sizeof(*names));
+    if (h)
+        ctx->held = h;
+    int r = h && st && names ? 0 : qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, "", "hold", "Out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        /* non-blocking: a FIFO in place of an image must not hang us */
+        int fd = ctx->io->open(ctx->io_user, paths[i], O_RDONLY | O_NONBLOCK, 0);
+        if (fd == -ENOENT)
+            continue;
+        if (fd < 0) {
+            r = qc_fail(ctx, qc_errno_code(-fd), -fd, paths[i], "open", "Could not open '%s': %s", paths[i],
+                        strerror(-fd));
+            break;
+        }
+        if ((r = qc_sys_fstat(ctx, fd, paths[i], &st[k])) < 0 || qc_held(ctx, st[k].st_dev, st[k].st_ino) ||
+            (r = qc_lock_fd(ctx, fd, paths[i], QC_LOCK_WRITE)) < 0) {
+            qc_sys_close(ctx, fd);
+            continue;
+        }
+        ctx->held[ctx->nheld++] = (struct qc_held){fd, st[k].st_dev, st[k].st_ino};
+        names[k++] = paths[i];
+    }
+    if (r == 0)
+        r = qc_users_check(ctx, st, names, k);
+    if (r < 0) {
+        qc_error e = ctx->err;
+        qc_hold_release(ctx, first); /* give back what this call took */
+        ctx->err = e;
+    }
+    free(st);
+    free(names);
+    return r;
+}
