@@ -7,7 +7,7 @@ use FindBin;
 use Test::More;
 
 my $root = "$FindBin::Bin/..";
-plan skip_all => 'not a git checkout' if !-d "$root/.git";
+plan skip_all => 'not a git checkout' if !-e "$root/.git";
 my @git = grep { length } split /\n/, `cd '$root' && git ls-files`;
 open(my $fh, '<', "$root/MANIFEST") or die;
 my @man = grep { length && !/^#/ } map { chomp; s/\s.*//r } <$fh>;

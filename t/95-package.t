@@ -16,7 +16,7 @@ my $root = "$FindBin::Bin/..";
 my $tmp = tempdir('qc-pkg-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $src = "$tmp/src";
 mkdir $src;
-die "not a git checkout\n" if !-d "$root/.git";
+die "not a git checkout\n" if !-e "$root/.git";
 system("cd '$root' && git ls-files -z | xargs -0 tar -cf - | (cd '$src' && tar -xf -)") == 0 or die "copy failed\n";
 
 # ---- Debian package ----
