@@ -87,15 +87,7 @@ int qc_make_empty(qc_image *img)
         if ((r = qc_cache_get(img, &img->l2c, off, &l2, "L2 table")) < 0)
             break;
         for (uint64_t j = 0; j < (1ull << img->l2_bits) && r == 0; j++) {
-            uint64_t e = qc_be64(l2 + j * img->l2_entry_size);
-            if (e & QC_OFLAG_COMPRESSED) {
-                uint32_t x = 62 - (img->cluster_bits - 8);
-                uint64_t d = e & ~(QC_OFLAG_COPIED | QC_OFLAG_COMPRESSED);
-                uint64_t sectors = ((d >> x) & ((1ull << (img->cluster_bits - 8)) - 1)) + 1;
-                r = qc_free_later(img, (d & ((1ull << x) - 1)) & ~511ull, sectors * 512);
-            } else if (e & QC_OFFSET_MASK) {
-                r = qc_free_later(img, e & QC_OFFSET_MASK, img->cluster_size);
-            }
+            r = qc_unref_entry(img, qc_be64(l2 + j * img->l2_entry_size));
         }
         if (r == 0)
             r = qc_free_later(img, off, img->cluster_size);

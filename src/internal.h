@@ -364,6 +364,10 @@ int qc_meta_deps(qc_image *img);
 /* what is being written: data, an L2 table, a refcount block, entries of the L1 or refcount table */
 enum { QC_META_DATA, QC_META_L2, QC_META_REFBLOCK, QC_META_TABLE };
 int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self);
+/* Before dropping a data reference to [off, off+len): refuse when it names metadata. */
+int qc_overlap_free(qc_image *img, uint64_t off, uint64_t len);
+/* Freed space that is no live metadata (hole punches and truncation check this). */
+bool qc_overlap_may_release(qc_image *img, uint64_t off, uint64_t len);
 int qc_overlap_fixed(qc_image *img);
 void qc_meta_added(qc_image *img, uint64_t off, int kind);
 void qc_meta_changed(qc_image *img);
@@ -382,6 +386,8 @@ void qc_l1_dirty(qc_image *img, uint64_t i);
 
 /* ---- write.c ---- */
 int qc_write_prepare(qc_image *img);
+/* Drop L2 entry e's reference to its host cluster(s) at the next flush; refused when it names metadata. */
+int qc_unref_entry(qc_image *img, uint64_t e);
 /* L2 entry kind of guest cluster (standard or extended), exported for commit. */
 const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned sc,
                         int *kind, uint64_t *host);

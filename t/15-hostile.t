@@ -306,4 +306,40 @@ for my $case (['refcount table', sub { unpack('Q>', peek($_[0], 48, 8)) }],
     is(scalar(@{ $i // [] }), 2, 'backing inside the storage accepted') or diag($@);
 }
 
+# Frees and hole punches are checked like writes: an L2 entry that names
+# metadata (a compressed descriptor in the header, a plain entry on the L1
+# or refcount table) or an unaligned data offset stops every guest write,
+# write-zeroes (with and without unmap) and discard through it before any
+# byte changes (these once punched the header out, zeroed the tables, or
+# wrote across the neighbouring cluster).
+{
+    my $M = 0x00fffffffffffe00;
+    my %case = (
+        'compressed-in-header' => [sub { (1 << 62) | 0x100 }, qr/its header/],
+        'plain-on-l1' => [sub { unpack('Q>', peek($_[0], 40, 8)) }, qr/its L1 table/],
+        'plain-on-reftable' => [sub { unpack('Q>', peek($_[0], 48, 8)) }, qr/its refcount table/],
+        'owned-on-l1' => [sub { (1 << 63) | unpack('Q>', peek($_[0], 40, 8)) }, qr/its L1 table/],
+        'unaligned-data' => [sub { (1 << 63) | ((unpack('Q>', peek($_[0], $_[1], 8)) & $M) + 4096) },
+            qr/not cluster aligned \(guest offset 0,/],
+    );
+    for my $name (sort keys %case) {
+        my ($entry, $why) = @{ $case{$name} };
+        my $f = fresh("free-$name.qcow2");
+        my $l2 = l1_entry($f) & $M;
+        patch($f, $l2, pack('Q>', $entry->($f, $l2)));
+        system('cp', $f, "$f.orig") == 0 or die;
+        my ($qrc) = qimg_ok('check', $f);
+        for my $op (['-P', '0x77'], ['-z'], ['-z', '-u'], ['--discard']) {
+            my ($rc, $o, $err) = our_cli('write', @$op, $f, 0, 65536);
+            ok($rc == 1 && $err =~ /\A[^\n]*'\Q$f\E': corrupt image: [^\n]*$why[^\n]*refused[^\n]*\n\z/,
+                "$name: write @$op refused, one line saying why") or diag($err);
+            ok(same_file($f, "$f.orig"), '.. not a byte changed');
+            is((qimg_ok('check', $f))[0], $qrc, '.. qemu-img check as before');
+        }
+    }
+    # QEMU stops the same write on the unaligned entry (and marks the image corrupt).
+    my ($rc, $o, $e) = run_cmd('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x77 0 64k', 'free-unaligned-data.qcow2');
+    like("$o$e", qr/Data cluster offset 0x[0-9a-f]+ unaligned/, 'qemu-io refuses the unaligned write too');
+}
+
 done_testing();
