@@ -229,6 +229,8 @@ const char *qc_printable(const char *s, char *buf, size_t n);
 
 /* ---- io.c ---- */
 int qc_sys_open(qc_ctx *ctx, const char *path, int flags, mode_t mode);
+/* The POSIX open_beneath without openat2 (for the C tests); -errno on failure. */
+int qc_open_beneath_walk(const char *dir, const char *rel, int flags, mode_t mode);
 void qc_sys_close(qc_ctx *ctx, int fd);
 /* Full read; bytes past EOF read as zeros. */
 int qc_pread_full(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
@@ -304,6 +306,14 @@ void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data);
 int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data);
 
 /* ---- chain.c ---- */
+/* qc_image_open_one: a backing file, opened beneath the allowed directories */
+#define QC_OPEN_CONFINED (1u << 30)
+/*
+ * Open an image file (or a data file) without blocking, only a regular
+ * file or a block device; confined: beneath the allowed directories (if
+ * any), in one step. Returns the fd; *st as fstat gave it.
+ */
+int qc_open_image_file(qc_ctx *ctx, const char *path, int oflags, bool confined, struct stat *st);
 /* Where img's backing file is, if the policy allows its name (json:, protocol, absolute, directories). */
 int qc_backing_path(qc_image *img, char **full);
 /* 0 when img has no backing file or the policy allows its name. */

@@ -119,6 +119,11 @@ typedef struct qc_io {
     /* start writing fd's dirty pages out now: a hint that keeps the disk
      * busy during long copies, not durability (that is fsync); may be NULL */
     int (*writeback)(void *u, int fd);
+    /* open rel inside directory dir without following any symlink and
+     * without leaving dir (rel: plain names joined by '/'), in one step as
+     * far as anyone swapping files can tell: openat2 RESOLVE_BENEATH, or
+     * openat with O_NOFOLLOW from one directory to the next */
+    int (*open_beneath)(void *u, const char *dir, const char *rel, int flags, mode_t mode);
 } qc_io;
 
 #define QC_RENAME_NOREPLACE 1u
