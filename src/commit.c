@@ -62,13 +62,14 @@ static int copy_range(qc_image *top, qc_image *base, qc_image *src, uint64_t off
     while (off < end) {
         size_t k = (size_t)qc_min(end - off, bufsz);
         int r = qc_image_read(top, buf, off, k);
+        bool zero = r == 0 && qc_buf_is_zero(buf, k);
         if (r == 0)
-            r = qc_buf_is_zero(buf, k) ? qc_image_write_zeroes(base, off, k, QC_ZERO_UNMAP)
-                                       : qc_image_write(base, buf, off, k);
+            r = zero ? qc_image_write_zeroes(base, off, k, QC_ZERO_UNMAP) : qc_image_write(base, buf, off, k);
         if (r < 0)
             return r;
+        if (!zero)
+            qc_copied(base, k);
         off += k;
-        qc_copied(base, k);
     }
     return 0;
 }

@@ -216,6 +216,7 @@ struct qc_ctx {
     qc_progress_fn progress;
     void *progress_user;
     uint64_t rate_limit;
+    uint64_t copied;           /* data bytes long copies wrote (qc_copied) */
 };
 
 /* ---- error.c ---- */
@@ -383,7 +384,7 @@ void qc_meta_added(qc_image *img, uint64_t off, int kind);
 void qc_meta_changed(qc_image *img);
 /* fsync img if anything was written since the last one. */
 int qc_img_sync(qc_image *img);
-/* a long copy wrote n bytes to img: hint writeback every step (flush.c) */
+/* a long copy wrote n data bytes to img: counted, writeback hinted every step (flush.c) */
 #define QC_WRITEBACK_STEP (32ull << 20)
 void qc_copied(qc_image *img, uint64_t n);
 /* Everything durable in order: refcounts, L2, L1, then deferred frees. */
@@ -492,6 +493,14 @@ void qc_vtree_free(qc_vtree *t);
 int qc_vtree_find(const qc_vtree *t, const char *name);
 json_object *qc_vtree_json(const qc_vtree *t, const char *volume);
 
+/* ---- mergecost.c ---- */
+/*
+ * Data bytes removing snapshot x with its one child would copy, each way,
+ * from the tables: commit (the child's data into x), stream (x's data
+ * where the child has none). Zero and never-written clusters count nothing.
+ */
+int qc_merge_costs(qc_ctx *ctx, const char *x, const char *child, uint64_t *commit, uint64_t *stream);
+
 /* ---- check.c ---- */
 /* Rebuild refcounts from the metadata (repair of dirty/leaky images). */
 int qc_rebuild_refcounts(qc_image *img);
@@ -505,6 +514,12 @@ int qc_inflate(qc_ctx *ctx, int type, const uint8_t *in, size_t in_len,
 enum { QC_BS_DATA = 1, QC_BS_ZERO = 2, QC_BS_OFFSET = 4, QC_BS_ALLOCATED = 8 };
 int qc_layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
                     int *flags, uint64_t *map);
+/*
+ * The same, but data clusters over holes of the host file are always
+ * ZERO (never written, or preallocated): what copies and their cost
+ * estimates use, whatever QEMU's preallocation heuristic says.
+ */
+int qc_layer_status_holes(qc_image *img, uint64_t off, uint64_t max, uint64_t *len, int *flags, uint64_t *map);
 /* Descend from top until a layer has data or zeros (qemu-img map's walk). */
 int qc_chain_status(qc_image *top, uint64_t off, uint64_t max, uint64_t *len,
                     int *flags, uint64_t *map, unsigned *depth, qc_image **layer);

@@ -259,7 +259,7 @@ typedef struct qc_volume_opts {
     bool extended_l2;         /* default on */
     int preallocation;        /* default 1 (metadata); only with extended L2 */
     bool running;             /* delete: QEMU already merged the data */
-    int delete_method;        /* QC_DELETE_*: auto moves the smaller layer */
+    int delete_method;        /* QC_DELETE_*: auto copies fewer bytes */
     unsigned lock_timeout_ms; /* default 10000 */
 } qc_volume_opts;
 
@@ -270,8 +270,17 @@ int qc_volume_name_valid(const char *name);
 int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
 /* FILE becomes a fresh overlay on snapshot NAME (any snapshot). */
 int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
-/* Remove snapshot NAME; its children keep their exact guest view. */
-int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
+/*
+ * Remove snapshot NAME; its children keep their exact guest view. With one
+ * child, the way that copies fewer data bytes (counted from the tables):
+ * commit the child into NAME, or stream NAME into the child. *out (if out
+ * is not NULL): {"snapshot", "method": "commit" | "stream" | "unlink" |
+ * "recovered" (an interrupted delete of it was just completed), "bytes":
+ * data bytes copied, and with one child "commit-bytes", "stream-bytes":
+ * what each way copies}.
+ */
+int qc_volume_delete_snapshot(qc_ctx *ctx, json_object **out, const char *volume, const char *name,
+                              const qc_volume_opts *o);
 int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from, const char *to,
                               const qc_volume_opts *o);
 /* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}]} */

@@ -149,7 +149,7 @@ _rebase(file, fmt, backing, backing_fmt, unsafe, opts)
     qcx_check(aTHX_ &c, qc_rebase(c.ctx, file, fmt, backing,
                                   backing_fmt, unsafe ? QC_REBASE_UNSAFE : 0));
 
-void
+SV *
 _snapshot(op, volume, name, target, opts)
     qcx_str op
     qcx_str volume
@@ -161,6 +161,7 @@ _snapshot(op, volume, name, target, opts)
     qc_volume_opts so;
     HV *o;
     int r;
+    json_object *res = NULL;
   CODE:
     o = qcx_opts(aTHX_ opts);
     qc_volume_opts_init(&so);
@@ -177,7 +178,7 @@ _snapshot(op, volume, name, target, opts)
     else if (!strcmp(op, "rollback"))
         r = qc_volume_rollback(c.ctx, volume, name, &so);
     else if (!strcmp(op, "delete"))
-        r = qc_volume_delete_snapshot(c.ctx, volume, name, &so);
+        r = qc_volume_delete_snapshot(c.ctx, &res, volume, name, &so);
     else if (!strcmp(op, "rename"))
         r = qc_volume_rename_snapshot(c.ctx, volume, name, target ? target : "", &so);
     else if (!strcmp(op, "recover"))
@@ -185,6 +186,9 @@ _snapshot(op, volume, name, target, opts)
     else
         croak("unknown snapshot operation '%s'\n", op);
     qcx_check(aTHX_ &c, r);
+    RETVAL = res ? SvREFCNT_inc(qcx_json_result(aTHX_ res)) : newSV(0);
+  OUTPUT:
+    RETVAL
 
 SV *
 _snapshot_list(volume, opts)
