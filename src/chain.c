@@ -64,7 +64,9 @@ static int open_confined(qc_ctx *ctx, const char *p, int oflags)
     if (!real)
         return qc_fail(ctx, qc_errno_code(errno), errno, p, "open", "Could not open '%s': %s", p, strerror(errno));
     const char *rel, *dir = allowed_root(ctx, real, &rel);
-    int fd = dir ? ctx->io->open_beneath(ctx->io_user, dir, rel, oflags, 0) : outside(ctx, p, p, real);
+    int fd = dir ? ctx->io->open_beneath(ctx->io_user, dir, rel, oflags, 0)
+                 : qc_fail(ctx, QC_ERR_POLICY, 0, p, "open",
+                           "'%s' now resolves to '%s', outside the allowed directories; refused", p, real);
     if (dir && (fd == -ELOOP || fd == -ENOTDIR || fd == -EXDEV))
         fd = qc_fail(ctx, QC_ERR_POLICY, -fd, p, "open",
                      "'%s' changed while it was opened (a symbolic link appeared under '%s'); refused", p, dir);
