@@ -501,6 +501,7 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, json_object **out, const char *volume
                               const qc_volume_opts *o)
 {
     qc_volume v;
+    uint64_t costs[2], copied = ctx->copied; /* a recovery in start() copies too */
     if (out)
         *out = NULL;
     int r = start(ctx, &v, volume, name, o);
@@ -508,7 +509,6 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, json_object **out, const char *volume
         return r;
     qc_vtree t;
     json_object *j = NULL;
-    uint64_t costs[2], copied = ctx->copied;
     bool costed = false;
     const char *how = "recovered";
     char **kids = NULL;

@@ -276,4 +276,30 @@ for my $seed (1 .. 3) {
     is((qimg_ok('check', 'pa-base.qcow2'))[0], 0, '.. clean for qemu-img check');
 }
 
+# A delete interrupted after its journal (a power cut at the last step that
+# leaves one) is completed by the next call, which says so.
+{
+    mkdir 'rec';
+    my $vol = 'rec/vm-100-disk-0.qcow2';
+    my $setup = sub {
+        unlink glob('rec/*'), glob('rec/.*.qcow2*');
+        PVE::Storage::Qcow2Chain::create($vol, size => '8M', preallocation => 'metadata');
+        qio($vol, 'write -q -P 1 0 1M');
+        PVE::Storage::Qcow2Chain::snapshot_create($vol, 'x');
+        qio($vol, 'write -q -P 2 0 2M');
+    };
+    my %st;
+    $setup->();
+    PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x', fault => ['none'], fault_stats => \%st);
+    for (my $k = $st{count}; $k > 0; $k--) {
+        $setup->();
+        eval { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x', fault => ['crash', $k, 5]) };
+        last if -e "rec/.vm-100-disk-0.qcow2.journal";
+    }
+    ok(-e "rec/.vm-100-disk-0.qcow2.journal", 'a power cut late in a delete leaves its journal');
+    my $r = PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x');
+    is($r->{method}, 'recovered', '.. the next delete completes it and says so') or diag(explain($r));
+    ok(!-e PVE::Storage::Qcow2Chain::snapshot_file($vol, 'x'), '.. the snapshot is gone');
+}
+
 done_testing();
