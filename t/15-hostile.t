@@ -430,7 +430,7 @@ for my $case (['refcount table', sub { unpack('Q>', peek($_[0], 48, 8)) }],
                ['snapshot_rollback', sub { PVE::Storage::Qcow2Chain::snapshot_rollback('nul.qcow2', "a\0b") }],
                ['snapshot_rename', sub { PVE::Storage::Qcow2Chain::snapshot_rename('nul.qcow2', 'a', "c\0d") }],
                ['info', sub { PVE::Storage::Qcow2Chain::info("nul.qcow2\0.x") }],
-               ['convert_raw', sub { PVE::Storage::Qcow2Chain::convert_raw('nul.qcow2', "out.raw\0x") }],
+               ['convert_raw', sub { PVE::Storage::Qcow2Chain::convert_raw('nul.qcow2', "nul-out.raw\0x") }],
                ['rebase', sub { PVE::Storage::Qcow2Chain::rebase('nul.qcow2', backing_file => "x\0y", backing_fmt => 'qcow2') }],
                ['allowed_dirs', sub { PVE::Storage::Qcow2Chain::info('nul.qcow2', allowed_dirs => ["$dir\0/etc"]) }],
                ['Image->open', sub { PVE::Storage::Qcow2Chain::Image->open("nul.qcow2\0x") }]) {
@@ -440,7 +440,7 @@ for my $case (['refcount table', sub { unpack('Q>', peek($_[0], 48, 8)) }],
         ok(ref($e) && $e->code eq 'invalid' && "$e" =~ /\A[^\n]*'[^'\n]*\\0[^'\n]*' contains a NUL byte; refused\n\z/,
             "$what: a NUL byte is refused") or diag("$e");
     }
-    ok(-e 'snap-a-nul.qcow2' && !-e 'out.raw', '.. nothing was done in place of the cut name');
+    ok(-e 'snap-a-nul.qcow2' && !-e 'nul-out.raw', '.. nothing was done in place of the cut name');
     is(PVE::Storage::Qcow2Chain::snapshot_list('nul.qcow2')->{nodes}->@*, 2, '.. the volume still has snapshot a and current');
 }
 
