@@ -44,7 +44,7 @@ sub best {
 # snapshot s1, 512 MiB, s2, 16 MiB, s3. Delete s2 (the middle: Proxmox
 # rebases its child onto s1), then s1 (the first, now covered by its child:
 # Proxmox commits the child into s1 and renames s1 over it). Each run starts
-# from a copy of the same files; median of 3, rounds alternate the order.
+# from a copy of the same files; median of 5, rounds alternate the order.
 sub median { my @v = sort { $a <=> $b } @_; return $v[$#v / 2] }
 
 sub proxmox_defaults {
@@ -88,12 +88,12 @@ sub proxmox_defaults {
             },
             'qemu-img commit'],
     );
-    print "Proxmox's defaults on ext4 (4 GiB volume with preallocation=metadata), median of 3:\n";
+    print "Proxmox's defaults on ext4 (4 GiB volume with preallocation=metadata), median of 5:\n";
     for my $snap ('s2', 's1') {
         my ($from, $what, $pve, $pve_name) = @{ $op{$snap} };
         my (%t, %how);
         my @who = ('auto', 'commit', 'stream', 'proxmox');
-        for my $round (1 .. 3) {
+        for my $round (1 .. 5) {
             for my $who ($round % 2 ? @who : reverse @who) {
                 my $w = "$d/w";
                 $copy->("$d/$from", $w);
