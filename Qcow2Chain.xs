@@ -49,6 +49,48 @@ static int qcx_progress(void *user, uint64_t done, uint64_t total)
     return ret;
 }
 
+static void qcx_croak_msg(pTHX_ const char *code, int err, const char *path,
+                          const char *op, const char *msg);
+
+/* Typemap types: strings for the core, NULL for undef (qcx_optstr). */
+typedef const char *qcx_str;
+typedef const char *qcx_optstr;
+
+static bool qcx_has_nul(pTHX_ SV *sv)
+{
+    STRLEN n;
+    const char *s = SvPV(sv, n);
+    return memchr(s, 0, n) != NULL;
+}
+
+/* A string the core would read only up to its first NUL byte: refused. */
+static void qcx_croak_nul(pTHX_ SV *sv, const char *what)
+{
+    STRLEN n;
+    const char *s = SvPV(sv, n);
+    SV *shown = sv_2mortal(newSVpvs(""));
+    for (STRLEN i = 0; i < n && i < 200; i++)
+        s[i] ? sv_catpvn(shown, s + i, 1) : sv_catpvs(shown, "\\0");
+    char msg[512];
+    snprintf(msg, sizeof(msg), "%s '%s' contains a NUL byte; refused", what, SvPV_nolen(shown));
+    qcx_croak_msg(aTHX_ "invalid", EINVAL, "", "argument", msg);
+}
+
+/* what: a parameter's name (from the typemap) or a label. */
+static const char *qcx_cstr(pTHX_ SV *sv, const char *what)
+{
+    static const char *label[][2] = {
+        {"name", "snapshot name"}, {"target", "snapshot name"}, {"fmt", "format"}, {"out", "output file"},
+        {"backing", "backing file"}, {"base", "base image"}, {"backing_fmt", "backing format"},
+    };
+    for (size_t i = 0; i < sizeof(label) / sizeof(label[0]); i++)
+        if (!strcmp(what, label[i][0]))
+            what = label[i][1];
+    if (qcx_has_nul(aTHX_ sv))
+        qcx_croak_nul(aTHX_ sv, what);
+    return SvPV_nolen(sv);
+}
+
 static bool opt_true(pTHX_ HV *o, const char *k)
 {
     SV **v = o ? hv_fetch(o, k, (I32)strlen(k), 0) : NULL;
@@ -60,9 +102,6 @@ static SV *opt_sv(pTHX_ HV *o, const char *k)
     SV **v = o ? hv_fetch(o, k, (I32)strlen(k), 0) : NULL;
     return v && SvOK(*v) ? *v : NULL;
 }
-
-static void qcx_croak_msg(pTHX_ const char *code, int err, const char *path,
-                          const char *op, const char *msg);
 
 /* Build the call context from the Perl options hash. Croaks on bad options. */
 static void qcx_begin(pTHX_ qcx_call *c, HV *o)
@@ -92,6 +131,10 @@ static void qcx_begin(pTHX_ qcx_call *c, HV *o)
         AV *a = (AV *)SvRV(v);
         for (SSize_t i = 0; i <= av_len(a); i++) {
             SV **d = av_fetch(a, i, 0);
+            if (d && qcx_has_nul(aTHX_ *d)) {
+                qc_ctx_free(c->ctx);
+                qcx_croak_nul(aTHX_ *d, "allowed directory");
+            }
             if (d && qc_ctx_allow_dir(c->ctx, SvPV_nolen(*d)) < 0) {
                 qc_error e = *qc_ctx_error(c->ctx);
                 qc_ctx_free(c->ctx);
@@ -241,11 +284,6 @@ static HV *qcx_opts(pTHX_ SV *sv)
     if (!SvROK(sv) || SvTYPE(SvRV(sv)) != SVt_PVHV)
         croak("options must be a hash reference\n");
     return (HV *)SvRV(sv);
-}
-
-static const char *qcx_str_or_null(pTHX_ SV *sv)
-{
-    return SvOK(sv) ? SvPV_nolen(sv) : NULL;
 }
 
 /* An open image handle (PVE::Storage::Qcow2Chain::Image). */

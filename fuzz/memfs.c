@@ -3,6 +3,7 @@
 #include "memfs.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -287,6 +288,15 @@ static int m_fchmod(void *u, int fd, mode_t mode)
     return byfd(fd) ? 0 : -EBADF;
 }
 
+/* No directories and no symlinks in memory: dir/rel is just a name. */
+static int m_open_beneath(void *u, const char *dir, const char *rel, int flags, mode_t mode)
+{
+    char p[4096];
+    if ((size_t)snprintf(p, sizeof(p), "%s/%s", dir, rel) >= sizeof(p))
+        return -ENAMETOOLONG;
+    return m_open(u, p, flags, mode);
+}
+
 static const qc_io mem_io = {
     m_open, m_close, m_pread, m_pwrite, m_fsync, m_ftruncate, m_fstat, m_stat,
     m_rename, m_unlink, m_copy, m_lock, m_seek, m_fallocate, m_link,
@@ -294,6 +304,7 @@ static const qc_io mem_io = {
     NULL, /* writeback: nothing to start in memory */
     m_fchown, m_fchmod,
     NULL, /* users: no other process sees these files */
+    m_open_beneath,
 };
 
 const qc_io *memfs_io(void) { return &mem_io; }

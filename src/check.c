@@ -518,7 +518,8 @@ int qc_check(qc_ctx *ctx, json_object **out, const char *path, const char *fmt, 
 {
     qc_image *img;
     *out = NULL;
-    int r = qc_image_open(ctx, &img, path, fmt, QC_OPEN_NO_BACKING | (repair ? QC_OPEN_RDWR : 0));
+    /* the backing chain too: qemu-img check fails (exit 1) when a backing file cannot be opened */
+    int r = qc_image_open(ctx, &img, path, fmt, repair ? QC_OPEN_RDWR : 0);
     if (r < 0)
         return r;
     if (img->fmt != QC_FMT_QCOW2) {

@@ -65,13 +65,14 @@ static int copy_range(qc_image *top, qc_image *base, qc_image *src, uint64_t off
     while (off < end) {
         size_t k = (size_t)qc_min(end - off, bufsz);
         int r = qc_image_read(top, buf, off, k);
+        bool zero = r == 0 && qc_buf_is_zero(buf, k);
         if (r == 0)
-            r = qc_buf_is_zero(buf, k) ? qc_image_write_zeroes(base, off, k, QC_ZERO_UNMAP)
-                                       : qc_image_write(base, buf, off, k);
+            r = zero ? qc_image_write_zeroes(base, off, k, QC_ZERO_UNMAP) : qc_image_write(base, buf, off, k);
         if (r < 0)
             return r;
+        if (!zero)
+            qc_copied(base, k);
         off += k;
-        qc_copied(base, k);
     }
     return 0;
 }
@@ -90,15 +91,7 @@ int qc_make_empty(qc_image *img)
         if ((r = qc_cache_get(img, &img->l2c, off, &l2, "L2 table")) < 0)
             break;
         for (uint64_t j = 0; j < (1ull << img->l2_bits) && r == 0; j++) {
-            uint64_t e = qc_be64(l2 + j * img->l2_entry_size);
-            if (e & QC_OFLAG_COMPRESSED) {
-                uint32_t x = 62 - (img->cluster_bits - 8);
-                uint64_t d = e & ~(QC_OFLAG_COPIED | QC_OFLAG_COMPRESSED);
-                uint64_t sectors = ((d >> x) & ((1ull << (img->cluster_bits - 8)) - 1)) + 1;
-                r = qc_free_later(img, (d & ((1ull << x) - 1)) & ~511ull, sectors * 512);
-            } else if (e & QC_OFFSET_MASK) {
-                r = qc_free_later(img, e & QC_OFFSET_MASK, img->cluster_size);
-            }
+            r = qc_unref_entry(img, qc_be64(l2 + j * img->l2_entry_size));
         }
         if (r == 0)
             r = qc_free_later(img, off, img->cluster_size);

@@ -48,7 +48,8 @@ int qc_status_above(qc_image *top, qc_image *stop, uint64_t off, uint64_t max, u
             *layer = l;
             return 0;
         }
-        int r = qc_layer_status(l, off, *len, len, flags, map);
+        /* holes under data clusters read as zeros: nothing to copy there */
+        int r = qc_layer_status_holes(l, off, *len, len, flags, map);
         if (r < 0)
             return r;
         /* ZERO without ALLOCATED: past the end of l's backing, zeros too */

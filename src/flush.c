@@ -49,6 +49,7 @@ static int write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t
  */
 void qc_copied(qc_image *img, uint64_t n)
 {
+    img->ctx->copied += n;
     img->unhinted += n;
     if (img->unhinted >= QC_WRITEBACK_STEP && img->ctx->io->writeback) {
         img->ctx->io->writeback(img->ctx->io_user, img->fd); /* a hint: failure changes nothing */

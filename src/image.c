@@ -226,7 +226,8 @@ static int open_data_file(qc_image *img)
     char *p = qc_path_combine(ctx, img->filename, img->hdr.data_file);
     if (!p)
         return QC_ERR_NOMEM;
-    int fd = qc_sys_open(ctx, p, (img->flags & QC_OPEN_RDWR) ? O_RDWR : O_RDONLY, 0);
+    struct stat st;
+    int fd = qc_open_image_file(ctx, p, (img->flags & QC_OPEN_RDWR) ? O_RDWR : O_RDONLY, true, &st);
     free(p);
     if (fd < 0)
         return fd;
@@ -329,17 +330,12 @@ int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,
         free(img);
         return QC_ERR_NOMEM;
     }
-    int r = qc_sys_open(ctx, path, ((flags & QC_OPEN_RDWR) ? O_RDWR : O_RDONLY) | ((flags & QC_OPEN_NOFOLLOW) ? O_NOFOLLOW : 0), 0);
+    struct stat st;
+    int r = qc_open_image_file(ctx, path, ((flags & QC_OPEN_RDWR) ? O_RDWR : O_RDONLY) | ((flags & QC_OPEN_NOFOLLOW) ? O_NOFOLLOW : 0),
+                               flags & QC_OPEN_CONFINED, &st);
     if (r < 0)
         goto fail;
     img->fd = r;
-    struct stat st;
-    if ((r = qc_sys_fstat(ctx, img->fd, path, &st)) < 0)
-        goto fail;
-    if (S_ISDIR(st.st_mode)) {
-        r = qc_fail(ctx, QC_ERR_INVALID, EISDIR, path, "open", "'%s' is a directory", path);
-        goto fail;
-    }
     img->dev = st.st_dev;
     img->ino = st.st_ino;
     img->file_size = (uint64_t)st.st_size;

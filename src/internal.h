@@ -219,6 +219,7 @@ struct qc_ctx {
     qc_progress_fn progress;
     void *progress_user;
     uint64_t rate_limit;
+    uint64_t copied;           /* data bytes long copies wrote (qc_copied) */
 };
 
 /* ---- error.c ---- */
@@ -232,6 +233,8 @@ const char *qc_printable(const char *s, char *buf, size_t n);
 
 /* ---- io.c ---- */
 int qc_sys_open(qc_ctx *ctx, const char *path, int flags, mode_t mode);
+/* The POSIX open_beneath without openat2 (for the C tests); -errno on failure. */
+int qc_open_beneath_walk(const char *dir, const char *rel, int flags, mode_t mode);
 void qc_sys_close(qc_ctx *ctx, int fd);
 /* Full read; bytes past EOF read as zeros. */
 int qc_pread_full(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
@@ -307,6 +310,14 @@ void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data);
 int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data);
 
 /* ---- chain.c ---- */
+/* qc_image_open_one: a backing file, opened beneath the allowed directories */
+#define QC_OPEN_CONFINED (1u << 30)
+/*
+ * Open an image file (or a data file) without blocking, only a regular
+ * file or a block device; confined: beneath the allowed directories (if
+ * any), in one step. Returns the fd; *st as fstat gave it.
+ */
+int qc_open_image_file(qc_ctx *ctx, const char *path, int oflags, bool confined, struct stat *st);
 /* Where img's backing file is, if the policy allows its name (json:, protocol, absolute, directories). */
 int qc_backing_path(qc_image *img, char **full);
 /* 0 when img has no backing file or the policy allows its name. */
@@ -389,12 +400,16 @@ int qc_meta_deps(qc_image *img);
 /* what is being written: data, an L2 table, a refcount block, entries of the L1 or refcount table */
 enum { QC_META_DATA, QC_META_L2, QC_META_REFBLOCK, QC_META_TABLE };
 int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self);
+/* Before dropping a data reference to [off, off+len): refuse when it names metadata. */
+int qc_overlap_free(qc_image *img, uint64_t off, uint64_t len);
+/* Freed space that is no live metadata (hole punches and truncation check this). */
+bool qc_overlap_may_release(qc_image *img, uint64_t off, uint64_t len);
 int qc_overlap_fixed(qc_image *img);
 void qc_meta_added(qc_image *img, uint64_t off, int kind);
 void qc_meta_changed(qc_image *img);
 /* fsync img if anything was written since the last one. */
 int qc_img_sync(qc_image *img);
-/* a long copy wrote n bytes to img: hint writeback every step (flush.c) */
+/* a long copy wrote n data bytes to img: counted, writeback hinted every step (flush.c) */
 #define QC_WRITEBACK_STEP (32ull << 20)
 void qc_copied(qc_image *img, uint64_t n);
 /* Everything durable in order: refcounts, L2, L1, then deferred frees. */
@@ -407,6 +422,8 @@ void qc_l1_dirty(qc_image *img, uint64_t i);
 
 /* ---- write.c ---- */
 int qc_write_prepare(qc_image *img);
+/* Drop L2 entry e's reference to its host cluster(s) at the next flush; refused when it names metadata. */
+int qc_unref_entry(qc_image *img, uint64_t e);
 /* L2 entry kind of guest cluster (standard or extended), exported for commit. */
 const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned sc,
                         int *kind, uint64_t *host);
@@ -501,6 +518,14 @@ void qc_vtree_free(qc_vtree *t);
 int qc_vtree_find(const qc_vtree *t, const char *name);
 json_object *qc_vtree_json(const qc_vtree *t, const char *volume);
 
+/* ---- mergecost.c ---- */
+/*
+ * Data bytes removing snapshot x with its one child would copy, each way,
+ * from the tables: commit (the child's data into x), stream (x's data
+ * where the child has none). Zero and never-written clusters count nothing.
+ */
+int qc_merge_costs(qc_ctx *ctx, const char *x, const char *child, uint64_t *commit, uint64_t *stream);
+
 /* ---- check.c ---- */
 /* Rebuild refcounts from the metadata (repair of dirty/leaky images). */
 int qc_rebuild_refcounts(qc_image *img);
@@ -514,6 +539,12 @@ int qc_inflate(qc_ctx *ctx, int type, const uint8_t *in, size_t in_len,
 enum { QC_BS_DATA = 1, QC_BS_ZERO = 2, QC_BS_OFFSET = 4, QC_BS_ALLOCATED = 8 };
 int qc_layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
                     int *flags, uint64_t *map);
+/*
+ * The same, but data clusters over holes of the host file are always
+ * ZERO (never written, or preallocated): what copies and their cost
+ * estimates use, whatever QEMU's preallocation heuristic says.
+ */
+int qc_layer_status_holes(qc_image *img, uint64_t off, uint64_t max, uint64_t *len, int *flags, uint64_t *map);
 /* Descend from top until a layer has data or zeros (qemu-img map's walk). */
 int qc_chain_status(qc_image *top, uint64_t off, uint64_t max, uint64_t *len,
                     int *flags, uint64_t *map, unsigned *depth, qc_image **layer);

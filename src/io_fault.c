@@ -9,6 +9,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -391,10 +392,34 @@ static int f_users(void *v, const struct stat *files, size_t n, qc_user *found)
     return f->crashed ? 0 : P()->users(NULL, files, n, found);
 }
 
+static int f_open_beneath(void *v, const char *dir, const char *rel, int flags, mode_t mode)
+{
+    qc_fault *f = v;
+    if (f->crashed)
+        return -EIO;
+    int fd = P()->open_beneath(NULL, dir, rel, flags, mode);
+    if (fd >= 0) {
+        size_t n = strlen(dir) + strlen(rel) + 2;
+        char *path = malloc(n);
+        fdpath *nf = path ? realloc(f->fds, (f->nfds + 1) * sizeof(*nf)) : NULL;
+        if (nf) {
+            snprintf(path, n, "%s/%s", dir, rel);
+            f->fds = nf;
+            f->fds[f->nfds].fd = fd;
+            f->fds[f->nfds].path = path;
+            f->nfds++;
+        } else {
+            free(path);
+        }
+    }
+    return fd;
+}
+
 static const qc_io fault_io = {
     f_open, f_close, f_pread, f_pwrite, f_fsync, f_ftruncate, f_fstat, f_stat,
     f_rename, f_unlink, f_copy_range, f_lock, f_seek, f_fallocate, f_link,
     f_getxattr, f_setxattr, f_writeback, f_fchown, f_fchmod, f_users,
+    f_open_beneath,
 };
 
 void qc_ctx_set_fault(qc_ctx *ctx, qc_fault *f)

@@ -153,7 +153,7 @@ int qc_journal_read(qc_volume *v, json_object **out)
     if (st.st_size > (1 << 20))
         return qc_fail(ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal", "'%s': journal is too large",
                        v->journal_path);
-    int fd = qc_sys_open(ctx, v->journal_path, O_RDONLY, 0);
+    int fd = qc_sys_open(ctx, v->journal_path, O_RDONLY | O_NONBLOCK, 0); /* a FIFO must not hang us */
     if (fd < 0)
         return fd;
     char *buf = qc_calloc(ctx, 1, (size_t)st.st_size + 1);

@@ -120,24 +120,57 @@ static int refuse(qc_image *img, uint64_t off, const char *what)
                    img->filename, (unsigned long long)off, what);
 }
 
-int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self)
+/* The metadata in [off, off+len) other than self's kind, or NULL; *r < 0 on failure. */
+static const char *meta_at(qc_image *img, uint64_t off, uint64_t len, int self, int *r)
 {
-    if (!len || img->fmt != QC_FMT_QCOW2) /* raw: all data */
-        return 0;
+    *r = 0;
     /* the L1 and refcount tables are known apart from each other (qc_overlap_fixed) */
     const char *what = self == QC_META_TABLE ? NULL : fixed_at(img, off, len);
     if (what)
-        return refuse(img, off, what);
-    int r = img->meta_valid ? 0 : build(img);
-    if (r < 0)
-        return r;
+        return what;
+    if (!img->meta_valid && (*r = build(img)) < 0)
+        return NULL;
     uint64_t first = off >> img->cluster_bits, last = (off + len - 1) >> img->cluster_bits;
     for (size_t i = lower_bound(img, first << 1); i < img->meta_n && (img->meta[i] >> 1) <= last; i++) {
         int kind = (img->meta[i] & 1) ? QC_META_REFBLOCK : QC_META_L2;
         if (kind != self)
-            return refuse(img, off, kind == QC_META_L2 ? "L2 table" : "refcount block");
+            return kind == QC_META_L2 ? "L2 table" : "refcount block";
     }
-    return 0;
+    return NULL;
+}
+
+int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self)
+{
+    if (!len || img->fmt != QC_FMT_QCOW2) /* raw: all data */
+        return 0;
+    int r;
+    const char *what = meta_at(img, off, len, self, &r);
+    return what ? refuse(img, off, what) : r;
+}
+
+/*
+ * A data reference is dropped: a corrupt entry may name metadata, whose
+ * refcount would then fall and whose space would be punched out.
+ */
+int qc_overlap_free(qc_image *img, uint64_t off, uint64_t len)
+{
+    if (!len || img->fmt != QC_FMT_QCOW2)
+        return 0;
+    int r;
+    const char *what = meta_at(img, off, len, QC_META_DATA, &r);
+    if (!what)
+        return r;
+    return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
+                   "'%s': corrupt image: an L2 entry points guest data at host offset %#llx, where "
+                   "writing or freeing it would overwrite its %s; refused (see 'qcow2-chain check')",
+                   img->filename, (unsigned long long)off, what);
+}
+
+/* May freed space [off, off+len) be given back to the host? Never over live metadata. */
+bool qc_overlap_may_release(qc_image *img, uint64_t off, uint64_t len)
+{
+    int r;
+    return !meta_at(img, off, len, QC_META_DATA, &r) && r == 0;
 }
 
 /* Before the first write: the fixed structures must not overlap each other. */

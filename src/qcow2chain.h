@@ -133,6 +133,11 @@ typedef struct qc_io {
     /* another process with one of the n files (st_dev, st_ino) open: 1 and
      * *found filled, 0 when none (or it cannot be known); may be NULL */
     int (*users)(void *u, const struct stat *files, size_t n, struct qc_user *found);
+    /* open rel inside directory dir without following any symlink and
+     * without leaving dir (rel: plain names joined by '/'), in one step as
+     * far as anyone swapping files can tell: openat2 RESOLVE_BENEATH, or
+     * openat with O_NOFOLLOW from one directory to the next */
+    int (*open_beneath)(void *u, const char *dir, const char *rel, int flags, mode_t mode);
 } qc_io;
 
 /* A process that has a file open (files[file] of a users call). */
@@ -284,7 +289,7 @@ typedef struct qc_volume_opts {
     bool running;             /* a QEMU holds the volume and does its part: create, it
                                  switches to the new overlay itself; delete, it merged the
                                  data already; rename, it renames the backing names it uses */
-    int delete_method;        /* QC_DELETE_*: auto moves the smaller layer */
+    int delete_method;        /* QC_DELETE_*: auto copies fewer bytes */
     unsigned lock_timeout_ms; /* default 10000 */
 } qc_volume_opts;
 
@@ -295,8 +300,17 @@ int qc_volume_name_valid(const char *name);
 int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
 /* FILE becomes a fresh overlay on snapshot NAME (any snapshot). */
 int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
-/* Remove snapshot NAME; its children keep their exact guest view. */
-int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
+/*
+ * Remove snapshot NAME; its children keep their exact guest view. With one
+ * child, the way that copies fewer data bytes (counted from the tables):
+ * commit the child into NAME, or stream NAME into the child. *out (if out
+ * is not NULL): {"snapshot", "method": "commit" | "stream" | "unlink" |
+ * "recovered" (an interrupted delete of it was just completed), "bytes":
+ * data bytes copied, and with one child "commit-bytes", "stream-bytes":
+ * what each way copies}.
+ */
+int qc_volume_delete_snapshot(qc_ctx *ctx, json_object **out, const char *volume, const char *name,
+                              const qc_volume_opts *o);
 int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from, const char *to,
                               const qc_volume_opts *o);
 /* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}], "pending"?} */

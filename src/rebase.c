@@ -112,12 +112,14 @@ static int preserve(qc_image *file, qc_image *src, int fl, uint64_t map, uint64_
     while (off < end) {
         size_t k = (size_t)qc_min(end - off, bufsz);
         int r = read_side(file->backing, buf, off, k);
+        bool zero = r == 0 && qc_buf_is_zero(buf, k);
         if (r == 0)
-            r = qc_buf_is_zero(buf, k) ? qc_image_write_zeroes(file, off, k, 0) : qc_image_write(file, buf, off, k);
+            r = zero ? qc_image_write_zeroes(file, off, k, 0) : qc_image_write(file, buf, off, k);
         if (r < 0)
             return r;
+        if (!zero)
+            qc_copied(file, k);
         off += k;
-        qc_copied(file, k);
     }
     return 0;
 }
@@ -153,7 +155,8 @@ static int walk(qc_ctx *ctx, qc_image *file, qc_image *newc, qc_image *old_stop,
             if (d2 < 0)
                 return d2;
             uint64_t k = qc_min(n1, n2);
-            bool zero1 = (f1 & QC_BS_ZERO) && !(f1 & QC_BS_DATA), zero2 = (f2 & QC_BS_ZERO) && !(f2 & QC_BS_DATA);
+            /* ZERO with DATA: a data cluster over a hole of the host file, zeros too */
+            bool zero1 = f1 & QC_BS_ZERO, zero2 = f2 & QC_BS_ZERO;
             if ((d1 || d2) && !(d1 && d2 && zero1 && zero2)) {
                 if (!buf)
                     *total += k;

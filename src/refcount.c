@@ -323,6 +323,11 @@ static void release(qc_image *img, uint64_t *c, size_t n)
         while (j < n && c[j] <= c[j - 1] + 1)
             j++;
         uint64_t first = c[i], end = c[j - 1] + 1;
+        /* a corrupt image's refcounts may free live metadata: keep its bytes */
+        if (!qc_overlap_may_release(img, first << img->cluster_bits, (end - first) << img->cluster_bits)) {
+            i = j;
+            continue;
+        }
         if (end >= file_clusters && first < file_clusters) {
             if (ctx->io->ftruncate(ctx->io_user, img->fd, first << img->cluster_bits) == 0) {
                 img->file_size = first << img->cluster_bits;

@@ -56,8 +56,9 @@ static int detect_prealloc(qc_image *img)
     return 0;
 }
 
-int qc_layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
-                    int *flags, uint64_t *map)
+/* holes: ask the host file about holes under data clusters even without metadata preallocation */
+static int layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len, int *flags, uint64_t *map,
+                        bool holes)
 {
     int r;
     max = qc_min(max, img->size - off);
@@ -96,9 +97,9 @@ int qc_layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
     }
     if (kind == QC_SC_NORMAL && img->data_fd == img->fd) {
         /* With metadata preallocation QEMU asks the host file about holes. */
-        if (img->prealloc < 0 && (r = detect_prealloc(img)) < 0)
+        if (!holes && img->prealloc < 0 && (r = detect_prealloc(img)) < 0)
             return r;
-        if (img->prealloc) {
+        if (holes || img->prealloc) {
             uint64_t fsz = img->file_size, flen;
             int ff;
             if (host >= fsz) {
@@ -116,6 +117,17 @@ int qc_layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
         }
     }
     return 0;
+}
+
+int qc_layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
+                    int *flags, uint64_t *map)
+{
+    return layer_status(img, off, max, len, flags, map, false);
+}
+
+int qc_layer_status_holes(qc_image *img, uint64_t off, uint64_t max, uint64_t *len, int *flags, uint64_t *map)
+{
+    return layer_status(img, off, max, len, flags, map, true);
 }
 
 int qc_chain_status(qc_image *top, uint64_t off, uint64_t max, uint64_t *len,

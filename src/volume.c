@@ -157,27 +157,6 @@ static char *tmp_name(qc_volume *v, const char *what)
     return p;
 }
 
-/* Guest bytes holding data in one layer (what moving that layer costs). */
-static int allocated_bytes(qc_ctx *ctx, const char *path, uint64_t *bytes)
-{
-    qc_image *img;
-    *bytes = 0;
-    int r = qc_image_open(ctx, &img, path, NULL, QC_OPEN_NO_BACKING | QC_OPEN_SHARE);
-    if (r < 0)
-        return r;
-    for (uint64_t off = 0; off < img->size && r == 0;) {
-        uint64_t n, map;
-        int fl;
-        if ((r = qc_layer_status(img, off, img->size - off, &n, &fl, &map)) == 0) {
-            if (fl & QC_BS_DATA)
-                *bytes += n;
-            off += n;
-        }
-    }
-    qc_image_close(img);
-    return r;
-}
-
 /*
  * Files in the volume's directory (of any volume) whose backing file is
  * the file st, except those listed in skip. Returns the first one found.
@@ -588,14 +567,34 @@ static int delete_finish(qc_volume *v, json_object *j)
     return r;
 }
 
-int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o)
+/* What a delete did, for the caller: method, data bytes copied, each way's estimate. */
+static json_object *delete_result(const char *name, const char *how, uint64_t copied, const uint64_t *costs)
+{
+    json_object *res = json_object_new_object();
+    json_object_object_add(res, "snapshot", json_object_new_string(name));
+    json_object_object_add(res, "method", json_object_new_string(how));
+    json_object_object_add(res, "bytes", json_object_new_int64((int64_t)copied));
+    if (costs) {
+        json_object_object_add(res, "commit-bytes", json_object_new_int64((int64_t)costs[0]));
+        json_object_object_add(res, "stream-bytes", json_object_new_int64((int64_t)costs[1]));
+    }
+    return res;
+}
+
+int qc_volume_delete_snapshot(qc_ctx *ctx, json_object **out, const char *volume, const char *name,
+                              const qc_volume_opts *o)
 {
     qc_volume v;
+    uint64_t costs[2], copied = ctx->copied; /* a recovery in start() copies too */
+    if (out)
+        *out = NULL;
     int r = start(ctx, &v, volume, name, o);
     if (r < 0)
         return r;
     qc_vtree t;
     json_object *j = NULL;
+    bool costed = false;
+    const char *how = "recovered";
     char **kids = NULL;
     size_t nk = 0;
     char *user = NULL, what[96];
@@ -635,16 +634,19 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name,
                     "snapshot '%s' is still the backing file of '%s'; not deleted", name, kids[0]);
         goto out;
     }
-    const char *how = "stream";
+    how = "stream";
     if (nk == 0) {
         how = "unlink";
     } else if (nk == 1) {
-        /* Move the smaller layer: the child into X, or X into the child. */
-        uint64_t cx, cc;
-        if ((r = allocated_bytes(ctx, x->path, &cx)) < 0 || (r = allocated_bytes(ctx, kids[0], &cc)) < 0)
+        /* The way that copies fewer bytes: the child's data into X, or X's into the child. */
+        if ((r = qc_merge_costs(ctx, x->path, kids[0], &costs[0], &costs[1])) < 0)
             goto out;
+        costed = true;
         int force = o->delete_method;
-        how = force == QC_DELETE_COMMIT ? "commit" : force == QC_DELETE_STREAM ? "stream" : cc < cx ? "commit" : "stream";
+        how = force == QC_DELETE_COMMIT   ? "commit"
+              : force == QC_DELETE_STREAM ? "stream"
+              : costs[0] < costs[1]       ? "commit"
+                                          : "stream";
     }
     /* Every file the delete writes or replaces is held, free of other users, before the journal says anything. */
     kids[nk] = x->path;
@@ -665,6 +667,8 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name,
     if ((r = journal(&v, j)) == 0)
         r = delete_finish(&v, j);
 out:
+    if (r == 0 && out)
+        *out = delete_result(name, how, ctx->copied - copied, costed ? costs : NULL);
     json_object_put(j);
     free(kids);
     free(user);

@@ -109,6 +109,11 @@ static int l2_for_write(qc_image *img, uint64_t l1i, uint8_t **l2)
     if (l1i >= img->l1_size)
         return refuse(img, QC_ERR_FORMAT, "L1 table does not cover the write");
     uint64_t e = img->l1[l1i], old = e & QC_OFFSET_MASK;
+    if (old & (img->cluster_size - 1))
+        return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
+                       "'%s': corrupt image: L2 table offset %#llx is not cluster aligned (L1 index %llu); "
+                       "refused (see 'qcow2-chain check')",
+                       img->filename, (unsigned long long)old, (unsigned long long)l1i);
     if (old && (e & QC_OFLAG_COPIED))
         return qc_cache_get(img, &img->l2c, old, l2, "L2 table");
     uint8_t *copy = NULL;
@@ -159,14 +164,45 @@ static void locate(const qc_image *img, uint64_t off, uint64_t *l1i, uint64_t *i
     *idx = (off >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
 }
 
-/* The (writable) L2 table holding off's entry, its index and the entry. */
+static void compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, uint64_t *len);
+
+/* Host bytes entry e refers to (none: *len = 0). */
+static void entry_range(const qc_image *img, uint64_t e, uint64_t *off, uint64_t *len)
+{
+    *off = e & QC_OFFSET_MASK;
+    *len = *off ? img->cluster_size : 0;
+    if (e & QC_OFLAG_COMPRESSED)
+        compressed_range(img, e & ~(QC_OFLAG_COPIED | QC_OFLAG_COMPRESSED), off, len);
+}
+
+/*
+ * Before anything changes: an entry reads refuse (unaligned host offset,
+ * contradictory bitmap) or one that names metadata (whose space a write
+ * would overwrite or free) stops the write, as QEMU stops it.
+ */
+static int check_entry(qc_image *img, uint64_t off, uint64_t e, uint64_t bm)
+{
+    int kind;
+    uint64_t host, len;
+    const char *why = qc_classify(img, e, bm, 0, &kind, &host);
+    if (why)
+        return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
+                       "'%s': corrupt image: %s (guest offset %#llx, L2 entry %#llx); refused (see 'qcow2-chain check')",
+                       img->filename, why, (unsigned long long)(off & ~(img->cluster_size - 1)), (unsigned long long)e);
+    entry_range(img, e, &host, &len);
+    return qc_overlap_free(img, host, len);
+}
+
+/* The (writable) L2 table holding off's entry, its index and the entry, checked. */
 static int entry_for_write(qc_image *img, uint64_t off, uint8_t **l2, uint64_t *idx, uint64_t *e, uint64_t *bm)
 {
     uint64_t l1i;
     locate(img, off, &l1i, idx);
     int r = l2_for_write(img, l1i, l2);
-    if (r == 0)
+    if (r == 0) {
         get_entry(img, *l2, *idx, e, bm);
+        r = check_entry(img, off, *e, *bm);
+    }
     return r;
 }
 
@@ -186,16 +222,12 @@ static void compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, 
     *len = sectors * 512;
 }
 
-/* Drop this entry's reference to its host cluster(s), at the next flush. */
-static int unref_entry(qc_image *img, uint64_t e)
+int qc_unref_entry(qc_image *img, uint64_t e)
 {
-    if (e & QC_OFLAG_COMPRESSED) {
-        uint64_t off, len;
-        compressed_range(img, e & ~(QC_OFLAG_COPIED | QC_OFLAG_COMPRESSED), &off, &len);
-        return qc_free_later(img, off, len);
-    }
-    uint64_t host = e & QC_OFFSET_MASK;
-    return host ? qc_free_later(img, host, img->cluster_size) : 0;
+    uint64_t off, len;
+    entry_range(img, e, &off, &len);
+    int r = qc_overlap_free(img, off, len);
+    return r < 0 ? r : qc_free_later(img, off, len);
 }
 
 /* What guest bytes [off, off+len) read from the layers below img. */
@@ -285,7 +317,7 @@ static int write_in_cluster(qc_image *img, uint64_t off, const uint8_t *data, si
         if ((r = data_write(img, tmp, cs, nh)) < 0)
             return r;
         set_entry(img, l2, idx, nh | QC_OFLAG_COPIED, 0);
-        return own ? 0 : unref_entry(img, e);
+        return own ? 0 : qc_unref_entry(img, e);
     }
 
     /* Extended L2: only the touched subclusters change. */
@@ -306,7 +338,7 @@ static int write_in_cluster(qc_image *img, uint64_t off, const uint8_t *data, si
         if ((r = data_write(img, tmp, cs, nh)) < 0)
             return r;
         set_entry(img, l2, idx, nh | QC_OFLAG_COPIED, ALL_ALLOC);
-        return unref_entry(img, e);
+        return qc_unref_entry(img, e);
     }
     uint64_t nh = host;
     if (!own && (r = qc_alloc_clusters(img, 1, &nh)) < 0)
@@ -407,8 +439,6 @@ static int zero_cluster(qc_image *img, uint64_t cstart, bool unmap, uint8_t *tmp
 {
     uint64_t l1i, idx, e, bm;
     locate(img, cstart, &l1i, &idx);
-    int kind;
-    uint64_t host;
     if (img->hdr.version < 3) {
         /* No zero flag: unallocate if below reads zeros, else write zeros. */
         bool z;
@@ -420,21 +450,18 @@ static int zero_cluster(qc_image *img, uint64_t cstart, bool unmap, uint8_t *tmp
         uint8_t *l2t;
         if (!(img->l1[l1i] & QC_OFFSET_MASK))
             return 0;
-        if ((r = l2_for_write(img, l1i, &l2t)) < 0)
+        if ((r = entry_for_write(img, cstart, &l2t, &idx, &e, &bm)) < 0)
             return r;
-        get_entry(img, l2t, idx, &e, &bm);
         if (!e)
             return 0;
         set_entry(img, l2t, idx, 0, 0);
-        return unref_entry(img, e);
+        return qc_unref_entry(img, e);
     }
     uint8_t *l2;
     int r = entry_for_write(img, cstart, &l2, &idx, &e, &bm);
     if (r < 0)
         return r;
-    if (qc_classify(img, e, bm, 0, &kind, &host))
-        return refuse(img, QC_ERR_FORMAT, "corrupt L2 entry");
-    host = e & QC_OFFSET_MASK;
+    uint64_t host = e & QC_OFFSET_MASK;
     bool own = owned(e);
     uint64_t ne, nbm = 0;
     bool drop;
@@ -450,7 +477,7 @@ static int zero_cluster(qc_image *img, uint64_t cstart, bool unmap, uint8_t *tmp
     if (ne == e && (!img->ext_l2 || nbm == bm))
         return 0;
     set_entry(img, l2, idx, ne, nbm);
-    return drop ? unref_entry(img, e) : 0;
+    return drop ? qc_unref_entry(img, e) : 0;
 }
 
 /* Zero subclusters [first, last] of an extended-L2 cluster by bitmap only. */
@@ -538,18 +565,13 @@ int qc_image_discard(qc_image *img, uint64_t off, uint64_t len)
     if (off + len == img->size && (img->size & (cs - 1)))
         b = off + len > a ? qc_align_up(off + len, cs) : b; /* the partial last cluster */
     for (uint64_t c = a; c < b && r == 0; c += cs) {
-        uint64_t l1i, idx, e, bm, host;
-        int kind;
+        uint64_t l1i, idx, e, bm;
         locate(img, c, &l1i, &idx);
         if (!(img->l1[l1i] & QC_OFFSET_MASK) && !img->hdr.backing_name)
             continue;
         uint8_t *l2;
         if ((r = entry_for_write(img, c, &l2, &idx, &e, &bm)) < 0)
             break;
-        if (qc_classify(img, e, bm, 0, &kind, &host)) {
-            r = refuse(img, QC_ERR_FORMAT, "corrupt L2 entry");
-            break;
-        }
         bool allocated = (e & QC_OFLAG_COMPRESSED) || (e & QC_OFFSET_MASK);
         uint64_t ne = e, nbm = bm;
         if (img->hdr.backing_name || allocated) {
@@ -563,7 +585,7 @@ int qc_image_discard(qc_image *img, uint64_t off, uint64_t len)
         if (ne == e && nbm == bm)
             continue;
         set_entry(img, l2, idx, ne, nbm);
-        r = unref_entry(img, e);
+        r = qc_unref_entry(img, e);
     }
     return r;
 }
@@ -625,6 +647,8 @@ int qc_write_clusters_copy(qc_image *img, uint64_t cstart, uint64_t n, int src_f
         while (k < room) {
             uint64_t e2, bm2;
             get_entry(img, l2, idx + k, &e2, &bm2);
+            if ((r = check_entry(img, cstart + k * cs, e2, bm2)) < 0)
+                return r;
             bool own2 = owned(e2);
             /* a run of fresh clusters, or of owned ones contiguous on the host */
             if (own != own2 || (own && (e2 & QC_OFFSET_MASK) != (e & QC_OFFSET_MASK) + k * cs))
@@ -644,7 +668,7 @@ int qc_write_clusters_copy(qc_image *img, uint64_t cstart, uint64_t n, int src_f
             uint64_t old, obm;
             get_entry(img, l2, idx + i, &old, &obm);
             set_entry(img, l2, idx + i, (host + i * cs) | QC_OFLAG_COPIED, img->ext_l2 ? ALL_ALLOC : 0);
-            if (!own && (r = unref_entry(img, old)) < 0)
+            if (!own && (r = qc_unref_entry(img, old)) < 0)
                 return r;
         }
         cstart += k * cs;

@@ -8,9 +8,11 @@ no warnings "portable";
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use POSIX ();
 use QcTest;
 use Test::More;
 use PVE::Storage::Qcow2Chain;
+use PVE::Storage::Qcow2Chain::Image;
 
 my $dir = scratch();
 chdir $dir or die;
@@ -304,6 +306,142 @@ for my $case (['refcount table', sub { unpack('Q>', peek($_[0], 48, 8)) }],
     qimg('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'store/ok.qcow2');
     my $i = eval { PVE::Storage::Qcow2Chain::info('store/ok.qcow2', backing_chain => 1, allowed_dirs => ["$dir/store"]) };
     is(scalar(@{ $i // [] }), 2, 'backing inside the storage accepted') or diag($@);
+}
+
+# Frees and hole punches are checked like writes: an L2 entry that names
+# metadata (a compressed descriptor in the header, a plain entry on the L1
+# or refcount table) or an unaligned data offset stops every guest write,
+# write-zeroes (with and without unmap) and discard through it before any
+# byte changes (these once punched the header out, zeroed the tables, or
+# wrote across the neighbouring cluster).
+{
+    my $M = 0x00fffffffffffe00;
+    my %case = (
+        'compressed-in-header' => [sub { (1 << 62) | 0x100 }, qr/its header/],
+        'plain-on-l1' => [sub { unpack('Q>', peek($_[0], 40, 8)) }, qr/its L1 table/],
+        'plain-on-reftable' => [sub { unpack('Q>', peek($_[0], 48, 8)) }, qr/its refcount table/],
+        'owned-on-l1' => [sub { (1 << 63) | unpack('Q>', peek($_[0], 40, 8)) }, qr/its L1 table/],
+        'unaligned-data' => [sub { (1 << 63) | ((unpack('Q>', peek($_[0], $_[1], 8)) & $M) + 4096) },
+            qr/not cluster aligned \(guest offset 0,/],
+    );
+    for my $name (sort keys %case) {
+        my ($entry, $why) = @{ $case{$name} };
+        my $f = fresh("free-$name.qcow2");
+        my $l2 = l1_entry($f) & $M;
+        patch($f, $l2, pack('Q>', $entry->($f, $l2)));
+        system('cp', $f, "$f.orig") == 0 or die;
+        my ($qrc) = qimg_ok('check', $f);
+        for my $op (['-P', '0x77'], ['-z'], ['-z', '-u'], ['--discard']) {
+            my ($rc, $o, $err) = our_cli('write', @$op, $f, 0, 65536);
+            ok($rc == 1 && $err =~ /\A[^\n]*'\Q$f\E': corrupt image: [^\n]*$why[^\n]*refused[^\n]*\n\z/,
+                "$name: write @$op refused, one line saying why") or diag($err);
+            ok(same_file($f, "$f.orig"), '.. not a byte changed');
+            is((qimg_ok('check', $f))[0], $qrc, '.. qemu-img check as before');
+        }
+    }
+    # QEMU stops the same write on the unaligned entry (and marks the image corrupt).
+    my ($rc, $o, $e) = run_cmd('qemu-io', '-f', 'qcow2', '-c', 'write -P 0x77 0 64k', 'free-unaligned-data.qcow2');
+    like("$o$e", qr/Data cluster offset 0x[0-9a-f]+ unaligned/, 'qemu-io refuses the unaligned write too');
+}
+
+# A backing file reached through a symlink that another process keeps
+# pointing inside and outside the allowed directory, while reads run under
+# the policy: whatever the timing, none returns the outside file's data (the
+# real path is opened beneath the allowed directory following no symlink,
+# not checked first and opened after). The inside file lies deep, so
+# resolving the link takes long and a check-then-open leaves a wide window.
+{
+    mkdir 'race';
+    mkdir 'race/store';
+    my $deep = join('/', ('d') x 60);
+    system('mkdir', '-p', "race/store/$deep") == 0 or die;
+    qimg('create', '-q', '-f', 'qcow2', "race/store/$deep/inside.qcow2", '64k');
+    qio("race/store/$deep/inside.qcow2", 'write -q -P 0x11 0 64k');
+    qimg('create', '-q', '-f', 'qcow2', 'race/outside.qcow2', '64k');
+    qio('race/outside.qcow2', 'write -q -P 0x99 0 64k');
+    symlink("$deep/inside.qcow2", 'race/store/link.qcow2') or die;
+    qimg('create', '-q', '-f', 'qcow2', '-b', 'link.qcow2', '-F', 'qcow2', 'race/store/top.qcow2');
+    my $pid = fork() // die "fork: $!";
+    if (!$pid) {
+        for (;;) {
+            for my $t ("$deep/inside.qcow2", "$dir/race/outside.qcow2") {
+                symlink($t, 'race/store/link.tmp') or POSIX::_exit(1);
+                rename('race/store/link.tmp', 'race/store/link.qcow2') or POSIX::_exit(1);
+                select(undef, undef, undef, 0.0001);
+            }
+        }
+    }
+    my %seen = (inside => 0, outside => 0, refused => 0, other => 0);
+    for my $i (1 .. 1000) {
+        unlink 'race/out.raw';
+        my $ok = eval {
+            PVE::Storage::Qcow2Chain::convert_raw('race/store/top.qcow2', 'race/out.raw', allowed_dirs => ["$dir/race/store"]);
+            1;
+        };
+        my $b = $ok ? substr(slurp('race/out.raw'), 0, 1) : '';
+        $seen{ !$ok ? 'refused' : $b eq "\x99" ? 'outside' : $b eq "\x11" ? 'inside' : 'other' }++;
+    }
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
+    is($seen{outside} + $seen{other}, 0, "1000 reads while a symlink swaps: none returned the outside file's data")
+        or diag(explain(\%seen));
+    ok($seen{refused} > 0, '.. the link did point outside meanwhile (those reads were refused)') or diag(explain(\%seen));
+}
+
+# FIFOs: nothing waits on one. A FIFO as backing file (with and without the
+# directory policy) or as the image is refused at once, one line; a FIFO
+# next to a volume does not stop a delete (its scan for other users of the
+# snapshot opens every file there).
+{
+    mkdir 'fifo';
+    POSIX::mkfifo('fifo/pipe', 0600) or die "mkfifo: $!";
+    qimg('create', '-q', '-f', 'qcow2', '-u', '-b', 'pipe', '-F', 'qcow2', 'fifo/ov.qcow2', '1M');
+    my @cli = ('timeout', '60', $^X, '-Mblib=' . (BIN =~ s{/bin/[^/]+$}{}r), BIN);
+    for my $policy ([], ['--allowed-dir', "$dir/fifo"]) {
+        for my $c (['info', '--backing-chain'], ['map'], ['check'], ['commit'], ['rebase', '-b', ''],
+                   ['convert', '-O', 'raw', 'fifo/ov.qcow2', 'fifo/x.raw'], ['write', '-P', '1', 'fifo/ov.qcow2', 0, 512]) {
+            my @args = @$c;
+            push @args, 'fifo/ov.qcow2' if $args[0] !~ /^(convert|write)$/;
+            splice(@args, 1, 0, @$policy);
+            my ($rc, $o, $e) = run_cmd(@cli, @args);
+            ok($rc == 1 && $e =~ /\A[^\n]*'fifo\/pipe' is not a regular file or a block device\n\z/,
+                "FIFO as backing file: @$c @$policy refused at once, one line") or diag("rc $rc: $e");
+        }
+    }
+    my ($rc, $o, $e) = run_cmd(@cli, 'info', 'fifo/pipe');
+    ok($rc == 1 && $e =~ /'fifo\/pipe' is not a regular file or a block device/, 'FIFO as the image: refused at once')
+        or diag("rc $rc: $e");
+    mkdir 'fifo/vol';
+    qimg('create', '-q', '-f', 'qcow2', 'fifo/vol/vm-1-disk-0.qcow2', '1M');
+    PVE::Storage::Qcow2Chain::snapshot_create('fifo/vol/vm-1-disk-0.qcow2', $_) for ('a', 'b');
+    POSIX::mkfifo('fifo/vol/zz-pipe', 0600) or die "mkfifo: $!";
+    POSIX::mkfifo('fifo/vol/snap-c-vm-1-disk-0.qcow2', 0600) or die "mkfifo: $!";
+    ($rc, $o, $e) = run_cmd(@cli, 'snapshot', '-d', 'a', 'fifo/vol/vm-1-disk-0.qcow2');
+    is($rc, 0, 'snapshot -d with FIFOs next to the volume finishes') or diag("rc $rc: $e");
+    ok(!-e 'fifo/vol/snap-a-vm-1-disk-0.qcow2', '.. and deleted the snapshot');
+}
+
+# Names and paths with a NUL byte: the C core would read "a\0b" as "a".
+{
+    qimg('create', '-q', '-f', 'qcow2', 'nul.qcow2', '1M');
+    PVE::Storage::Qcow2Chain::snapshot_create('nul.qcow2', 'a');
+    for my $c (['snapshot_create', sub { PVE::Storage::Qcow2Chain::snapshot_create('nul.qcow2', "a\0b") }],
+               ['snapshot_delete', sub { PVE::Storage::Qcow2Chain::snapshot_delete('nul.qcow2', "a\0b") }],
+               ['snapshot_rollback', sub { PVE::Storage::Qcow2Chain::snapshot_rollback('nul.qcow2', "a\0b") }],
+               ['snapshot_rename', sub { PVE::Storage::Qcow2Chain::snapshot_rename('nul.qcow2', 'a', "c\0d") }],
+               ['info', sub { PVE::Storage::Qcow2Chain::info("nul.qcow2\0.x") }],
+               ['convert_raw', sub { PVE::Storage::Qcow2Chain::convert_raw('nul.qcow2', "nul-out.raw\0x") }],
+               ['rebase', sub { PVE::Storage::Qcow2Chain::rebase('nul.qcow2', backing_file => "x\0y", backing_fmt => 'qcow2') }],
+               ['allowed_dirs', sub { PVE::Storage::Qcow2Chain::info('nul.qcow2', allowed_dirs => ["$dir\0/etc"]) }],
+               ['Image->open', sub { PVE::Storage::Qcow2Chain::Image->open("nul.qcow2\0x") }]) {
+        my ($what, $call) = @$c;
+        eval { $call->() };
+        my $e = $@;
+        ok(ref($e) && $e->code eq 'invalid' && "$e" =~ /\A[^\n]*'[^'\n]*\\0[^'\n]*' contains a NUL byte; refused\n\z/,
+            "$what: a NUL byte is refused") or diag("$e");
+    }
+    ok(-e 'snap-a-nul.qcow2' && !-e 'nul-out.raw', '.. nothing was done in place of the cut name');
+    is(PVE::Storage::Qcow2Chain::snapshot_list('nul.qcow2')->{nodes}->@*, 2, '.. the volume still has snapshot a and current');
 }
 
 done_testing();

@@ -194,4 +194,112 @@ for my $seed (1 .. 3) {
     ok(eval { PVE::Storage::Qcow2Chain::snapshot_list($vol) }, 'with the journal gone the volume works again') or diag($@);
 }
 
+# ---- the direction of a delete: the bytes each way really copies --------
+# Volumes made as Proxmox makes them (metadata preallocation; overlays with
+# 128k clusters, extended L2 and metadata preallocation): clusters that
+# preallocation reserved but nothing wrote, and zero clusters, copy nothing
+# and count as nothing. The result says which way was taken and what each
+# way copies; the data moved is exactly that, the guest views stay as they
+# were (qemu-img compare) and every file is clean (qemu-img check).
+{
+    my $M = 1 << 20;
+    my $case = sub {
+        my ($name, $x_writes, $child_writes, $want) = @_;
+        mkdir $name;
+        my $vol = "$name/vm-100-disk-0.qcow2";
+        PVE::Storage::Qcow2Chain::create($vol, size => '64M', preallocation => 'metadata');
+        qio($vol, @$x_writes) if @$x_writes;
+        PVE::Storage::Qcow2Chain::snapshot_create($vol, 'x');
+        qio($vol, @$child_writes) if @$child_writes;
+        PVE::Storage::Qcow2Chain::snapshot_create($vol, 'after');
+        my $child = PVE::Storage::Qcow2Chain::snapshot_file($vol, 'after');
+        qimg('convert', '-O', 'raw', $child, "$name/before.raw");
+        my $r = PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x');
+        is_deeply($r, { snapshot => 'x', %$want }, "$name: $want->{method}, moving $want->{bytes} bytes")
+            or diag(explain($r));
+        my ($rc, $o) = qimg_ok('compare', '-f', 'raw', '-F', 'qcow2', "$name/before.raw", $child);
+        is($rc, 0, "$name: the child reads as before") or diag($o);
+        is((qimg_ok('check', $child))[0], 0, "$name: clean for qemu-img check");
+        ok(!-e PVE::Storage::Qcow2Chain::snapshot_file($vol, 'x'), "$name: the snapshot is gone");
+    };
+    # the first snapshot, which its child covers: streaming copies nothing
+    # (the old chooser counted the whole preallocated volume and committed)
+    $case->('covered', ['write -q -P 1 0 4M'], ['write -q -P 2 0 16M'],
+        { method => 'stream', bytes => 0, 'commit-bytes' => 16 * $M, 'stream-bytes' => 0 });
+    # a small child over a big snapshot: commit
+    $case->('small-child', ['write -q -P 1 0 16M'], ['write -q -P 2 32M 1M'],
+        { method => 'commit', bytes => $M, 'commit-bytes' => $M, 'stream-bytes' => 16 * $M });
+    # partly covered; zero clusters on either side count as nothing
+    $case->('partly', ['write -q -P 1 0 8M', 'write -q -z 40M 8M'], ['write -q -P 2 4M 4M', 'write -q -P 3 20M 2M',
+        'write -q -z 48M 8M'], { method => 'stream', bytes => 4 * $M, 'commit-bytes' => 6 * $M, 'stream-bytes' => 4 * $M });
+    # forced the other way, it copies what it said
+    mkdir 'forced';
+    my $vol = 'forced/vm-100-disk-0.qcow2';
+    PVE::Storage::Qcow2Chain::create($vol, size => '64M', preallocation => 'metadata');
+    qio($vol, 'write -q -P 1 0 4M');
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'x');
+    qio($vol, 'write -q -P 2 0 16M');
+    my $r = PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x', delete_method => 'commit');
+    is_deeply([@$r{qw(method bytes commit-bytes)}], ['commit', 16 * $M, 16 * $M], 'forced commit copies what it counted')
+        or diag(explain($r));
+    # several children: each is streamed
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, $_) for ('y', 'z');
+    PVE::Storage::Qcow2Chain::snapshot_rollback($vol, 'y');
+    $r = PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'y');
+    is_deeply($r, { snapshot => 'y', method => 'stream', bytes => 32 * $M }, 'two children: both streamed, 16 MiB each')
+        or diag(explain($r));
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'w');
+    my ($rc, $o) = our_cli('snapshot', '-d', 'w', '-v', $vol);
+    like($o, qr/^snapshot 'w': deleted by committing its child into it, 0 B copied \(streaming it into the child would copy 16 MiB\)\n\z/,
+        'snapshot -d -v says which way and how much') or diag($o);
+    ($rc, $o) = our_cli('snapshot', '-d', 'z', '-p', $vol);
+    like($o, qr/^snapshot 'z': deleted \(no children\)\n\z/, '.. and -p for a snapshot without children') or diag($o);
+}
+
+# The commit itself copies no never-written cluster: a top image with
+# metadata preallocation, 60 of its 64 MiB written (too many for QEMU's
+# preallocation heuristic to notice the rest: data clusters over holes of
+# its file) committed into an empty base allocates 60 MiB there, not 64.
+{
+    qimg('create', '-q', '-f', 'qcow2', 'pa-base.qcow2', '64M');
+    qimg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', 'pa-top.qcow2', '64M');
+    qio('pa-top.qcow2', 'write -q -P 2 0 60M');
+    qimg('rebase', '-u', '-b', 'pa-base.qcow2', '-F', 'qcow2', 'pa-top.qcow2');
+    qimg('convert', '-O', 'raw', 'pa-top.qcow2', 'pa-view.raw');
+    my $before = (stat 'pa-base.qcow2')[12];
+    PVE::Storage::Qcow2Chain::commit('pa-top.qcow2');
+    my $grew = ((stat 'pa-base.qcow2')[12] - $before) * 512;
+    ok($grew < 62 << 20, 'commit of a preallocated top: no block allocated for its never-written clusters')
+        or diag("the base grew by $grew bytes");
+    my ($rc, $o) = qimg_ok('compare', '-f', 'raw', '-F', 'qcow2', 'pa-view.raw', 'pa-base.qcow2');
+    is($rc, 0, '.. and the base reads as the top did (zeros there)') or diag($o);
+    is((qimg_ok('check', 'pa-base.qcow2'))[0], 0, '.. clean for qemu-img check');
+}
+
+# A delete interrupted after its journal (a power cut at the last step that
+# leaves one) is completed by the next call, which says so.
+{
+    mkdir 'rec';
+    my $vol = 'rec/vm-100-disk-0.qcow2';
+    my $setup = sub {
+        unlink glob('rec/*'), glob('rec/.*.qcow2*');
+        PVE::Storage::Qcow2Chain::create($vol, size => '8M', preallocation => 'metadata');
+        qio($vol, 'write -q -P 1 0 1M');
+        PVE::Storage::Qcow2Chain::snapshot_create($vol, 'x');
+        qio($vol, 'write -q -P 2 0 2M');
+    };
+    my %st;
+    $setup->();
+    PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x', fault => ['none'], fault_stats => \%st);
+    for (my $k = $st{count}; $k > 0; $k--) {
+        $setup->();
+        eval { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x', fault => ['crash', $k, 5]) };
+        last if -e "rec/.vm-100-disk-0.qcow2.journal";
+    }
+    ok(-e "rec/.vm-100-disk-0.qcow2.journal", 'a power cut late in a delete leaves its journal');
+    my $r = PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x');
+    is($r->{method}, 'recovered', '.. the next delete completes it and says so') or diag(explain($r));
+    ok(!-e PVE::Storage::Qcow2Chain::snapshot_file($vol, 'x'), '.. the snapshot is gone');
+}
+
 done_testing();

@@ -24,10 +24,11 @@ my $SIZE = 4 << 20;
 sub view { qimg('convert', '-O', 'raw', $_[0], 'view.raw'); return slurp('view.raw') }
 sub sf { PVE::Storage::Qcow2Chain::snapshot_file($V, $_[0]) }
 
-# base -> a -> b -> current, and a second branch a -> c
+# base -> a -> b -> current, and a second branch a -> c; the volume made as
+# Proxmox makes it (metadata preallocation: data clusters over holes)
 sub setup {
     unlink glob('*.qcow2'), glob('.*.qcow2.*');
-    qimg('create', '-q', '-f', 'qcow2', $V, $SIZE);
+    qimg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', $V, $SIZE);
     qio($V, 'write -q -P 0x10 0 2M');
     PVE::Storage::Qcow2Chain::snapshot_create($V, 'a');
     qio($V, 'write -q -P 0x20 512k 100k');

@@ -108,4 +108,53 @@ for my $c ([$V, 's1', 'stream', 's2', $d->{s2}], ['w.qcow2', 'a1', 'commit', 'a2
         "$kept clean for qemu-img check");
 }
 
+# ---- --allowed-dir: the API's directory policy on the command line -----
+# An image whose backing name leads out of the directory: commit would
+# write into that file (as qemu-img commit does). With --allowed-dir every
+# command that opens the chain refuses, and the outside file is untouched.
+{
+    mkdir 'policy';
+    qimg('create', '-q', '-f', 'qcow2', 'host-file.qcow2', '1M');
+    qio('host-file.qcow2', 'write -q -P 0x33 0 1M');
+    system('cp', 'host-file.qcow2', 'host-file.orig') == 0 or die;
+    qimg('create', '-q', '-f', 'qcow2', '-b', '../host-file.qcow2', '-F', 'qcow2', 'policy/evil.qcow2');
+    qio('policy/evil.qcow2', 'write -q -P 0x66 0 1M');
+    my @pol = ('--allowed-dir', "$dir/policy");
+    for my $c (['info', '--backing-chain'], ['map'], ['check'], ['commit'], ['rebase', '-b', ''],
+               ['convert', '-O', 'raw', 'policy/evil.qcow2', 'policy/x.raw'], ['write', '-P', '1', 'policy/evil.qcow2', 0, 512],
+               ['snapshot', '-c', 's1']) {
+        my @args = @$c;
+        push @args, 'policy/evil.qcow2' if $args[0] !~ /^(convert|write)$/;
+        splice(@args, 1, 0, @pol);
+        my ($rc, $o, $e) = our_cli(@args);
+        ok($rc == 1 && $e =~ /\A[^\n]*resolves to '\Q$dir\E\/host-file\.qcow2', outside the allowed directories\n\z/,
+            "@$c --allowed-dir: refused, one line") or diag("rc $rc: $e");
+    }
+    ok(same_file('host-file.qcow2', 'host-file.orig'), '.. the host file is untouched');
+    my ($rc, $o, $e) = our_cli('info', '--backing-chain', '--allowed-dir', "$dir/policy", '--allowed-dir', $dir,
+        'policy/evil.qcow2');
+    is($rc, 0, 'a second --allowed-dir admits the directory it names') or diag($e);
+    ($rc, $o, $e) = our_cli('commit', 'policy/evil.qcow2');
+    ok($rc == 0 && !same_file('host-file.qcow2', 'host-file.orig'), 'without it commit writes into the host file, as qemu-img does');
+    ($rc, $o) = our_cli('--help');
+    like($o, qr/commit\s+writes\s+into it.*--allowed-dir DIR/s, '--help says that commit writes into backing files and how to confine them');
+    ($rc, $o) = our_cli('commit', '--help');
+    like($o, qr/writes into the file FILE's backing name names.*--allowed-dir DIR/s, 'commit --help says it too');
+    ($rc, $o) = our_cli('rebase', '--help');
+    like($o, qr/reads its old backing chain and the new one.*--allowed-dir DIR/s, 'rebase --help says what it reads and writes');
+    my $pod = slurp(BIN);
+    like($pod, qr/=head1 UNTRUSTED IMAGES\n.*commit\S* writes into the backing file.*--allowed-dir DIR/s,
+        'the man page has it');
+    like($pod, qr/=item B<commit>\n[^=]*B<writes into the backing file>/, '.. under commit too');
+}
+
+# ---- check: a backing file that cannot be opened fails as in qemu-img --
+{
+    qimg('create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', 'orphan.qcow2', '1M');
+    my ($qrc, $qo, $qe) = qimg_ok('check', 'orphan.qcow2');
+    my ($rc, $o, $e) = our_cli('check', 'orphan.qcow2');
+    is($rc, $qrc, "check with a missing backing file: exit $qrc like qemu-img");
+    is($e =~ s/^qcow2-chain: //r, $qe =~ s/^qemu-img: //r, '.. with its message');
+}
+
 done_testing();

@@ -5,8 +5,8 @@ MODULE = PVE::Storage::Qcow2Chain   PACKAGE = PVE::Storage::Qcow2Chain::Image
 SV *
 _open(class, file, fmt, rw, opts)
     const char *class
-    const char *file
-    SV *fmt
+    qcx_str file
+    qcx_optstr fmt
     int rw
     SV *opts
   PREINIT:
@@ -16,7 +16,7 @@ _open(class, file, fmt, rw, opts)
     Newxz(h, 1, qcx_image);
     qcx_begin(aTHX_ &h->call, qcx_opts(aTHX_ opts));
     h->call.progress = NULL; /* no callbacks on handles */
-    r = qc_image_open(h->call.ctx, &h->img, file, qcx_str_or_null(aTHX_ fmt),
+    r = qc_image_open(h->call.ctx, &h->img, file, fmt,
                       rw ? QC_OPEN_RDWR : QC_OPEN_SHARE);
     if (r < 0) {
         qc_error e = *qc_ctx_error(h->call.ctx);

@@ -11,8 +11,8 @@ core_version()
 
 SV *
 _info(file, fmt, backing_chain, opts)
-    const char *file
-    SV *fmt
+    qcx_str file
+    qcx_optstr fmt
     int backing_chain
     SV *opts
   PREINIT:
@@ -20,42 +20,42 @@ _info(file, fmt, backing_chain, opts)
     json_object *o = NULL;
   CODE:
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
-    qcx_check(aTHX_ &c, qc_info(c.ctx, &o, file, qcx_str_or_null(aTHX_ fmt), backing_chain));
+    qcx_check(aTHX_ &c, qc_info(c.ctx, &o, file, fmt, backing_chain));
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
 
 SV *
 _map(file, fmt, opts)
-    const char *file
-    SV *fmt
+    qcx_str file
+    qcx_optstr fmt
     SV *opts
   PREINIT:
     qcx_call c;
     json_object *o = NULL;
   CODE:
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
-    qcx_check(aTHX_ &c, qc_map(c.ctx, &o, file, qcx_str_or_null(aTHX_ fmt)));
+    qcx_check(aTHX_ &c, qc_map(c.ctx, &o, file, fmt));
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
 
 void
 _convert_raw(file, fmt, out, opts)
-    const char *file
-    SV *fmt
-    const char *out
+    qcx_str file
+    qcx_optstr fmt
+    qcx_str out
     SV *opts
   PREINIT:
     qcx_call c;
   CODE:
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
-    qcx_check(aTHX_ &c, qc_convert_raw(c.ctx, file, qcx_str_or_null(aTHX_ fmt), out));
+    qcx_check(aTHX_ &c, qc_convert_raw(c.ctx, file, fmt, out));
 
 SV *
 _read(file, fmt, offset, length, opts)
-    const char *file
-    SV *fmt
+    qcx_str file
+    qcx_optstr fmt
     UV offset
     UV length
     SV *opts
@@ -67,7 +67,7 @@ _read(file, fmt, offset, length, opts)
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
     RETVAL = newSV(length ? length : 1);
     SvPOK_on(RETVAL);
-    r = qc_image_open(c.ctx, &img, file, qcx_str_or_null(aTHX_ fmt), QC_OPEN_SHARE);
+    r = qc_image_open(c.ctx, &img, file, fmt, QC_OPEN_SHARE);
     if (r == 0)
         r = qc_image_read(img, SvPVX(RETVAL), offset, length);
     qc_image_close(img);
@@ -80,7 +80,7 @@ _read(file, fmt, offset, length, opts)
 
 void
 _create(file, spec, opts)
-    const char *file
+    qcx_str file
     HV *spec
     SV *opts
   PREINIT:
@@ -98,16 +98,16 @@ _create(file, spec, opts)
     o.compression_type = (int)qcx_opt_uv(aTHX_ spec, "compression_type", 0);
     o.preallocation = (int)qcx_opt_uv(aTHX_ spec, "preallocation", 0);
     if ((v = opt_sv(aTHX_ spec, "backing_file")))
-        o.backing = SvPV_nolen(v);
+        o.backing = qcx_cstr(aTHX_ v, "backing file");
     if ((v = opt_sv(aTHX_ spec, "backing_fmt")))
-        o.backing_fmt = SvPV_nolen(v);
+        o.backing_fmt = qcx_cstr(aTHX_ v, "backing format");
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
     qcx_check(aTHX_ &c, qc_create(c.ctx, file, &o));
 
 SV *
 _check(file, fmt, repair, opts)
-    const char *file
-    SV *fmt
+    qcx_str file
+    qcx_optstr fmt
     int repair
     SV *opts
   PREINIT:
@@ -115,52 +115,53 @@ _check(file, fmt, repair, opts)
     json_object *o = NULL;
   CODE:
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
-    qcx_check(aTHX_ &c, qc_check(c.ctx, &o, file, qcx_str_or_null(aTHX_ fmt), repair));
+    qcx_check(aTHX_ &c, qc_check(c.ctx, &o, file, fmt, repair));
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
 
 void
 _commit(file, fmt, base, keep, opts)
-    const char *file
-    SV *fmt
-    SV *base
+    qcx_str file
+    qcx_optstr fmt
+    qcx_optstr base
     int keep
     SV *opts
   PREINIT:
     qcx_call c;
   CODE:
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
-    qcx_check(aTHX_ &c, qc_commit(c.ctx, file, qcx_str_or_null(aTHX_ fmt), qcx_str_or_null(aTHX_ base),
+    qcx_check(aTHX_ &c, qc_commit(c.ctx, file, fmt, base,
                                   keep ? QC_COMMIT_KEEP : 0));
 
 void
 _rebase(file, fmt, backing, backing_fmt, unsafe, opts)
-    const char *file
-    SV *fmt
-    const char *backing
-    SV *backing_fmt
+    qcx_str file
+    qcx_optstr fmt
+    qcx_str backing
+    qcx_optstr backing_fmt
     int unsafe
     SV *opts
   PREINIT:
     qcx_call c;
   CODE:
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
-    qcx_check(aTHX_ &c, qc_rebase(c.ctx, file, qcx_str_or_null(aTHX_ fmt), backing,
-                                  qcx_str_or_null(aTHX_ backing_fmt), unsafe ? QC_REBASE_UNSAFE : 0));
+    qcx_check(aTHX_ &c, qc_rebase(c.ctx, file, fmt, backing,
+                                  backing_fmt, unsafe ? QC_REBASE_UNSAFE : 0));
 
-void
+SV *
 _snapshot(op, volume, name, target, opts)
-    const char *op
-    const char *volume
-    const char *name
-    SV *target
+    qcx_str op
+    qcx_str volume
+    qcx_str name
+    qcx_optstr target
     SV *opts
   PREINIT:
     qcx_call c;
     qc_volume_opts so;
     HV *o;
     int r;
+    json_object *res = NULL;
   CODE:
     o = qcx_opts(aTHX_ opts);
     qc_volume_opts_init(&so);
@@ -177,9 +178,9 @@ _snapshot(op, volume, name, target, opts)
     else if (!strcmp(op, "rollback"))
         r = qc_volume_rollback(c.ctx, volume, name, &so);
     else if (!strcmp(op, "delete"))
-        r = qc_volume_delete_snapshot(c.ctx, volume, name, &so);
+        r = qc_volume_delete_snapshot(c.ctx, &res, volume, name, &so);
     else if (!strcmp(op, "rename"))
-        r = qc_volume_rename_snapshot(c.ctx, volume, name, qcx_str_or_null(aTHX_ target) ? SvPV_nolen(target) : "", &so);
+        r = qc_volume_rename_snapshot(c.ctx, volume, name, target ? target : "", &so);
     else if (!strcmp(op, "recover"))
         r = qc_volume_recover(c.ctx, volume, &so);
     else if (!strcmp(op, "forget"))
@@ -187,10 +188,13 @@ _snapshot(op, volume, name, target, opts)
     else
         croak("unknown snapshot operation '%s'\n", op);
     qcx_check(aTHX_ &c, r);
+    RETVAL = res ? SvREFCNT_inc(qcx_json_result(aTHX_ res)) : newSV(0);
+  OUTPUT:
+    RETVAL
 
 SV *
 _snapshot_list(volume, opts)
-    const char *volume
+    qcx_str volume
     SV *opts
   PREINIT:
     qcx_call c;
@@ -209,15 +213,15 @@ _snapshot_list(volume, opts)
 
 SV *
 _import_check(file, fmt, opts)
-    const char *file
-    SV *fmt
+    qcx_str file
+    qcx_optstr fmt
     SV *opts
   PREINIT:
     qcx_call c;
     json_object *o = NULL;
   CODE:
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
-    qcx_check(aTHX_ &c, qc_import_check(c.ctx, &o, file, qcx_str_or_null(aTHX_ fmt)));
+    qcx_check(aTHX_ &c, qc_import_check(c.ctx, &o, file, fmt));
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL

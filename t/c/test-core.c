@@ -4,6 +4,7 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,11 +229,52 @@ static void test_users(void)
     rmdir(d);
 }
 
+/* open_beneath, with openat2 and with the per-component fallback: never a symlink, never outside. */
+static void test_open_beneath(void)
+{
+    char dir[] = "/tmp/qc-beneath-XXXXXX";
+    if (!mkdtemp(dir)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    char p[256], q[256];
+    snprintf(p, sizeof(p), "%s/sub", dir);
+    mkdir(p, 0700);
+    snprintf(p, sizeof(p), "%s/sub/file", dir);
+    close(open(p, O_CREAT | O_WRONLY, 0600));
+    snprintf(p, sizeof(p), "%s/link", dir);
+    CHECK(symlink("sub/file", p) == 0, "symlink to a file inside");
+    snprintf(p, sizeof(p), "%s/linkdir", dir);
+    CHECK(symlink("sub", p) == 0, "symlink to a directory inside");
+    const qc_io *io = qc_io_posix();
+    for (int walk = 0; walk < 2; walk++) {
+        const char *how = walk ? "walk" : "openat2";
+        int fd;
+#define OPEN(rel) (walk ? qc_open_beneath_walk(dir, rel, O_RDONLY, 0) : io->open_beneath(NULL, dir, rel, O_RDONLY, 0))
+        fd = OPEN("sub/file");
+        CHECK(fd >= 0, "%s: a plain path beneath opens", how);
+        if (fd >= 0)
+            close(fd);
+        CHECK(OPEN("link") == -ELOOP, "%s: a symlink as the file is refused", how);
+        fd = OPEN("linkdir/file");
+        CHECK(fd == -ENOTDIR || fd == -ELOOP, "%s: a symlink as a directory is refused", how);
+        if (fd >= 0)
+            close(fd);
+        fd = OPEN("../x");
+        CHECK(fd == -EXDEV || fd == -ENOENT, "%s: '..' does not leave the directory", how);
+        CHECK(OPEN("missing") == -ENOENT, "%s: a missing file says so", how);
+#undef OPEN
+    }
+    snprintf(q, sizeof(q), "rm -rf '%s'", dir);
+    CHECK(system(q) == 0, "cleanup");
+}
+
 int main(void)
 {
     test_header();
     test_paths();
     test_users();
+    test_open_beneath();
     printf("1..%d\n", count);
     return failures ? 1 : 0;
 }

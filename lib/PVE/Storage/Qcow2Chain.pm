@@ -148,8 +148,7 @@ sub snapshot_rollback {
 
 sub snapshot_delete {
     my ($volume, $name, %opt) = @_;
-    _snapshot('delete', _file('snapshot_delete', $volume), $name // '', undef, _snap_opts('snapshot_delete', %opt));
-    return;
+    return _snapshot('delete', _file('snapshot_delete', $volume), $name // '', undef, _snap_opts('snapshot_delete', %opt));
 }
 
 sub snapshot_rename {
@@ -416,17 +415,27 @@ while another process has C<$volume> open.
 =item snapshot_delete($volume, $name, running => 0, delete_method => 'auto', %opt)
 
 Removes snapshot C<$name> anywhere in the tree. Without children the file
-is removed. With one child the smaller layer moves: the child is committed
-into the snapshot which then takes the child's name, or the snapshot is
-streamed into the child (C<delete_method> forces C<commit> or C<stream>).
-With several children each child is streamed. Every child keeps its exact
-guest view. With C<running =E<gt> 1> (QEMU has merged already) only the
-file is removed. A file that another image still uses as backing file is
-never removed. The snapshot and the children it writes are held and
-refused while another process has them open, before anything is
-recorded. If it fails after that, the error says so: the delete is
-recorded in the volume's journal and the next operation on the volume
-(any of these functions, a listing included) completes it.
+is removed. With one child the way that copies fewer bytes is taken: the
+child is committed into the snapshot, which then takes the child's name
+(the child's data clusters are copied), or the snapshot is streamed into
+the child (the snapshot's data clusters that the child does not cover are
+copied). Both are counted from the tables before anything moves, without
+reading data; zero clusters and clusters that metadata preallocation
+reserved but nothing wrote count as nothing. C<delete_method> forces
+C<commit> or C<stream>. With several children each child is streamed.
+Every child keeps its exact guest view. With C<running =E<gt> 1> (QEMU has
+merged already) only the file is removed. A file that another image still
+uses as backing file is never removed. The snapshot and the children it
+writes are held and refused while another process has them open, before
+anything is recorded. If it fails after that, the error says so: the
+delete is recorded in the volume's journal and the next operation on the
+volume (any of these functions, a listing included) completes it.
+
+Returns a hash reference saying what was done: C<snapshot> (the name),
+C<method> (C<commit>, C<stream>, C<unlink> for a snapshot without
+children, or C<recovered> when an interrupted delete of it was just
+completed), C<bytes> (the data bytes copied) and, with one child,
+C<commit-bytes> and C<stream-bytes> (what each way copies).
 
 =item snapshot_rename($volume, $from, $to, %opt)
 
