@@ -440,9 +440,25 @@ bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry);
 /* DIR/entry */
 char *qc_volume_file(qc_volume *v, const char *entry);
 int qc_journal_write(qc_volume *v, json_object *j);
+/* Remove a journal left half-written (its operation never started). */
+int qc_journal_drop_tmp(qc_volume *v);
 /* *out = NULL when there is no journal. */
 int qc_journal_read(qc_volume *v, json_object **out);
 int qc_journal_clear(qc_volume *v);
+
+/* ---- users.c ---- */
+typedef struct qc_fid {
+    dev_t dev;
+    ino_t ino;
+} qc_fid;
+/*
+ * *user = the path of the first image built on the file target, other than
+ * those in skip, among the files of vol_dir, then of users_dir (optional)
+ * and its subdirectories; NULL when there is none. Reads two header fields
+ * of each regular file; takes no lock; never blocks on an open.
+ */
+int qc_find_user(qc_ctx *ctx, char **user, const char *vol_dir, const char *users_dir, qc_fid target,
+                 const qc_fid *skip, size_t nskip);
 
 /* ---- tree.c ---- */
 enum { QC_VN_CURRENT = 0, QC_VN_SNAPSHOT, QC_VN_EXTERNAL, QC_VN_STRAY };
@@ -461,6 +477,7 @@ typedef struct qc_vnode {
     dev_t dev;
     ino_t ino;
     char *error;       /* why a stray file could not be read */
+    int member;        /* while scanning: 1 this volume's, -1 not, 0 undecided */
 } qc_vnode;
 typedef struct qc_vtree {
     qc_vnode *n;       /* n[0] is current */
@@ -470,6 +487,8 @@ typedef struct qc_vtree {
  * through renames), else its file's mtime. Setting it is best effort. */
 int64_t qc_snap_date(qc_ctx *ctx, const char *path, int64_t mtime);
 void qc_snap_set_date(qc_ctx *ctx, const char *path, int64_t sec);
+/* Record a new snapshot file as volume BASE's (an xattr; best effort). */
+void qc_snap_set_volume(qc_ctx *ctx, const char *path, const char *base);
 int qc_vtree_scan(qc_volume *v, qc_vtree *t);
 void qc_vtree_free(qc_vtree *t);
 /* Index of current or snapshot NAME, -1 if none. */

@@ -253,9 +253,13 @@ typedef struct qc_volume_opts {
     uint32_t cluster_size;    /* new overlays: default 128k */
     bool extended_l2;         /* default on */
     int preallocation;        /* default 1 (metadata); only with extended L2 */
-    bool running;             /* delete: QEMU already merged the data */
+    bool running;             /* delete: QEMU already merged the data; rename S to
+                                 current: QEMU committed the live disk into S */
     int delete_method;        /* QC_DELETE_*: auto moves the smaller layer */
     unsigned lock_timeout_ms; /* default 10000 */
+    const char *users_dir;    /* delete, rename: images in this directory tree
+                                 may be built on a snapshot too (default: only
+                                 those in the volume's directory are looked at) */
 } qc_volume_opts;
 
 void qc_volume_opts_init(qc_volume_opts *o);
@@ -267,6 +271,12 @@ int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const 
 int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
 /* Remove snapshot NAME; its children keep their exact guest view. */
 int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o);
+/*
+ * Rename snapshot FROM to TO, rewriting its children's backing names.
+ * "current" is the live disk: current -> TO takes snapshot TO; FROM ->
+ * current makes snapshot FROM the live disk in one rename (the live disk
+ * must be FROM's only child, and its own data be in FROM: o->running).
+ */
 int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from, const char *to,
                               const qc_volume_opts *o);
 /* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}]} */

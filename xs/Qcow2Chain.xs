@@ -171,6 +171,8 @@ _snapshot(op, volume, name, target, opts)
     so.running = opt_true(aTHX_ o, "running");
     so.delete_method = (int)qcx_opt_uv(aTHX_ o, "delete_method", 0);
     so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", so.lock_timeout_ms);
+    if (opt_sv(aTHX_ o, "users_dir"))
+        so.users_dir = SvPV_nolen(opt_sv(aTHX_ o, "users_dir"));
     qcx_begin(aTHX_ &c, o);
     if (!strcmp(op, "create"))
         r = qc_volume_snapshot(c.ctx, volume, name, &so);

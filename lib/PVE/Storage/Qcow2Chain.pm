@@ -115,7 +115,7 @@ sub rebase {
 
 # ---- external snapshots of a volume ----
 
-my %SNAP = map { $_ => 1 } qw(cluster_size extended_l2 preallocation running delete_method lock_timeout_ms);
+my %SNAP = map { $_ => 1 } qw(cluster_size extended_l2 preallocation running delete_method lock_timeout_ms users_dir);
 my %DELETE = (auto => 0, commit => 1, stream => 2);
 
 sub _snap_opts {
