@@ -7,12 +7,12 @@
  *
  * A name is not enough to make a file this volume's snapshot: the file
  * snap-s1-vm-100-x-vm-100-disk-0.qcow2 fits the pattern of both
- * vm-100-disk-0.qcow2 and vm-100-x-vm-100-disk-0.qcow2. A regular file of
- * the pattern belongs to the volume when it is recorded as the volume's
- * (an xattr set when the snapshot is taken), or when it is in the volume's
- * tree: on the live disk's backing chain, or built on a file that is.
- * Files of another volume's chain whose longer name they also fit are
- * that volume's.
+ * vm-100-disk-0.qcow2 and vm-100-x-vm-100-disk-0.qcow2. Only regular files
+ * count; one recorded as a volume's (an xattr set when the snapshot is
+ * taken) is that volume's; one in the volume's tree (on the live disk's
+ * backing chain, or built on a file that is) is ours unless the other
+ * volume reaches it too; the rest go by name only where it fits no other
+ * volume in the directory.
  */
 #include "internal.h"
 
@@ -263,11 +263,41 @@ static int claim(qc_volume *v, qc_vtree *t, size_t w)
     return 0;
 }
 
-/* Decide which candidates are this volume's (member 1) and which not (-1). */
+/* Files built on files of ours are ours (branches). */
+static void closure(qc_vtree *t)
+{
+    for (bool more = true; more;) {
+        more = false;
+        for (size_t j = 0; j < t->count; j++)
+            if (candidate(&t->n[j]) && t->n[j].member == 0 && t->n[j].parent >= 0 &&
+                t->n[t->n[j].parent].member == 1) {
+                t->n[j].member = 1;
+                more = true;
+            }
+    }
+}
+
+/* Does candidate j also fit the pattern of another volume in the directory? */
+static bool ambiguous(const qc_vtree *t, size_t j)
+{
+    for (size_t w = 0; w < t->count; w++) {
+        qc_volume other = {.base = (char *)file_name(t->n[w].path)};
+        if (t->n[w].kind == QC_VN_OTHER && qc_volume_is_snap_entry(&other, file_name(t->n[j].path)))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Decide which candidates are this volume's (member 1) and which not (-1):
+ * by their record; then the live disk's chain; the files another volume
+ * with a longer name reaches; branches built on ours. What is left is
+ * ours if its name fits no other volume (a branch root left by deleting a
+ * branch point, a file whose chain cannot be read), else not.
+ */
 static int membership(qc_volume *v, qc_vtree *t)
 {
     t->n[0].member = 1;
-    /* the live disk's chain, as long as it runs through files of ours */
     for (int i = t->n[0].parent, guard = 0; i > 0 && guard <= (int)t->count; i = t->n[i].parent, guard++) {
         if (!candidate(&t->n[i]) || t->n[i].member < 0)
             break;
@@ -278,16 +308,11 @@ static int membership(qc_volume *v, qc_vtree *t)
         if (r < 0)
             return r;
     }
-    /* branches: files built on files of ours */
-    for (bool more = true; more;) {
-        more = false;
-        for (size_t j = 0; j < t->count; j++)
-            if (candidate(&t->n[j]) && t->n[j].member == 0 && t->n[j].parent >= 0 &&
-                t->n[t->n[j].parent].member == 1) {
-                t->n[j].member = 1;
-                more = true;
-            }
-    }
+    closure(t);
+    for (size_t j = 0; j < t->count; j++)
+        if (candidate(&t->n[j]) && t->n[j].member == 0 && !ambiguous(t, j))
+            t->n[j].member = 1;
+    closure(t);
     return 0;
 }
 

@@ -365,7 +365,12 @@ Every operation takes the volume's lock (C<.FILE.lock>; another process
 waits up to C<lock_timeout_ms>, default 10000, then gets an error with code
 C<busy>), first completes or undoes an operation that was interrupted
 (recorded in C<.FILE.journal>), and records its own intent before
-changing anything. There is never a moment without C<$volume>.
+changing anything. There is never a moment without C<$volume>. The
+journal names files relative to the volume's directory, so an operation
+interrupted on C<images/100/vm-100-disk-0.qcow2> is completed through
+C</srv/images/100/vm-100-disk-0.qcow2> and the other way round; a journal
+left half-written (C<.FILE.journal.tmp>: its operation never started) is
+removed.
 
 =over
 
@@ -373,7 +378,8 @@ changing anything. There is never a moment without C<$volume>.
 
 The live data becomes snapshot C<$name> and C<$volume> a new overlay on it
 (C<cluster_size> default 128k, C<extended_l2> default on, C<preallocation>
-default C<metadata>). Works while a VM runs: C<$volume> is only read with
+default C<metadata>). Refused when the new overlay's backing chain would be
+deeper than C<max_depth> (256) images, which no later operation could open. Works while a VM runs: C<$volume> is only read with
 the shared lock; the VM must then switch to the new overlay itself (QMP
 C<blockdev-snapshot>). An existing snapshot file is never replaced.
 
@@ -393,16 +399,39 @@ streamed into the child (C<delete_method> forces C<commit> or C<stream>).
 With several children each child is streamed. Every child keeps its exact
 guest view. With C<running =E<gt> 1> (QEMU has merged already) only the
 file is removed. A file that another image still uses as backing file is
-never removed.
+never removed: the images of C<$volume>'s directory are looked at, and
+with C<users_dir =E<gt> $dir> those of C<$dir> and its subdirectories (a
+Proxmox VE storage's C<images> directory, where a linked clone of another
+VM may be built on the snapshot). Only two header fields of each file are
+read, without locks; FIFOs and devices are never opened.
 
-=item snapshot_rename($volume, $from, $to, %opt)
+=item snapshot_rename($volume, $from, $to, running => 0, users_dir => $dir, %opt)
 
 Renames a snapshot file and rewrites its children's backing names.
-"target snapshot '$to' already exists" if C<$to> exists.
+"target snapshot '$to' already exists" if C<$to> exists. Refused, as a
+delete is, while another image is built on the snapshot.
+
+C<current> names the live disk C<$volume>, as in Proxmox VE's storage API.
+C<$from = 'current'> takes snapshot C<$to>: the live data becomes C<$to>
+and C<$volume> a new overlay on it (the options of C<snapshot_create>
+apply). C<$to = 'current'> makes snapshot C<$from> the live disk,
+replacing C<$volume> in one rename: the last step of deleting a snapshot
+while a VM runs, after QEMU has committed C<$volume> into C<$from>
+(C<running =E<gt> 1> says so). It is refused unless C<$volume> is built
+on C<$from> and is its only child, and, without C<running>, unless
+C<$volume> holds no data of its own. Every other snapshot stays, and
+C<$volume> is never missing.
 
 =item snapshot_list($volume, %opt)
 
-The tree, rebuilt from the files: C<{volume =E<gt> $volume, nodes =E<gt>
+The tree, rebuilt from the files. A regular file C<snap-NAME-FILE> (never
+a symlink) is a snapshot of C<$volume> when it is recorded as its (the
+extended attribute C<user.qcow2chain.volume> set when the snapshot is
+taken) or lies in its tree: on the backing chain of C<$volume>, or built
+on a snapshot that is. A file that merely fits the name pattern, such as
+a snapshot of C<vm-100-x-vm-100-disk-0.qcow2> next to
+C<vm-100-disk-0.qcow2>, is not one; every operation goes by this tree.
+ C<{volume =E<gt> $volume, nodes =E<gt>
 [...]}>, each node with C<name> (C<current>, a snapshot name, or undef),
 C<kind> (C<current>, C<snapshot>, C<external> for a backing file that is
 not one of this volume's snapshots, such as a linked clone's base, C<stray>

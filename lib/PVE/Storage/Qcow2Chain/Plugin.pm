@@ -110,6 +110,13 @@ sub policy {
     return (allowed_dirs => [$class->get_subdir($scfg, 'images')]);
 }
 
+# Any volume of the storage may be built on a snapshot (a linked clone in
+# another VM's directory): removing or renaming one looks at them all.
+sub users {
+    my ($class, $scfg) = @_;
+    return (users_dir => $class->get_subdir($scfg, 'images'));
+}
+
 # Options of new snapshot overlays: 128k clusters, extended L2 entries,
 # metadata preallocation unless the storage says off.
 sub overlay_opts {
@@ -216,7 +223,7 @@ sub free_image {
     }
     my $dir = dirname($path);
     my $base = basename($path);
-    unlink("$dir/.$base.lock", "$dir/.$base.journal");
+    unlink("$dir/.$base.lock", "$dir/.$base.journal", "$dir/.$base.journal.tmp");
     rmdir($dir);
     return undef;
 }
@@ -275,9 +282,13 @@ sub rename_snapshot {
         if !chain_enabled($scfg);
     my $path = $class->filesystem_path($scfg, $volname);
     my $target = $class->filesystem_path($scfg, $volname, $target_snap);
-    # "current" as target replaces the volume in one step (see volume_snapshot_delete)
+    # "current" as target replaces the volume in one step (see volume_snapshot_delete);
+    # qemu-server renames onto it only after QEMU committed the volume into the snapshot
     die "target snapshot '$target_snap' already exists\n" if $target_snap ne 'current' && -e $target;
-    core(sub { PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, $class->policy($scfg)) });
+    core(sub {
+        PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, overlay_opts($scfg),
+            running => $target_snap eq 'current' ? 1 : 0, $class->users($scfg), $class->policy($scfg));
+    });
     return undef;
 }
 
@@ -315,7 +326,8 @@ sub volume_snapshot_delete {
     my $file = $class->filesystem_path($scfg, $volname, $snap);
     die "volume $file is missing\n" if !-e $file;
     core(sub {
-        PVE::Storage::Qcow2Chain::snapshot_delete($path, $snap, running => $running ? 1 : 0, $class->policy($scfg));
+        PVE::Storage::Qcow2Chain::snapshot_delete($path, $snap, running => $running ? 1 : 0, $class->users($scfg),
+            $class->policy($scfg));
     });
     return undef;
 }
@@ -455,6 +467,11 @@ Helpers: the switch, error conversion to plain strings, new overlay options.
 
 The backing-file policy every core call gets: the storage's C<images>
 directory.
+
+=item users($scfg)
+
+Where deleting or renaming a snapshot looks for images built on it: the
+storage's C<images> directory, every VM's.
 
 =item parse_volname, filesystem_path, path
 
