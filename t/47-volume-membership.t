@@ -137,7 +137,7 @@ for my $how ('ours', 'qemu-img') {
     my $C = "$img/101/vm-101-disk-0.qcow2";
     qimg('create', '-q', '-f', 'qcow2', '-b', '../100/snap-a-vm-100-disk-0.qcow2', '-F', 'qcow2', $C);
     qio($C, 'write -q -P 0x21 2M 64k');
-    mkfifo("$img/102/a-fifo", 0600) or die; # never opened: the scan must not hang on it
+    mkfifo("$img/$_/a-fifo", 0600) or die for 100, 102; # never opened: the scan must not hang on them
     symlink("$img/101", "$img/102/loop") or die; # never followed
     my $cv = view($C);
     for my $op (['delete', sub { PVE::Storage::Qcow2Chain::snapshot_delete($V, 'a', @_) }],

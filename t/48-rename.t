@@ -85,7 +85,7 @@ sub branched {
     is_deeply(tree($V), { current => 'C', A => '', B => 'A', C => 'A' }, '.. the tree is unchanged');
 
     eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'C', 'current', running => 1) };
-    is("$@", '', 'C=current with running (QEMU committed the live disk into C): done') or diag($@);
+    is("$@", '', 'C=current with running: C, the live disk\'s parent, becomes the live disk') or diag($@);
     $want->{current} = $want->{C};
     delete $want->{C};
     is_deeply([intact($V, $want)], [], '.. the live disk is C, A and B read as before');
@@ -141,9 +141,14 @@ sub branched {
 # ---- what "current" means is documented -----------------------------------
 {
     my ($rc, $o, $e) = our_cli('snapshot', '--help');
-    like("$o$e", qr/current/, 'snapshot --help explains "current" in --rename');
+    like("$o$e", qr/current=TO .*FROM=current/s, 'snapshot --help explains "current" in --rename');
     my $pod = slurp("$FindBin::Bin/../lib/PVE/Storage/Qcow2Chain.pm");
-    like($pod, qr/=item snapshot_rename.*?C<current>.*?=item/s, 'the POD of snapshot_rename explains "current"');
+    my ($item) = $pod =~ /^(=item snapshot_rename.*?)^=item/ms;
+    like($item // '', qr/C<current> names the live disk/, 'the POD of snapshot_rename explains "current"');
+    ($rc, $o, $e) = run_cmd('podchecker', "$FindBin::Bin/../bin/qcow2-chain");
+    like("$o$e", qr/pod syntax OK/, 'the man page is valid POD');
+    like(slurp("$FindBin::Bin/../bin/qcow2-chain"), qr/^In C<--rename>, C<current> names the live disk/m,
+        'the man page explains "current" in --rename');
 }
 
 done_testing();
