@@ -436,6 +436,7 @@ void qc_volume_close(qc_volume *v);
 /* "snap-NAME-BASE" (the snapshot file's name, also its backing name). */
 char *qc_volume_snap_name(qc_volume *v, const char *name);
 /* Is this directory entry "snap-NAME-BASE" with a non-empty NAME? */
+bool qc_snap_entry_of(const char *base, const char *entry);
 bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry);
 /* DIR/entry */
 char *qc_volume_file(qc_volume *v, const char *entry);
@@ -452,13 +453,14 @@ typedef struct qc_fid {
     ino_t ino;
 } qc_fid;
 /*
- * *user = the path of the first image built on the file target, other than
- * those in skip, among the files of vol_dir, then of users_dir (optional)
- * and its subdirectories; NULL when there is none. Reads two header fields
- * of each regular file; takes no lock; never blocks on an open.
+ * *user = the path of the first image built on one of the files targets
+ * (targets[*which]), other than the targets and those in skip, among the
+ * files of vol_dir, then of users_dir (optional) and its subdirectories;
+ * NULL when there is none. Reads two header fields of each regular file;
+ * takes no lock; never blocks on an open.
  */
-int qc_find_user(qc_ctx *ctx, char **user, const char *vol_dir, const char *users_dir, qc_fid target,
-                 const qc_fid *skip, size_t nskip);
+int qc_find_user(qc_ctx *ctx, char **user, size_t *which, const char *vol_dir, const char *users_dir,
+                 const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip);
 
 /* ---- tree.c ---- */
 enum { QC_VN_CURRENT = 0, QC_VN_SNAPSHOT, QC_VN_EXTERNAL, QC_VN_STRAY };

@@ -98,11 +98,16 @@ char *qc_volume_snap_name(qc_volume *v, const char *name)
 }
 
 /* anchored on the volume's file name, so NAME may hold '-' */
+bool qc_snap_entry_of(const char *base, const char *entry)
+{
+    size_t el = strlen(entry), bl = strlen(base);
+    return el >= 5 + 1 + bl + 1 && !strncmp(entry, "snap-", 5) && !strcmp(entry + el - bl, base) &&
+           entry[el - bl - 1] == '-';
+}
+
 bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry)
 {
-    size_t el = strlen(entry), bl = strlen(v->base);
-    return el >= 5 + 1 + bl + 1 && !strncmp(entry, "snap-", 5) && !strcmp(entry + el - bl, v->base) &&
-           entry[el - bl - 1] == '-';
+    return qc_snap_entry_of(v->base, entry);
 }
 
 char *qc_volume_file(qc_volume *v, const char *entry)

@@ -281,6 +281,12 @@ int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from,
                               const qc_volume_opts *o);
 /* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}]} */
 int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_volume_opts *o);
+/*
+ * Before removing a whole volume: *user = an image outside the volume's tree
+ * built on one of its files (*file), NULL if none (o->users_dir as for
+ * delete). The caller frees both.
+ */
+int qc_volume_find_user(qc_ctx *ctx, char **user, char **file, const char *volume, const qc_volume_opts *o);
 /* Complete or undo an interrupted operation (every operation does this first). */
 int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_volume_opts *o);
 

@@ -245,19 +245,19 @@ static int claim(qc_volume *v, qc_vtree *t, size_t w)
         return QC_ERR_NOMEM;
     for (int i = (int)w, guard = 0; i >= 0 && guard <= (int)t->count; i = t->n[i].parent, guard++)
         reach[i] = true;
-    qc_volume other = {.base = (char *)file_name(t->n[w].path)};
+    const char *other = file_name(t->n[w].path);
     for (bool more = true; more;) {
         more = false;
         for (size_t j = 0; j < t->count; j++)
             if (!reach[j] && candidate(&t->n[j]) && t->n[j].parent >= 0 && reach[t->n[j].parent] &&
-                qc_volume_is_snap_entry(&other, file_name(t->n[j].path))) {
+                qc_snap_entry_of(other, file_name(t->n[j].path))) {
                 reach[j] = true;
                 more = true;
             }
     }
     for (size_t j = 0; j < t->count; j++)
         if (reach[j] && candidate(&t->n[j]) && t->n[j].member == 0 &&
-            qc_volume_is_snap_entry(&other, file_name(t->n[j].path)))
+            qc_snap_entry_of(other, file_name(t->n[j].path)))
             t->n[j].member = -1;
     free(reach);
     return 0;
@@ -280,11 +280,9 @@ static void closure(qc_vtree *t)
 /* Does candidate j also fit the pattern of another volume in the directory? */
 static bool ambiguous(const qc_vtree *t, size_t j)
 {
-    for (size_t w = 0; w < t->count; w++) {
-        qc_volume other = {.base = (char *)file_name(t->n[w].path)};
-        if (t->n[w].kind == QC_VN_OTHER && qc_volume_is_snap_entry(&other, file_name(t->n[j].path)))
+    for (size_t w = 0; w < t->count; w++)
+        if (t->n[w].kind == QC_VN_OTHER && qc_snap_entry_of(file_name(t->n[w].path), file_name(t->n[j].path)))
             return true;
-    }
     return false;
 }
 

@@ -20,16 +20,25 @@
 
 typedef struct users_scan {
     qc_ctx *ctx;
-    qc_fid target;
-    const qc_fid *skip;
-    size_t nskip;
+    const qc_fid *targets, *skip;
+    size_t ntargets, nskip;
     qc_fid done_dir; /* scanned already (the volume's directory) */
     char *user;
+    size_t which; /* the target user is built on */
 } users_scan;
 
 static bool same(qc_fid a, const struct stat *st)
 {
     return a.dev == st->st_dev && a.ino == st->st_ino;
+}
+
+/* Index of st among n identities, or n. */
+static size_t find_fid(const qc_fid *f, size_t n, const struct stat *st)
+{
+    size_t i = 0;
+    while (i < n && !same(f[i], st))
+        i++;
+    return i;
 }
 
 /* The backing name in a qcow2 header, or NULL (not qcow2, none, unreadable). */
@@ -55,14 +64,11 @@ static char *backing_name(qc_ctx *ctx, const char *path)
     return name;
 }
 
-/* Is the regular file at path (identity st) built on the target? */
+/* Is the regular file at path (identity st) built on a target? */
 static int check_file(users_scan *s, const char *path, const struct stat *st)
 {
-    if (same(s->target, st))
+    if (find_fid(s->targets, s->ntargets, st) < s->ntargets || find_fid(s->skip, s->nskip, st) < s->nskip)
         return 0;
-    for (size_t i = 0; i < s->nskip; i++)
-        if (same(s->skip[i], st))
-            return 0;
     char *b = backing_name(s->ctx, path);
     if (!b)
         return 0;
@@ -71,13 +77,12 @@ static int check_file(users_scan *s, const char *path, const struct stat *st)
     if (!full)
         return QC_ERR_NOMEM;
     struct stat bs;
-    if (s->ctx->io->stat(s->ctx->io_user, full, &bs) == 0 && same(s->target, &bs) &&
-        !(s->user = qc_strdup(s->ctx, path))) {
-        free(full);
-        return QC_ERR_NOMEM;
-    }
+    int r = 0;
+    if (s->ctx->io->stat(s->ctx->io_user, full, &bs) == 0 &&
+        (s->which = find_fid(s->targets, s->ntargets, &bs)) < s->ntargets && !(s->user = qc_strdup(s->ctx, path)))
+        r = QC_ERR_NOMEM;
     free(full);
-    return 0;
+    return r;
 }
 
 static int scan_dir(users_scan *s, const char *dir, int depth)
@@ -116,10 +121,10 @@ static int scan_dir(users_scan *s, const char *dir, int depth)
     return r;
 }
 
-int qc_find_user(qc_ctx *ctx, char **user, const char *vol_dir, const char *users_dir, qc_fid target,
-                 const qc_fid *skip, size_t nskip)
+int qc_find_user(qc_ctx *ctx, char **user, size_t *which, const char *vol_dir, const char *users_dir,
+                 const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip)
 {
-    users_scan s = {.ctx = ctx, .target = target, .skip = skip, .nskip = nskip};
+    users_scan s = {.ctx = ctx, .targets = targets, .ntargets = ntargets, .skip = skip, .nskip = nskip};
     *user = NULL;
     int r = scan_dir(&s, vol_dir, 0);
     struct stat st;
@@ -133,5 +138,6 @@ int qc_find_user(qc_ctx *ctx, char **user, const char *vol_dir, const char *user
         return r;
     }
     *user = s.user;
+    *which = s.which;
     return 0;
 }

@@ -183,13 +183,27 @@ static int no_other_user(qc_volume *v, const qc_vtree *t, int xi, const char *op
         if (t->n[i].parent == xi)
             kids[nk++] = (qc_fid){t->n[i].dev, t->n[i].ino};
     char *user = NULL;
-    int r = qc_find_user(ctx, &user, v->dir, o->users_dir, (qc_fid){x->dev, x->ino}, kids, nk);
+    size_t which;
+    qc_fid xf = {x->dev, x->ino};
+    int r = qc_find_user(ctx, &user, &which, v->dir, o->users_dir, &xf, 1, kids, nk);
     if (r == 0 && user)
         r = qc_fail(ctx, QC_ERR_BUSY, 0, x->path, op, "snapshot '%s' is the backing file of '%s'; not %s", x->name,
                     user, !strcmp(op, "delete") ? "deleted" : "renamed");
     free(user);
     free(kids);
     return r;
+}
+
+/* Scan the tree and find snapshot NAME in it: a file of its name outside the tree is not it. */
+static int tree_snapshot(qc_volume *v, qc_vtree *t, const char *name, const char *op, int *idx)
+{
+    int r = qc_vtree_scan(v, t);
+    if (r < 0)
+        return r;
+    *idx = qc_vtree_find(t, name);
+    if (*idx < 0 || t->n[*idx].kind != QC_VN_SNAPSHOT)
+        return qc_fail(v->ctx, QC_ERR_NOTFOUND, ENOENT, v->path, op, "snapshot '%s' does not exist", name);
+    return 0;
 }
 
 /* ---- create ---------------------------------------------------------- */
@@ -454,13 +468,11 @@ int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const 
     uint64_t size;
     int fmt, si;
     qc_vtree t = {0};
-    if (!snap || !tmp) {
+    if (!snap || !tmp)
         r = QC_ERR_NOMEM;
-    } else if ((r = qc_vtree_scan(&v, &t)) < 0) {
-    } else if ((si = qc_vtree_find(&t, name)) < 0 || t.n[si].kind != QC_VN_SNAPSHOT) {
-        /* a file of the snapshot's name that is not in this volume's tree is not its snapshot */
-        r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rollback", "snapshot '%s' does not exist", name);
-    } else if ((r = not_in_use(ctx, volume)) == 0 && (r = peek(ctx, snap, &size, &fmt, NULL, NULL)) == 0) {
+    else
+        r = tree_snapshot(&v, &t, name, "rollback", &si);
+    if (r == 0 && (r = not_in_use(ctx, volume)) == 0 && (r = peek(ctx, snap, &size, &fmt, NULL, NULL)) == 0) {
         /* A fresh overlay on the snapshot replaces the volume in one rename. */
         r = make_overlay(&v, tmp, sname, qc_format_name(fmt), size, o);
         if (r == 0)
@@ -550,17 +562,16 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name,
     json_object *j = NULL;
     char **kids = NULL;
     size_t nk = 0;
-    if ((r = qc_vtree_scan(&v, &t)) < 0)
-        goto out;
-    int xi = qc_vtree_find(&t, name);
+    int xi;
     char again[96];
     snprintf(again, sizeof(again), "delete %s", name);
-    if (xi < 0 && !strcmp(v.recovered, again))
-        goto out; /* an interrupted delete of this very snapshot was just completed */
-    if (xi < 0 || t.n[xi].kind != QC_VN_SNAPSHOT) {
-        r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "delete", "snapshot '%s' does not exist", name);
+    if ((r = tree_snapshot(&v, &t, name, "delete", &xi)) == QC_ERR_NOTFOUND && !strcmp(v.recovered, again)) {
+        qc_ctx_clear_error(ctx); /* an interrupted delete of this very snapshot was just completed */
+        r = 0;
         goto out;
     }
+    if (r < 0)
+        goto out;
     qc_vnode *x = &t.n[xi];
     kids = qc_calloc(ctx, t.count, sizeof(*kids));
     if (!kids) {
@@ -686,13 +697,9 @@ static int rename_to_current(qc_ctx *ctx, const char *volume, const char *from, 
     if (r < 0)
         return r;
     qc_vtree t;
-    if ((r = qc_vtree_scan(&v, &t)) < 0)
+    int si;
+    if ((r = tree_snapshot(&v, &t, from, "rename", &si)) < 0)
         goto out;
-    int si = qc_vtree_find(&t, from);
-    if (si < 0 || t.n[si].kind != QC_VN_SNAPSHOT) {
-        r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rename", "snapshot '%s' does not exist", from);
-        goto out;
-    }
     const qc_vnode *other = NULL;
     for (size_t i = 1; i < t.count && !other; i++)
         if (t.n[i].parent == si)
@@ -746,13 +753,9 @@ int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from,
         memset(&t, 0, sizeof(t));
         goto out;
     }
-    if ((r = qc_vtree_scan(&v, &t)) < 0)
+    int fi;
+    if ((r = tree_snapshot(&v, &t, from, "rename", &fi)) < 0)
         goto out;
-    int fi = qc_vtree_find(&t, from);
-    if (fi < 0 || t.n[fi].kind != QC_VN_SNAPSHOT) {
-        r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rename", "snapshot '%s' does not exist", from);
-        goto out;
-    }
     if (exists(ctx, tpath, NULL)) {
         r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, "rename", "target snapshot '%s' already exists", to);
         goto out;
@@ -793,6 +796,33 @@ int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_
     qc_vtree t;
     if ((r = qc_vtree_scan(&v, &t)) == 0)
         *out = qc_vtree_json(&t, volume);
+    qc_vtree_free(&t);
+    qc_volume_close(&v);
+    return r;
+}
+
+int qc_volume_find_user(qc_ctx *ctx, char **user, char **file, const char *volume, const qc_volume_opts *o)
+{
+    qc_volume v;
+    *user = *file = NULL;
+    int r = begin(ctx, &v, volume, o);
+    if (r < 0)
+        return r;
+    qc_vtree t;
+    qc_fid *own = NULL;
+    size_t n = 0, which;
+    if ((r = qc_vtree_scan(&v, &t)) == 0 && !(own = qc_calloc(ctx, t.count, sizeof(*own))))
+        r = QC_ERR_NOMEM;
+    for (size_t i = 0; r == 0 && i < t.count; i++)
+        if (t.n[i].kind != QC_VN_EXTERNAL)
+            own[n++] = (qc_fid){t.n[i].dev, t.n[i].ino};
+    if (r == 0 && (r = qc_find_user(ctx, user, &which, v.dir, o->users_dir, own, n, NULL, 0)) == 0 && *user) {
+        size_t k = 0;
+        for (size_t i = 0; i < t.count && !*file; i++)
+            if (t.n[i].kind != QC_VN_EXTERNAL && k++ == which && !(*file = qc_strdup(ctx, t.n[i].path)))
+                r = QC_ERR_NOMEM;
+    }
+    free(own);
     qc_vtree_free(&t);
     qc_volume_close(&v);
     return r;

@@ -27,15 +27,7 @@ sub sf { PVE::Storage::Qcow2Chain::snapshot_file($V, $_[0]) }
 # base -> a -> b -> current, and a second branch a -> c
 sub setup {
     unlink glob('*.qcow2'), glob('.*.qcow2.*');
-    qimg('create', '-q', '-f', 'qcow2', $V, $SIZE);
-    qio($V, 'write -q -P 0x10 0 2M');
-    PVE::Storage::Qcow2Chain::snapshot_create($V, 'a');
-    qio($V, 'write -q -P 0x20 512k 100k');
-    PVE::Storage::Qcow2Chain::snapshot_create($V, 'c');
-    PVE::Storage::Qcow2Chain::snapshot_rollback($V, 'a');
-    qio($V, 'write -q -P 0x30 1M 300k');
-    PVE::Storage::Qcow2Chain::snapshot_create($V, 'b');
-    qio($V, 'write -q -P 0x40 3M 64k');
+    branched_volume($V, $SIZE);
 }
 
 setup();

@@ -164,10 +164,17 @@ for my $how ('ours', 'qemu-img') {
     like("$@", qr/^snapshot 'a' is the backing file of '\Q$C\E'; not deleted\n\z/, 'plugin: delete refused');
     eval { $P->rename_snapshot($scfg, 'st', '100/vm-100-disk-0.qcow2', 'a', 'b') };
     like("$@", qr/^snapshot 'a' is the backing file of '\Q$C\E'; not renamed\n\z/, 'plugin: rename refused');
+    eval { $P->free_image('st', $scfg, '100/vm-100-disk-0.qcow2', 0, 'qcow2') };
+    like("$@", qr/^'\Q$img\E\/100\/snap-a-vm-100-disk-0\.qcow2' of volume '100\/vm-100-disk-0\.qcow2' is the backing file of '\Q$C\E'; not removed\n\z/,
+        'plugin: free_image refused');
+    ok(-e $V && -e sf($V, 'a'), '.. the volume and its snapshot are still there');
     is(view($C), $cv, 'plugin: the clone reads as before');
+    is_deeply([PVE::Storage::Qcow2Chain::volume_user($V, users_dir => $img)], [$C, sf($V, 'a')],
+        'volume_user names the clone and the file it is built on');
 
     # once the clone is gone the same delete goes through
     unlink $C;
+    is_deeply([PVE::Storage::Qcow2Chain::volume_user($V, users_dir => $img)], [], 'volume_user: no user left');
     my $cur = view($V);
     PVE::Storage::Qcow2Chain::snapshot_delete($V, 'a', users_dir => $img);
     ok(!-e sf($V, 'a'), 'without users the snapshot is deleted');

@@ -41,19 +41,11 @@ sub intact {
     return @bad;
 }
 
-# A -> {B, C -> current}
+# a -> {c, b -> current}, every name's view
 sub branched {
     my ($vol) = @_;
-    qimg('create', '-q', '-f', 'qcow2', $vol, $SIZE);
-    qio($vol, 'write -q -P 0x11 0 2M');
-    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'A');
-    qio($vol, 'write -q -P 0x22 0 64k');
-    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'B');
-    PVE::Storage::Qcow2Chain::snapshot_rollback($vol, 'A');
-    qio($vol, 'write -q -P 0x33 1M 64k');
-    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'C');
-    qio($vol, 'write -q -P 0x44 3M 64k');
-    return { map { $_ => view($_ eq 'current' ? $vol : sf($vol, $_)) } qw(current A B C) };
+    branched_volume($vol, $SIZE);
+    return { map { $_ => view($_ eq 'current' ? $vol : sf($vol, $_)) } qw(current a b c) };
 }
 
 # ---- 1. a snapshot another image is built on keeps its name ---------------
@@ -74,27 +66,27 @@ sub branched {
 }
 
 # ---- 2. renames that touch current ----------------------------------------
-# A has other children: it cannot become the live disk
+# a has other children: it cannot become the live disk
 {
     my $V = 'vm-200-disk-0.qcow2';
     my $want = branched($V);
-    eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'A', 'current') };
-    like("$@", qr/cannot rename 'A' to 'current': the live disk is not built on it/,
-        "A -> {B, C -> current}: A=current refused");
+    eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'a', 'current') };
+    like("$@", qr/cannot rename 'a' to 'current': the live disk is not built on it/,
+        "a -> {c, b -> current}: a=current refused");
     is_deeply([intact($V, $want)], [], '.. the live disk and every snapshot read as before');
-    is_deeply(tree($V), { current => 'C', A => '', B => 'A', C => 'A' }, '.. the tree is unchanged');
+    is_deeply(tree($V), { current => 'b', a => '', b => 'a', c => 'a' }, '.. the tree is unchanged');
 
-    eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'C', 'current', running => 1) };
-    is("$@", '', 'C=current with running: C, the live disk\'s parent, becomes the live disk') or diag($@);
-    $want->{current} = $want->{C};
-    delete $want->{C};
-    is_deeply([intact($V, $want)], [], '.. the live disk is C, A and B read as before');
-    is_deeply(tree($V), { current => 'A', A => '', B => 'A' }, '.. C is gone from the tree');
-    ok(!-e sf($V, 'C'), '.. and its file');
+    eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'b', 'current', running => 1) };
+    is("$@", '', "b=current with running: b, the live disk's parent, becomes the live disk") or diag($@);
+    $want->{current} = $want->{b};
+    delete $want->{b};
+    is_deeply([intact($V, $want)], [], '.. the live disk is b, a and c read as before');
+    is_deeply(tree($V), { current => 'a', a => '', c => 'a' }, '.. b is gone from the tree');
+    ok(!-e sf($V, 'b'), '.. and its file');
 
-    # now A has two children: B and the live disk
-    eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'A', 'current', running => 1) };
-    like("$@", qr/cannot rename 'A' to 'current': 'B' is built on it too/, 'A -> {B, current}: A=current refused');
+    # now a has two children: c and the live disk
+    eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'a', 'current', running => 1) };
+    like("$@", qr/cannot rename 'a' to 'current': 'c' is built on it too/, 'a -> {c, current}: a=current refused');
     is_deeply([intact($V, $want)], [], '.. nothing changed');
 }
 
@@ -102,12 +94,12 @@ sub branched {
 {
     my $V = 'vm-300-disk-0.qcow2';
     my $want = branched($V);
-    eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'current', 'B') };
-    like("$@", qr/target snapshot 'B' already exists/, 'current=B: the target exists');
+    eval { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'current', 'c') };
+    like("$@", qr/target snapshot 'c' already exists/, 'current=c: the target exists');
     PVE::Storage::Qcow2Chain::snapshot_rename($V, 'current', 'D');
     $want->{D} = $want->{current};
     is_deeply([intact($V, $want)], [], 'current=D: the volume and every snapshot read as before, D as the live disk did');
-    is_deeply(tree($V), { current => 'D', A => '', B => 'A', C => 'A', D => 'C' }, '.. D is the live disk\'s new parent');
+    is_deeply(tree($V), { current => 'D', a => '', b => 'a', c => 'a', D => 'b' }, ".. D is the live disk's new parent");
     qio($V, 'write -q -P 0x55 0 64k');
     is(view(sf($V, 'D')), $want->{D}, '.. and keeps its data when the live disk is written');
 }

@@ -207,6 +207,32 @@ _snapshot_list(volume, opts)
   OUTPUT:
     RETVAL
 
+void
+_volume_user(volume, opts)
+    const char *volume
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_volume_opts so;
+    char *user = NULL, *file = NULL;
+    HV *h;
+    int r;
+  PPCODE:
+    h = qcx_opts(aTHX_ opts);
+    qc_volume_opts_init(&so);
+    so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ h, "lock_timeout_ms", so.lock_timeout_ms);
+    if (opt_sv(aTHX_ h, "users_dir"))
+        so.users_dir = SvPV_nolen(opt_sv(aTHX_ h, "users_dir"));
+    qcx_begin(aTHX_ &c, h);
+    r = qc_volume_find_user(c.ctx, &user, &file, volume, &so);
+    qcx_check(aTHX_ &c, r);
+    if (user) {
+        mXPUSHp(user, strlen(user));
+        mXPUSHp(file, strlen(file));
+    }
+    free(user);
+    free(file);
+
 SV *
 _import_check(file, fmt, opts)
     const char *file

@@ -163,6 +163,12 @@ sub snapshot_list {
     return _snapshot_list(_file('snapshot_list', $volume), _snap_opts('snapshot_list', %opt));
 }
 
+# An image outside the volume's tree built on one of its files: ($user, $file), or ().
+sub volume_user {
+    my ($volume, %opt) = @_;
+    return _volume_user(_file('volume_user', $volume), _snap_opts('volume_user', %opt));
+}
+
 sub volume_recover {
     my ($volume, %opt) = @_;
     _snapshot('recover', _file('volume_recover', $volume), '', undef, _snap_opts('volume_recover', %opt));
@@ -441,6 +447,13 @@ C<date-sec> (when the snapshot was taken: kept in the extended attribute
 C<user.qcow2chain.created> of its file, so later merges into it do not
 change it; the file's mtime where there is none), C<live> (on the chain of
 C<current>).
+
+=item volume_user($volume, users_dir => $dir, %opt)
+
+Before removing a whole volume: C<($user, $file)>, an image outside the
+volume's tree that is built on C<$file>, one of the volume's files (the
+live disk or a snapshot); an empty list when there is none. Looked for as
+C<snapshot_delete> does.
 
 =item volume_recover($volume, %opt)
 

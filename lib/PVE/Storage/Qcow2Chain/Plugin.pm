@@ -214,7 +214,10 @@ sub free_image {
         warn "disk image '$path' does not exist\n";
         return undef;
     }
-    # the whole tree of this volume goes: current, then every snapshot file
+    # the whole tree of this volume goes: current, then every snapshot file;
+    # not while another volume of the storage is built on one of them
+    my ($user, $file) = core(sub { PVE::Storage::Qcow2Chain::volume_user($path, $class->users($scfg), $class->policy($scfg)) });
+    die "'$file' of volume '$volname' is the backing file of '$user'; not removed\n" if defined $user;
     my ($list) = $class->snap_info_of_volume($scfg, $storeid, $volname);
     unlink($path) or die "unlink '$path' failed - $!\n";
     for my $n (@{ $list->{nodes} }) {
@@ -482,7 +485,8 @@ filename, not a volume!>).
 =item alloc_image, free_image, list_images, qcow2_create, qcow2_create_backed
 
 With the switch on, qcow2 volumes are created natively; C<free_image>
-removes the volume and every snapshot file of its tree; C<list_images>
+removes the volume and every snapshot file of its tree (refused while
+another volume of the storage is built on one of them); C<list_images>
 never lists snapshot files. With it off, the parent's behaviour.
 
 =item volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
