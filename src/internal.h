@@ -266,6 +266,8 @@ char *qc_strdup(qc_ctx *ctx, const char *s);
 char *qc_strndup(qc_ctx *ctx, const char *s, size_t n);
 /* Join the directory of base with rel (QEMU's rule); absolute rel is kept. */
 char *qc_path_combine(qc_ctx *ctx, const char *base, const char *rel);
+/* The last component of path (its file name). */
+const char *qc_path_file(const char *path);
 /* "proto:" prefix before any '/'. */
 bool qc_path_has_protocol(const char *name);
 bool qc_buf_is_zero(const void *buf, size_t n);

@@ -140,12 +140,6 @@ static bool longer_volume(const char *e, const char *base)
     return el > bl + 1 && e[el - bl - 1] == '-' && !strcmp(e + el - bl, base) && strncmp(e, "snap-", 5);
 }
 
-static const char *file_name(const char *path)
-{
-    const char *b = strrchr(path, '/');
-    return b ? b + 1 : path;
-}
-
 /* Read the candidates: files of our pattern and volumes with longer names. */
 static int read_dir(qc_volume *v, qc_vtree *t)
 {
@@ -216,7 +210,7 @@ static int find_parent(qc_ctx *ctx, const qc_vtree *t, size_t i, bool *missing)
     /* most backing names are siblings' file names: no stat needed */
     if (!strchr(n->backing, '/'))
         for (size_t j = 0; j < t->count; j++)
-            if (j != i && !strcmp(file_name(t->n[j].path), n->backing))
+            if (j != i && !strcmp(qc_path_file(t->n[j].path), n->backing))
                 return (int)j;
     char *full = qc_path_combine(ctx, n->path, n->backing);
     struct stat st;
@@ -245,19 +239,19 @@ static int claim(qc_volume *v, qc_vtree *t, size_t w)
         return QC_ERR_NOMEM;
     for (int i = (int)w, guard = 0; i >= 0 && guard <= (int)t->count; i = t->n[i].parent, guard++)
         reach[i] = true;
-    const char *other = file_name(t->n[w].path);
+    const char *other = qc_path_file(t->n[w].path);
     for (bool more = true; more;) {
         more = false;
         for (size_t j = 0; j < t->count; j++)
             if (!reach[j] && candidate(&t->n[j]) && t->n[j].parent >= 0 && reach[t->n[j].parent] &&
-                qc_snap_entry_of(other, file_name(t->n[j].path))) {
+                qc_snap_entry_of(other, qc_path_file(t->n[j].path))) {
                 reach[j] = true;
                 more = true;
             }
     }
     for (size_t j = 0; j < t->count; j++)
         if (reach[j] && candidate(&t->n[j]) && t->n[j].member == 0 &&
-            qc_snap_entry_of(other, file_name(t->n[j].path)))
+            qc_snap_entry_of(other, qc_path_file(t->n[j].path)))
             t->n[j].member = -1;
     free(reach);
     return 0;
@@ -281,7 +275,7 @@ static void closure(qc_vtree *t)
 static bool ambiguous(const qc_vtree *t, size_t j)
 {
     for (size_t w = 0; w < t->count; w++)
-        if (t->n[w].kind == QC_VN_OTHER && qc_snap_entry_of(file_name(t->n[w].path), file_name(t->n[j].path)))
+        if (t->n[w].kind == QC_VN_OTHER && qc_snap_entry_of(qc_path_file(t->n[w].path), qc_path_file(t->n[j].path)))
             return true;
     return false;
 }

@@ -5,7 +5,9 @@
  * that an interrupted operation is completed or undone by the next one.
  *
  * Volume FILE is the live disk; snapshot S is the file snap-S-FILE next to
- * it; images refer to their backing files by these relative names.
+ * it, when that file is in FILE's tree (tree.c); images refer to their
+ * backing files by these relative names, and the journal names files by
+ * them too, whatever the caller's spelling of FILE's path.
  */
 #include "internal.h"
 
@@ -139,8 +141,11 @@ static char *tmp_name(qc_volume *v, const char *what)
     return p;
 }
 
-/* Guest bytes holding data in one layer (what moving that layer costs). */
-static int allocated_bytes(qc_ctx *ctx, const char *path, uint64_t *bytes)
+/*
+ * Guest bytes one layer holds itself, of the kinds in mask: QC_BS_DATA is
+ * what moving that layer costs, QC_BS_ALLOCATED also counts zeroed ranges.
+ */
+static int layer_bytes(qc_ctx *ctx, const char *path, int mask, uint64_t *bytes)
 {
     qc_image *img;
     *bytes = 0;
@@ -151,19 +156,13 @@ static int allocated_bytes(qc_ctx *ctx, const char *path, uint64_t *bytes)
         uint64_t n, map;
         int fl;
         if ((r = qc_layer_status(img, off, img->size - off, &n, &fl, &map)) == 0) {
-            if (fl & QC_BS_DATA)
+            if (fl & mask)
                 *bytes += n;
             off += n;
         }
     }
     qc_image_close(img);
     return r;
-}
-
-static const char *file_name(const char *path)
-{
-    const char *b = strrchr(path, '/');
-    return b ? b + 1 : path;
 }
 
 /*
@@ -304,7 +303,7 @@ static int rename_finish(qc_volume *v, json_object *j);
  */
 static const char *journal_name(const qc_volume *v, const char *rec)
 {
-    const char *b = rec ? file_name(rec) : NULL;
+    const char *b = rec ? qc_path_file(rec) : NULL;
     return b && (!strcmp(b, v->base) || qc_volume_is_snap_entry(v, b)) ? b : NULL;
 }
 
@@ -432,8 +431,8 @@ static int take_snapshot(qc_ctx *ctx, const char *volume, const char *name, cons
     if (!snap || !tmp) {
         r = QC_ERR_NOMEM;
     } else if (exists(ctx, snap, NULL)) {
-        r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, rename ? "rename" : "snapshot", "%ssnapshot '%s' already exists",
-                    rename ? "target " : "", name);
+        r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, rename ? "rename" : "snapshot",
+                    "%ssnapshot '%s' already exists", rename ? "target " : "", name);
     } else if (chain_depth(ctx, volume, limit) >= limit) {
         /* the new overlay would add a layer no later operation could open */
         r = qc_fail(ctx, QC_ERR_LOOP, 0, volume, "snapshot",
@@ -595,7 +594,8 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name,
     } else if (nk == 1) {
         /* Move the smaller layer: the child into X, or X into the child. */
         uint64_t cx, cc;
-        if ((r = allocated_bytes(ctx, x->path, &cx)) < 0 || (r = allocated_bytes(ctx, kids[0], &cc)) < 0)
+        if ((r = layer_bytes(ctx, x->path, QC_BS_DATA, &cx)) < 0 ||
+            (r = layer_bytes(ctx, kids[0], QC_BS_DATA, &cc)) < 0)
             goto out;
         int force = o->delete_method;
         how = force == QC_DELETE_COMMIT ? "commit" : force == QC_DELETE_STREAM ? "stream" : cc < cx ? "commit" : "stream";
@@ -609,14 +609,14 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name,
     j = json_object_new_object();
     json_object_object_add(j, "op", json_object_new_string("delete"));
     json_object_object_add(j, "snap", json_object_new_string(name));
-    json_object_object_add(j, "file", json_object_new_string(file_name(x->path)));
+    json_object_object_add(j, "file", json_object_new_string(qc_path_file(x->path)));
     json_object_object_add(j, "how", json_object_new_string(how));
     json_object_object_add(j, "parent", json_object_new_string(x->backing ? x->backing : ""));
     if (x->backing_fmt)
         json_object_object_add(j, "parent_fmt", json_object_new_string(x->backing_fmt));
     json_object *ka = json_object_new_array();
     for (size_t i = 0; i < nk; i++)
-        json_object_array_add(ka, json_object_new_string(file_name(kids[i])));
+        json_object_array_add(ka, json_object_new_string(qc_path_file(kids[i])));
     json_object_object_add(j, "children", ka);
     if ((r = qc_journal_write(&v, j)) == 0)
         r = delete_finish(&v, j);
@@ -664,25 +664,6 @@ static int rename_finish(qc_volume *v, json_object *j)
     return r;
 }
 
-/* Does the layer at path hold data (or zeros) of its own? */
-static int own_data(qc_ctx *ctx, const char *path, bool *has)
-{
-    qc_image *img;
-    *has = false;
-    int r = qc_image_open(ctx, &img, path, NULL, QC_OPEN_NO_BACKING | QC_OPEN_SHARE);
-    for (uint64_t off = 0; r == 0 && !*has && off < img->size;) {
-        uint64_t n, map;
-        int fl;
-        if ((r = qc_layer_status(img, off, img->size - off, &n, &fl, &map)) == 0) {
-            *has = fl & QC_BS_ALLOCATED;
-            off += n;
-        }
-    }
-    if (img)
-        qc_image_close(img);
-    return r;
-}
-
 /*
  * Snapshot S becomes the live disk, replacing it in one rename: the last
  * step of deleting a snapshot while the VM runs (QEMU has committed the
@@ -704,7 +685,7 @@ static int rename_to_current(qc_ctx *ctx, const char *volume, const char *from, 
     for (size_t i = 1; i < t.count && !other; i++)
         if (t.n[i].parent == si)
             other = &t.n[i];
-    bool has = false;
+    uint64_t own = 0;
     if (t.n[0].parent != si) {
         r = qc_fail(ctx, QC_ERR_INVALID, 0, volume, "rename",
                     "cannot rename '%s' to 'current': the live disk is not built on it and would be lost "
@@ -714,7 +695,8 @@ static int rename_to_current(qc_ctx *ctx, const char *volume, const char *from, 
                     "cannot rename '%s' to 'current': '%s' is built on it too and would then depend on the live disk",
                     from, other->name ? other->name : other->path);
     } else if ((r = no_other_user(&v, &t, si, "rename", o)) == 0 && !o->running &&
-               (r = not_in_use(ctx, volume)) == 0 && (r = own_data(ctx, volume, &has)) == 0 && has) {
+               (r = not_in_use(ctx, volume)) == 0 &&
+               (r = layer_bytes(ctx, volume, QC_BS_ALLOCATED, &own)) == 0 && own) {
         r = qc_fail(ctx, QC_ERR_INVALID, 0, volume, "rename",
                     "cannot rename '%s' to 'current': the live disk holds data that '%s' does not; "
                     "only once QEMU has committed it into '%s' (running)", from, from, from);
@@ -766,13 +748,13 @@ int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from,
     j = json_object_new_object();
     json_object_object_add(j, "op", json_object_new_string("rename"));
     json_object_object_add(j, "snap", json_object_new_string(from));
-    json_object_object_add(j, "file", json_object_new_string(file_name(t.n[fi].path)));
+    json_object_object_add(j, "file", json_object_new_string(qc_path_file(t.n[fi].path)));
     json_object_object_add(j, "to", json_object_new_string(tname));
     json_object_object_add(j, "fmt", json_object_new_string(qc_format_name(t.n[fi].fmt)));
     json_object *ka = json_object_new_array();
     for (size_t i = 0; i < t.count; i++)
         if (t.n[i].parent == fi)
-            json_object_array_add(ka, json_object_new_string(file_name(t.n[i].path)));
+            json_object_array_add(ka, json_object_new_string(qc_path_file(t.n[i].path)));
     json_object_object_add(j, "children", ka);
     if ((r = qc_journal_write(&v, j)) == 0)
         r = rename_finish(&v, j);
