@@ -463,6 +463,8 @@ typedef struct qc_fid {
  */
 int qc_find_user(qc_ctx *ctx, char **user, size_t *which, const char *vol_dir, const char *users_dir,
                  const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip);
+/* The backing name in a regular file's qcow2 header; NULL if none, not qcow2 or unreadable. */
+char *qc_peek_backing(qc_ctx *ctx, const char *path);
 
 /* ---- tree.c ---- */
 enum { QC_VN_CURRENT = 0, QC_VN_SNAPSHOT, QC_VN_EXTERNAL, QC_VN_STRAY };

@@ -41,8 +41,7 @@ static size_t find_fid(const qc_fid *f, size_t n, const struct stat *st)
     return i;
 }
 
-/* The backing name in a qcow2 header, or NULL (not qcow2, none, unreadable). */
-static char *backing_name(qc_ctx *ctx, const char *path)
+char *qc_peek_backing(qc_ctx *ctx, const char *path)
 {
     int fd = ctx->io->open(ctx->io_user, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
     if (fd < 0)
@@ -69,7 +68,7 @@ static int check_file(users_scan *s, const char *path, const struct stat *st)
 {
     if (find_fid(s->targets, s->ntargets, st) < s->ntargets || find_fid(s->skip, s->nskip, st) < s->nskip)
         return 0;
-    char *b = backing_name(s->ctx, path);
+    char *b = qc_peek_backing(s->ctx, path);
     if (!b)
         return 0;
     char *full = qc_path_combine(s->ctx, path, b);

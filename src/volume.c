@@ -404,16 +404,14 @@ static int finish(qc_volume *v, int r)
 static unsigned chain_depth(qc_ctx *ctx, const char *path, unsigned limit)
 {
     unsigned depth = 0;
-    char *p = qc_strdup(ctx, path), *b = NULL;
-    uint64_t size;
-    while (p && depth <= limit && peek(ctx, p, &size, NULL, &b, NULL) == 0 && b) {
+    char *p = qc_strdup(ctx, path), *b;
+    while (p && depth <= limit && (b = qc_peek_backing(ctx, p))) {
         char *full = qc_path_combine(ctx, p, b);
         free(b);
         free(p);
         p = full;
         depth++;
     }
-    qc_ctx_clear_error(ctx);
     free(p);
     return depth;
 }
