@@ -449,20 +449,20 @@ int qc_journal_drop_tmp(qc_volume *v);
 int qc_journal_read(qc_volume *v, json_object **out);
 int qc_journal_clear(qc_volume *v);
 
-/* ---- users.c ---- */
+/* ---- dependents.c ---- */
 typedef struct qc_fid {
     dev_t dev;
     ino_t ino;
 } qc_fid;
 /*
- * *user = the path of the first image built on one of the files targets
+ * *image = the path of the first image built on one of the files targets
  * (targets[*which]), other than the targets and those in skip, among the
- * files of vol_dir, then of users_dir (optional) and its subdirectories;
+ * files of vol_dir, then of images_dir (optional) and its subdirectories;
  * NULL when there is none. Reads two header fields of each regular file;
  * takes no lock; never blocks on an open.
  */
-int qc_find_user(qc_ctx *ctx, char **user, size_t *which, const char *vol_dir, const char *users_dir,
-                 const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip);
+int qc_find_dependent(qc_ctx *ctx, char **image, size_t *which, const char *vol_dir, const char *images_dir,
+                      const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip);
 /* The backing name in a regular file's qcow2 header; NULL if none, not qcow2 or unreadable. */
 char *qc_peek_backing(qc_ctx *ctx, const char *path);
 

@@ -257,7 +257,7 @@ typedef struct qc_volume_opts {
                                  current: QEMU committed the live disk into S */
     int delete_method;        /* QC_DELETE_*: auto moves the smaller layer */
     unsigned lock_timeout_ms; /* default 10000 */
-    const char *users_dir;    /* delete, rename: images in this directory tree
+    const char *images_dir;   /* delete, rename: images in this directory tree
                                  may be built on a snapshot too (default: only
                                  those in the volume's directory are looked at) */
 } qc_volume_opts;
@@ -282,11 +282,11 @@ int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from,
 /* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}]} */
 int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_volume_opts *o);
 /*
- * Before removing a whole volume: *user = an image outside the volume's tree
- * built on one of its files (*file), NULL if none (o->users_dir as for
- * delete). The caller frees both.
+ * Before removing a whole volume: *image = an image outside the volume's
+ * tree built on one of its files (*file), NULL if none (o->images_dir as
+ * for delete). The caller frees both.
  */
-int qc_volume_find_user(qc_ctx *ctx, char **user, char **file, const char *volume, const qc_volume_opts *o);
+int qc_volume_find_dependent(qc_ctx *ctx, char **image, char **file, const char *volume, const qc_volume_opts *o);
 /* Complete or undo an interrupted operation (every operation does this first). */
 int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_volume_opts *o);
 

@@ -168,9 +168,9 @@ static int layer_bytes(qc_ctx *ctx, const char *path, int mask, uint64_t *bytes)
 /*
  * Nothing but x's children in the tree may be built on snapshot x (they
  * are what the operation rewrites): no image in the volume's directory,
- * none in the tree o->users_dir names.
+ * none in the tree o->images_dir names.
  */
-static int no_other_user(qc_volume *v, const qc_vtree *t, int xi, const char *op, const qc_volume_opts *o)
+static int no_dependent(qc_volume *v, const qc_vtree *t, int xi, const char *op, const qc_volume_opts *o)
 {
     qc_ctx *ctx = v->ctx;
     const qc_vnode *x = &t->n[xi];
@@ -181,14 +181,14 @@ static int no_other_user(qc_volume *v, const qc_vtree *t, int xi, const char *op
     for (size_t i = 0; i < t->count; i++)
         if (t->n[i].parent == xi)
             kids[nk++] = (qc_fid){t->n[i].dev, t->n[i].ino};
-    char *user = NULL;
+    char *image = NULL;
     size_t which;
     qc_fid xf = {x->dev, x->ino};
-    int r = qc_find_user(ctx, &user, &which, v->dir, o->users_dir, &xf, 1, kids, nk);
-    if (r == 0 && user)
+    int r = qc_find_dependent(ctx, &image, &which, v->dir, o->images_dir, &xf, 1, kids, nk);
+    if (r == 0 && image)
         r = qc_fail(ctx, QC_ERR_BUSY, 0, x->path, op, "snapshot '%s' is the backing file of '%s'; not %s", x->name,
-                    user, !strcmp(op, "delete") ? "deleted" : "renamed");
-    free(user);
+                    image, !strcmp(op, "delete") ? "deleted" : "renamed");
+    free(image);
     free(kids);
     return r;
 }
@@ -578,7 +578,7 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, const char *volume, const char *name,
     for (size_t i = 0; i < t.count; i++)
         if (t.n[i].parent == xi)
             kids[nk++] = t.n[i].path;
-    if ((r = no_other_user(&v, &t, xi, "delete", o)) < 0)
+    if ((r = no_dependent(&v, &t, xi, "delete", o)) < 0)
         goto out;
     /* With o->running QEMU has merged the data already: only the file goes. */
     if (o->running && nk) {
@@ -692,7 +692,7 @@ static int rename_to_current(qc_ctx *ctx, const char *volume, const char *from, 
         r = qc_fail(ctx, QC_ERR_INVALID, 0, volume, "rename",
                     "cannot rename '%s' to 'current': '%s' is built on it too and would then depend on the live disk",
                     from, other->name ? other->name : other->path);
-    } else if ((r = no_other_user(&v, &t, si, "rename", o)) == 0 && !o->running &&
+    } else if ((r = no_dependent(&v, &t, si, "rename", o)) == 0 && !o->running &&
                (r = not_in_use(ctx, volume)) == 0 &&
                (r = layer_bytes(ctx, volume, QC_BS_ALLOCATED, &own)) == 0 && own) {
         r = qc_fail(ctx, QC_ERR_INVALID, 0, volume, "rename",
@@ -741,7 +741,7 @@ int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from,
         goto out;
     }
     /* the same rule as delete: the old name goes */
-    if ((r = no_other_user(&v, &t, fi, "rename", o)) < 0)
+    if ((r = no_dependent(&v, &t, fi, "rename", o)) < 0)
         goto out;
     j = json_object_new_object();
     json_object_object_add(j, "op", json_object_new_string("rename"));
@@ -781,10 +781,10 @@ int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_
     return r;
 }
 
-int qc_volume_find_user(qc_ctx *ctx, char **user, char **file, const char *volume, const qc_volume_opts *o)
+int qc_volume_find_dependent(qc_ctx *ctx, char **image, char **file, const char *volume, const qc_volume_opts *o)
 {
     qc_volume v;
-    *user = *file = NULL;
+    *image = *file = NULL;
     int r = begin(ctx, &v, volume, o);
     if (r < 0)
         return r;
@@ -796,7 +796,7 @@ int qc_volume_find_user(qc_ctx *ctx, char **user, char **file, const char *volum
     for (size_t i = 0; r == 0 && i < t.count; i++)
         if (t.n[i].kind != QC_VN_EXTERNAL)
             own[n++] = (qc_fid){t.n[i].dev, t.n[i].ino};
-    if (r == 0 && (r = qc_find_user(ctx, user, &which, v.dir, o->users_dir, own, n, NULL, 0)) == 0 && *user) {
+    if (r == 0 && (r = qc_find_dependent(ctx, image, &which, v.dir, o->images_dir, own, n, NULL, 0)) == 0 && *image) {
         size_t k = 0;
         for (size_t i = 0; i < t.count && !*file; i++)
             if (t.n[i].kind != QC_VN_EXTERNAL && k++ == which && !(*file = qc_strdup(ctx, t.n[i].path)))

@@ -124,7 +124,7 @@ for my $how ('ours', 'qemu-img') {
     ok(-e "$dir/outside/host.qcow2" && -l sf($V, 'evil'), 'the link and its target are left alone');
 }
 
-# ---- users outside the volume's directory ---------------------------------
+# ---- images built on a snapshot, outside the volume's directory ------------
 # images/101/vm-101-disk-0.qcow2 is built on ../100/snap-a-vm-100-disk-0.qcow2
 {
     my $img = "$dir/store/images";
@@ -144,7 +144,7 @@ for my $how ('ours', 'qemu-img') {
                 ['rename', sub { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'a', 'b', @_) }]) {
         my $pid = fork() // die;
         if (!$pid) { # a hang would show as a timeout, not stop the test
-            eval { $op->[1]->(users_dir => $img) };
+            eval { $op->[1]->(images_dir => $img) };
             POSIX::_exit($@ =~ /snapshot 'a' is the backing file of '\Q$C\E'; not (deleted|renamed)/ ? 0 : 1);
         }
         my $waited = 0;
@@ -169,15 +169,15 @@ for my $how ('ours', 'qemu-img') {
         'plugin: free_image refused');
     ok(-e $V && -e sf($V, 'a'), '.. the volume and its snapshot are still there');
     is(view($C), $cv, 'plugin: the clone reads as before');
-    is_deeply([PVE::Storage::Qcow2Chain::volume_user($V, users_dir => $img)], [$C, sf($V, 'a')],
-        'volume_user names the clone and the file it is built on');
+    is_deeply([PVE::Storage::Qcow2Chain::volume_dependent($V, images_dir => $img)], [$C, sf($V, 'a')],
+        'volume_dependent names the clone and the file it is built on');
 
     # once the clone is gone the same delete goes through
     unlink $C;
-    is_deeply([PVE::Storage::Qcow2Chain::volume_user($V, users_dir => $img)], [], 'volume_user: no user left');
+    is_deeply([PVE::Storage::Qcow2Chain::volume_dependent($V, images_dir => $img)], [], 'volume_dependent: none left');
     my $cur = view($V);
-    PVE::Storage::Qcow2Chain::snapshot_delete($V, 'a', users_dir => $img);
-    ok(!-e sf($V, 'a'), 'without users the snapshot is deleted');
+    PVE::Storage::Qcow2Chain::snapshot_delete($V, 'a', images_dir => $img);
+    ok(!-e sf($V, 'a'), 'with nothing built on it the snapshot is deleted');
     is(view($V), $cur, '.. and the live disk reads as before');
 }
 

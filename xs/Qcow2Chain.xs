@@ -171,8 +171,8 @@ _snapshot(op, volume, name, target, opts)
     so.running = opt_true(aTHX_ o, "running");
     so.delete_method = (int)qcx_opt_uv(aTHX_ o, "delete_method", 0);
     so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", so.lock_timeout_ms);
-    if (opt_sv(aTHX_ o, "users_dir"))
-        so.users_dir = SvPV_nolen(opt_sv(aTHX_ o, "users_dir"));
+    if (opt_sv(aTHX_ o, "images_dir"))
+        so.images_dir = SvPV_nolen(opt_sv(aTHX_ o, "images_dir"));
     qcx_begin(aTHX_ &c, o);
     if (!strcmp(op, "create"))
         r = qc_volume_snapshot(c.ctx, volume, name, &so);
@@ -208,29 +208,29 @@ _snapshot_list(volume, opts)
     RETVAL
 
 void
-_volume_user(volume, opts)
+_volume_dependent(volume, opts)
     const char *volume
     SV *opts
   PREINIT:
     qcx_call c;
     qc_volume_opts so;
-    char *user = NULL, *file = NULL;
+    char *image = NULL, *file = NULL;
     HV *h;
     int r;
   PPCODE:
     h = qcx_opts(aTHX_ opts);
     qc_volume_opts_init(&so);
     so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ h, "lock_timeout_ms", so.lock_timeout_ms);
-    if (opt_sv(aTHX_ h, "users_dir"))
-        so.users_dir = SvPV_nolen(opt_sv(aTHX_ h, "users_dir"));
+    if (opt_sv(aTHX_ h, "images_dir"))
+        so.images_dir = SvPV_nolen(opt_sv(aTHX_ h, "images_dir"));
     qcx_begin(aTHX_ &c, h);
-    r = qc_volume_find_user(c.ctx, &user, &file, volume, &so);
+    r = qc_volume_find_dependent(c.ctx, &image, &file, volume, &so);
     qcx_check(aTHX_ &c, r);
-    if (user) {
-        mXPUSHp(user, strlen(user));
+    if (image) {
+        mXPUSHp(image, strlen(image));
         mXPUSHp(file, strlen(file));
     }
-    free(user);
+    free(image);
     free(file);
 
 SV *

@@ -115,7 +115,7 @@ sub rebase {
 
 # ---- external snapshots of a volume ----
 
-my %SNAP = map { $_ => 1 } qw(cluster_size extended_l2 preallocation running delete_method lock_timeout_ms users_dir);
+my %SNAP = map { $_ => 1 } qw(cluster_size extended_l2 preallocation running delete_method lock_timeout_ms images_dir);
 my %DELETE = (auto => 0, commit => 1, stream => 2);
 
 sub _snap_opts {
@@ -163,10 +163,10 @@ sub snapshot_list {
     return _snapshot_list(_file('snapshot_list', $volume), _snap_opts('snapshot_list', %opt));
 }
 
-# An image outside the volume's tree built on one of its files: ($user, $file), or ().
-sub volume_user {
+# An image outside the volume's tree built on one of its files: ($image, $file), or ().
+sub volume_dependent {
     my ($volume, %opt) = @_;
-    return _volume_user(_file('volume_user', $volume), _snap_opts('volume_user', %opt));
+    return _volume_dependent(_file('volume_dependent', $volume), _snap_opts('volume_dependent', %opt));
 }
 
 sub volume_recover {
@@ -406,12 +406,12 @@ With several children each child is streamed. Every child keeps its exact
 guest view. With C<running =E<gt> 1> (QEMU has merged already) only the
 file is removed. A file that another image still uses as backing file is
 never removed: the images of C<$volume>'s directory are looked at, and
-with C<users_dir =E<gt> $dir> those of C<$dir> and its subdirectories (a
+with C<images_dir =E<gt> $dir> those of C<$dir> and its subdirectories (a
 Proxmox VE storage's C<images> directory, where a linked clone of another
 VM may be built on the snapshot). Only two header fields of each file are
 read, without locks; FIFOs and devices are never opened.
 
-=item snapshot_rename($volume, $from, $to, running => 0, users_dir => $dir, %opt)
+=item snapshot_rename($volume, $from, $to, running => 0, images_dir => $dir, %opt)
 
 Renames a snapshot file and rewrites its children's backing names.
 "target snapshot '$to' already exists" if C<$to> exists. Refused, as a
@@ -448,9 +448,9 @@ C<user.qcow2chain.created> of its file, so later merges into it do not
 change it; the file's mtime where there is none), C<live> (on the chain of
 C<current>).
 
-=item volume_user($volume, users_dir => $dir, %opt)
+=item volume_dependent($volume, images_dir => $dir, %opt)
 
-Before removing a whole volume: C<($user, $file)>, an image outside the
+Before removing a whole volume: C<($image, $file)>, an image outside the
 volume's tree that is built on C<$file>, one of the volume's files (the
 live disk or a snapshot); an empty list when there is none. Looked for as
 C<snapshot_delete> does.

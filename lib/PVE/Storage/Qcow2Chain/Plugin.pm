@@ -112,9 +112,9 @@ sub policy {
 
 # Any volume of the storage may be built on a snapshot (a linked clone in
 # another VM's directory): removing or renaming one looks at them all.
-sub users {
+sub images_opt {
     my ($class, $scfg) = @_;
-    return (users_dir => $class->get_subdir($scfg, 'images'));
+    return (images_dir => $class->get_subdir($scfg, 'images'));
 }
 
 # Options of new snapshot overlays: 128k clusters, extended L2 entries,
@@ -216,8 +216,10 @@ sub free_image {
     }
     # the whole tree of this volume goes: current, then every snapshot file;
     # not while another volume of the storage is built on one of them
-    my ($user, $file) = core(sub { PVE::Storage::Qcow2Chain::volume_user($path, $class->users($scfg), $class->policy($scfg)) });
-    die "'$file' of volume '$volname' is the backing file of '$user'; not removed\n" if defined $user;
+    my ($image, $file) = core(sub {
+        PVE::Storage::Qcow2Chain::volume_dependent($path, $class->images_opt($scfg), $class->policy($scfg));
+    });
+    die "'$file' of volume '$volname' is the backing file of '$image'; not removed\n" if defined $image;
     my ($list) = $class->snap_info_of_volume($scfg, $storeid, $volname);
     unlink($path) or die "unlink '$path' failed - $!\n";
     for my $n (@{ $list->{nodes} }) {
@@ -290,7 +292,7 @@ sub rename_snapshot {
     die "target snapshot '$target_snap' already exists\n" if $target_snap ne 'current' && -e $target;
     core(sub {
         PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, overlay_opts($scfg),
-            running => $target_snap eq 'current' ? 1 : 0, $class->users($scfg), $class->policy($scfg));
+            running => $target_snap eq 'current' ? 1 : 0, $class->images_opt($scfg), $class->policy($scfg));
     });
     return undef;
 }
@@ -329,7 +331,7 @@ sub volume_snapshot_delete {
     my $file = $class->filesystem_path($scfg, $volname, $snap);
     die "volume $file is missing\n" if !-e $file;
     core(sub {
-        PVE::Storage::Qcow2Chain::snapshot_delete($path, $snap, running => $running ? 1 : 0, $class->users($scfg),
+        PVE::Storage::Qcow2Chain::snapshot_delete($path, $snap, running => $running ? 1 : 0, $class->images_opt($scfg),
             $class->policy($scfg));
     });
     return undef;
@@ -471,7 +473,7 @@ Helpers: the switch, error conversion to plain strings, new overlay options.
 The backing-file policy every core call gets: the storage's C<images>
 directory.
 
-=item users($scfg)
+=item images_opt($scfg)
 
 Where deleting or renaming a snapshot looks for images built on it: the
 storage's C<images> directory, every VM's.

@@ -1,5 +1,5 @@
 /*
- * users.c - which images use a file as their backing file. Before a
+ * dependents.c - which images use a file as their backing file. Before a
  * snapshot file is removed or renamed, every image that may be built on it
  * is looked at: the files of the volume's directory, and those of a
  * directory tree the caller names (on a Proxmox storage a clone in
@@ -16,16 +16,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define USERS_DEPTH 8 /* directory levels below the named tree's top */
+#define DEPENDENTS_DEPTH 8 /* directory levels below the named tree's top */
 
-typedef struct users_scan {
+typedef struct dep_scan {
     qc_ctx *ctx;
     const qc_fid *targets, *skip;
     size_t ntargets, nskip;
     qc_fid done_dir; /* scanned already (the volume's directory) */
-    char *user;
-    size_t which; /* the target user is built on */
-} users_scan;
+    char *found;  /* the first image built on a target */
+    size_t which; /* that target */
+} dep_scan;
 
 static bool same(qc_fid a, const struct stat *st)
 {
@@ -64,7 +64,7 @@ char *qc_peek_backing(qc_ctx *ctx, const char *path)
 }
 
 /* Is the regular file at path (identity st) built on a target? */
-static int check_file(users_scan *s, const char *path, const struct stat *st)
+static int check_file(dep_scan *s, const char *path, const struct stat *st)
 {
     if (find_fid(s->targets, s->ntargets, st) < s->ntargets || find_fid(s->skip, s->nskip, st) < s->nskip)
         return 0;
@@ -78,13 +78,13 @@ static int check_file(users_scan *s, const char *path, const struct stat *st)
     struct stat bs;
     int r = 0;
     if (s->ctx->io->stat(s->ctx->io_user, full, &bs) == 0 &&
-        (s->which = find_fid(s->targets, s->ntargets, &bs)) < s->ntargets && !(s->user = qc_strdup(s->ctx, path)))
+        (s->which = find_fid(s->targets, s->ntargets, &bs)) < s->ntargets && !(s->found = qc_strdup(s->ctx, path)))
         r = QC_ERR_NOMEM;
     free(full);
     return r;
 }
 
-static int scan_dir(users_scan *s, const char *dir, int depth)
+static int scan_dir(dep_scan *s, const char *dir, int depth)
 {
     qc_ctx *ctx = s->ctx;
     DIR *d = opendir(dir);
@@ -95,7 +95,7 @@ static int scan_dir(users_scan *s, const char *dir, int depth)
     bool files = !(fstat(dirfd(d), &ds) == 0 && same(s->done_dir, &ds));
     struct dirent *de;
     int r = 0;
-    while (r == 0 && !s->user && (de = readdir(d))) {
+    while (r == 0 && !s->found && (de = readdir(d))) {
         if (de->d_name[0] == '.') /* ., .., and our own temporary files */
             continue;
         size_t n = strlen(dir) + strlen(de->d_name) + 2;
@@ -120,23 +120,23 @@ static int scan_dir(users_scan *s, const char *dir, int depth)
     return r;
 }
 
-int qc_find_user(qc_ctx *ctx, char **user, size_t *which, const char *vol_dir, const char *users_dir,
-                 const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip)
+int qc_find_dependent(qc_ctx *ctx, char **image, size_t *which, const char *vol_dir, const char *images_dir,
+                      const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip)
 {
-    users_scan s = {.ctx = ctx, .targets = targets, .ntargets = ntargets, .skip = skip, .nskip = nskip};
-    *user = NULL;
+    dep_scan s = {.ctx = ctx, .targets = targets, .ntargets = ntargets, .skip = skip, .nskip = nskip};
+    *image = NULL;
     int r = scan_dir(&s, vol_dir, 0);
     struct stat st;
-    if (r == 0 && !s.user && users_dir && *users_dir) {
+    if (r == 0 && !s.found && images_dir && *images_dir) {
         if (ctx->io->stat(ctx->io_user, vol_dir, &st) == 0)
             s.done_dir = (qc_fid){st.st_dev, st.st_ino};
-        r = scan_dir(&s, users_dir, USERS_DEPTH);
+        r = scan_dir(&s, images_dir, DEPENDENTS_DEPTH);
     }
     if (r < 0) {
-        free(s.user);
+        free(s.found);
         return r;
     }
-    *user = s.user;
+    *image = s.found;
     *which = s.which;
     return 0;
 }
