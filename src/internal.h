@@ -272,6 +272,8 @@ char *qc_strdup(qc_ctx *ctx, const char *s);
 char *qc_strndup(qc_ctx *ctx, const char *s, size_t n);
 /* Join the directory of base with rel (QEMU's rule); absolute rel is kept. */
 char *qc_path_combine(qc_ctx *ctx, const char *base, const char *rel);
+/* The last component of path (its file name). */
+const char *qc_path_file(const char *path);
 /* "proto:" prefix before any '/'. */
 bool qc_path_has_protocol(const char *name);
 bool qc_buf_is_zero(const void *buf, size_t n);
@@ -478,13 +480,33 @@ void qc_volume_close(qc_volume *v);
 /* "snap-NAME-BASE" (the snapshot file's name, also its backing name). */
 char *qc_volume_snap_name(qc_volume *v, const char *name);
 /* Is this directory entry "snap-NAME-BASE" with a non-empty NAME? */
+bool qc_snap_entry_of(const char *base, const char *entry);
 bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry);
 /* DIR/entry */
 char *qc_volume_file(qc_volume *v, const char *entry);
 int qc_journal_write(qc_volume *v, json_object *j);
+/* Remove a journal left half-written (its operation never started). */
+int qc_journal_drop_tmp(qc_volume *v);
 /* *out = NULL when there is no journal. */
 int qc_journal_read(qc_volume *v, json_object **out);
 int qc_journal_clear(qc_volume *v);
+
+/* ---- dependents.c ---- */
+typedef struct qc_fid {
+    dev_t dev;
+    ino_t ino;
+} qc_fid;
+/*
+ * *image = the path of the first image built on one of the files targets
+ * (targets[*which]), other than the targets and those in skip, among the
+ * files of vol_dir, then of images_dir (optional) and its subdirectories;
+ * NULL when there is none. Reads two header fields of each regular file;
+ * takes no lock; never blocks on an open.
+ */
+int qc_find_dependent(qc_ctx *ctx, char **image, size_t *which, const char *vol_dir, const char *images_dir,
+                      const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip);
+/* The backing name in a regular file's qcow2 header; NULL if none, not qcow2 or unreadable. */
+char *qc_peek_backing(qc_ctx *ctx, const char *path);
 
 /* ---- tree.c ---- */
 enum { QC_VN_CURRENT = 0, QC_VN_SNAPSHOT, QC_VN_EXTERNAL, QC_VN_STRAY };
@@ -503,6 +525,7 @@ typedef struct qc_vnode {
     dev_t dev;
     ino_t ino;
     char *error;       /* why a stray file could not be read */
+    int member;        /* while scanning: 1 this volume's, -1 not, 0 undecided */
 } qc_vnode;
 typedef struct qc_vtree {
     qc_vnode *n;       /* n[0] is current */
@@ -512,6 +535,8 @@ typedef struct qc_vtree {
  * through renames), else its file's mtime. Setting it is best effort. */
 int64_t qc_snap_date(qc_ctx *ctx, const char *path, int64_t mtime);
 void qc_snap_set_date(qc_ctx *ctx, const char *path, int64_t sec);
+/* Record a new snapshot file as volume BASE's (an xattr; best effort). */
+void qc_snap_set_volume(qc_ctx *ctx, const char *path, const char *base);
 int qc_vtree_scan(qc_volume *v, qc_vtree *t);
 void qc_vtree_free(qc_vtree *t);
 /* Index of current or snapshot NAME, -1 if none. */

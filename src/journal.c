@@ -98,11 +98,16 @@ char *qc_volume_snap_name(qc_volume *v, const char *name)
 }
 
 /* anchored on the volume's file name, so NAME may hold '-' */
+bool qc_snap_entry_of(const char *base, const char *entry)
+{
+    size_t el = strlen(entry), bl = strlen(base);
+    return el >= 5 + 1 + bl + 1 && !strncmp(entry, "snap-", 5) && !strcmp(entry + el - bl, base) &&
+           entry[el - bl - 1] == '-';
+}
+
 bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry)
 {
-    size_t el = strlen(entry), bl = strlen(v->base);
-    return el >= 5 + 1 + bl + 1 && !strncmp(entry, "snap-", 5) && !strcmp(entry + el - bl, v->base) &&
-           entry[el - bl - 1] == '-';
+    return qc_snap_entry_of(v->base, entry);
 }
 
 char *qc_volume_file(qc_volume *v, const char *entry)
@@ -113,10 +118,34 @@ char *qc_volume_file(qc_volume *v, const char *entry)
     return join3(v->ctx, v->dir, "/", entry);
 }
 
+/* A journal is written under this name first, then renamed into place. */
+static char *journal_tmp(qc_volume *v)
+{
+    return join3(v->ctx, v->journal_path, ".tmp", "");
+}
+
+int qc_journal_drop_tmp(qc_volume *v)
+{
+    qc_ctx *ctx = v->ctx;
+    char *tmp = journal_tmp(v);
+    if (!tmp)
+        return QC_ERR_NOMEM;
+    struct stat st;
+    int r = ctx->io->stat(ctx->io_user, tmp, &st) < 0 ? -ENOENT : ctx->io->unlink(ctx->io_user, tmp);
+    if (r == -ENOENT)
+        r = 0;
+    else if (r < 0)
+        r = qc_fail(ctx, qc_errno_code(-r), -r, tmp, "journal", "Could not remove '%s': %s", tmp, strerror(-r));
+    else
+        r = qc_sync_dir(ctx, tmp);
+    free(tmp);
+    return r;
+}
+
 int qc_journal_write(qc_volume *v, json_object *j)
 {
     qc_ctx *ctx = v->ctx;
-    char *tmp = join3(ctx, v->journal_path, ".tmp", "");
+    char *tmp = journal_tmp(v);
     if (!tmp)
         return QC_ERR_NOMEM;
     const char *text = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN);

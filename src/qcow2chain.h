@@ -288,9 +288,13 @@ typedef struct qc_volume_opts {
     int preallocation;        /* default 1 (metadata); only with extended L2 */
     bool running;             /* a QEMU holds the volume and does its part: create, it
                                  switches to the new overlay itself; delete, it merged the
-                                 data already; rename, it renames the backing names it uses */
+                                 data already; rename, it renames the backing names it uses;
+                                 rename S to current, it committed the live disk into S */
     int delete_method;        /* QC_DELETE_*: auto copies fewer bytes */
     unsigned lock_timeout_ms; /* default 10000 */
+    const char *images_dir;   /* delete, rename: images in this directory tree
+                                 may be built on a snapshot too (default: only
+                                 those in the volume's directory are looked at) */
 } qc_volume_opts;
 
 void qc_volume_opts_init(qc_volume_opts *o);
@@ -311,10 +315,22 @@ int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const 
  */
 int qc_volume_delete_snapshot(qc_ctx *ctx, json_object **out, const char *volume, const char *name,
                               const qc_volume_opts *o);
+/*
+ * Rename snapshot FROM to TO, rewriting its children's backing names.
+ * "current" is the live disk: current -> TO takes snapshot TO; FROM ->
+ * current makes snapshot FROM the live disk in one rename (the live disk
+ * must be FROM's only child, and its own data be in FROM: o->running).
+ */
 int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from, const char *to,
                               const qc_volume_opts *o);
 /* The tree: {"volume", "nodes": [{name, kind, file, parent, children, ...}], "pending"?} */
 int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_volume_opts *o);
+/*
+ * Before removing a whole volume: *image = an image outside the volume's
+ * tree built on one of its files (*file), NULL if none (o->images_dir as
+ * for delete). The caller frees both.
+ */
+int qc_volume_find_dependent(qc_ctx *ctx, char **image, char **file, const char *volume, const qc_volume_opts *o);
 /* Complete or undo an interrupted operation (every operation does this first). */
 int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_volume_opts *o);
 /*

@@ -48,6 +48,12 @@ char *qc_path_combine(qc_ctx *ctx, const char *base, const char *rel)
     return p;
 }
 
+const char *qc_path_file(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
 bool qc_path_has_protocol(const char *name)
 {
     size_t n = strcspn(name, ":/");

@@ -5,7 +5,9 @@
  * that an interrupted operation is completed or undone by the next one.
  *
  * Volume FILE is the live disk; snapshot S is the file snap-S-FILE next to
- * it; images refer to their backing files by these relative names.
+ * it, when that file is in FILE's tree (tree.c); images refer to their
+ * backing files by these relative names, and the journal names files by
+ * them too, whatever the caller's spelling of FILE's path.
  */
 #include "internal.h"
 
@@ -158,48 +160,67 @@ static char *tmp_name(qc_volume *v, const char *what)
 }
 
 /*
- * Files in the volume's directory (of any volume) whose backing file is
- * the file st, except those listed in skip. Returns the first one found.
+ * Guest bytes one layer holds itself, of the kinds in mask: QC_BS_DATA is
+ * what moving that layer costs, QC_BS_ALLOCATED also counts zeroed ranges.
  */
-static int find_user(qc_volume *v, const struct stat *st, char **skip, size_t nskip, char **user)
+static int layer_bytes(qc_ctx *ctx, const char *path, int mask, uint64_t *bytes)
+{
+    qc_image *img;
+    *bytes = 0;
+    int r = qc_image_open(ctx, &img, path, NULL, QC_OPEN_NO_BACKING | QC_OPEN_SHARE);
+    if (r < 0)
+        return r;
+    for (uint64_t off = 0; off < img->size && r == 0;) {
+        uint64_t n, map;
+        int fl;
+        if ((r = qc_layer_status(img, off, img->size - off, &n, &fl, &map)) == 0) {
+            if (fl & mask)
+                *bytes += n;
+            off += n;
+        }
+    }
+    qc_image_close(img);
+    return r;
+}
+
+/*
+ * Nothing but x's children in the tree may be built on snapshot x (they
+ * are what the operation rewrites): no image in the volume's directory,
+ * none in the tree o->images_dir names.
+ */
+static int no_dependent(qc_volume *v, const qc_vtree *t, int xi, const char *op, const qc_volume_opts *o)
 {
     qc_ctx *ctx = v->ctx;
-    *user = NULL;
-    DIR *d = opendir(v->dir);
-    if (!d)
-        return qc_fail(ctx, qc_errno_code(errno), errno, v->dir, "scan", "Could not list '%s': %s", v->dir,
-                       strerror(errno));
-    struct dirent *de;
-    int r = 0;
-    while (!*user && (de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char *p = qc_volume_file(v, de->d_name);
-        if (!p) {
-            r = QC_ERR_NOMEM;
-            break;
-        }
-        bool skipped = false;
-        for (size_t i = 0; i < nskip; i++)
-            skipped |= !strcmp(skip[i], p);
-        uint64_t size;
-        int fmt;
-        char *b = NULL;
-        if (!skipped && peek(ctx, p, &size, &fmt, &b, NULL) == 0 && b) {
-            char *full = qc_path_combine(ctx, p, b);
-            struct stat bs;
-            if (full && exists(ctx, full, &bs) && bs.st_dev == st->st_dev && bs.st_ino == st->st_ino) {
-                *user = p;
-                p = NULL;
-            }
-            free(full);
-        }
-        qc_ctx_clear_error(ctx);
-        free(b);
-        free(p);
-    }
-    closedir(d);
+    const qc_vnode *x = &t->n[xi];
+    qc_fid *kids = qc_calloc(ctx, t->count, sizeof(*kids));
+    if (!kids)
+        return QC_ERR_NOMEM;
+    size_t nk = 0;
+    for (size_t i = 0; i < t->count; i++)
+        if (t->n[i].parent == xi)
+            kids[nk++] = (qc_fid){t->n[i].dev, t->n[i].ino};
+    char *image = NULL;
+    size_t which;
+    qc_fid xf = {x->dev, x->ino};
+    int r = qc_find_dependent(ctx, &image, &which, v->dir, o->images_dir, &xf, 1, kids, nk);
+    if (r == 0 && image)
+        r = qc_fail(ctx, QC_ERR_BUSY, 0, x->path, op, "snapshot '%s' is the backing file of '%s'; not %s", x->name,
+                    image, !strcmp(op, "delete") ? "deleted" : "renamed");
+    free(image);
+    free(kids);
     return r;
+}
+
+/* Scan the tree and find snapshot NAME in it: a file of its name outside the tree is not it. */
+static int tree_snapshot(qc_volume *v, qc_vtree *t, const char *name, const char *op, int *idx)
+{
+    int r = qc_vtree_scan(v, t);
+    if (r < 0)
+        return r;
+    *idx = qc_vtree_find(t, name);
+    if (*idx < 0 || t->n[*idx].kind != QC_VN_SNAPSHOT)
+        return qc_fail(v->ctx, QC_ERR_NOTFOUND, ENOENT, v->path, op, "snapshot '%s' does not exist", name);
+    return 0;
 }
 
 /* ---- create ---------------------------------------------------------- */
@@ -230,6 +251,7 @@ static int create_steps(qc_volume *v, const char *snap, const char *sname, const
     if ((r = qc_sync_dir(ctx, snap)) < 0)
         return r;
     qc_snap_set_date(ctx, snap, (int64_t)time(NULL));
+    qc_snap_set_volume(ctx, snap, v->base); /* whose snapshot it is, beyond its name */
     /* ...then the new overlay takes the volume's name in one step: never a moment without it. */
     return do_rename(v, tmp, v->path, 0);
 }
@@ -294,22 +316,30 @@ static const char *jstr(json_object *j, const char *k)
 static int delete_finish(qc_volume *v, json_object *j);
 static int rename_finish(qc_volume *v, json_object *j, bool running);
 
-/* Is p this volume's file or one of its snapshot files (the only files a journal may name)? */
-static bool own_file(qc_volume *v, const char *p)
+/*
+ * A file a journal names, as a name in the volume's directory: the volume
+ * or one of its snapshot files, nothing else. Journals name files that way,
+ * so how the caller spells the volume's path does not matter; those of
+ * earlier versions held paths as spelled: their last component counts.
+ */
+static const char *journal_name(const qc_volume *v, const char *rec)
 {
-    const char *b = strrchr(p, '/');
-    b = b ? b + 1 : p;
-    char *expect = qc_volume_file(v, b);
-    bool same = expect && !strcmp(expect, p);
-    free(expect);
-    return same && (!strcmp(b, v->base) || qc_volume_is_snap_entry(v, b));
+    const char *b = rec ? qc_path_file(rec) : NULL;
+    return b && (!strcmp(b, v->base) || qc_volume_is_snap_entry(v, b)) ? b : NULL;
+}
+
+/* The path of the file a journal names (after journal_files_ok). */
+static char *journal_file(qc_volume *v, const char *rec)
+{
+    const char *b = journal_name(v, rec);
+    return b ? qc_volume_file(v, b) : NULL;
 }
 
 static bool journal_files_ok(qc_volume *v, json_object *j)
 {
     static const char *keys[] = {"file", "to"};
     for (size_t i = 0; i < 2; i++)
-        if (jstr(j, keys[i]) && !own_file(v, jstr(j, keys[i])))
+        if (jstr(j, keys[i]) && !journal_name(v, jstr(j, keys[i])))
             return false;
     json_object *kids;
     if (json_object_object_get_ex(j, "children", &kids)) {
@@ -317,7 +347,7 @@ static bool journal_files_ok(qc_volume *v, json_object *j)
             return false;
         for (size_t i = 0; i < json_object_array_length(kids); i++) {
             json_object *k = json_object_array_get_idx(kids, i);
-            if (!json_object_is_type(k, json_type_string) || !own_file(v, json_object_get_string(k)))
+            if (!json_object_is_type(k, json_type_string) || !journal_name(v, json_object_get_string(k)))
                 return false;
         }
     }
@@ -397,7 +427,7 @@ static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_
     if (!exists(ctx, volume, &st))
         return qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "snapshot", "volume '%s' does not exist", volume);
     int r = qc_volume_open(ctx, v, volume, o->lock_timeout_ms);
-    if (r == 0 && ((r = recover_state(v)) < 0 || (r = recover(v, pending)) < 0))
+    if (r == 0 && ((r = qc_journal_drop_tmp(v)) < 0 || (r = recover_state(v)) < 0 || (r = recover(v, pending)) < 0))
         qc_volume_close(v);
     return r;
 }
@@ -450,7 +480,24 @@ static int journal(qc_volume *v, json_object *j)
     return r;
 }
 
-int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o)
+/* Backing files below path, counted up to limit + 1 (a chain that cannot be followed ends there). */
+static unsigned chain_depth(qc_ctx *ctx, const char *path, unsigned limit)
+{
+    unsigned depth = 0;
+    char *p = qc_strdup(ctx, path), *b;
+    while (p && depth <= limit && (b = qc_peek_backing(ctx, p))) {
+        char *full = qc_path_combine(ctx, p, b);
+        free(b);
+        free(p);
+        p = full;
+        depth++;
+    }
+    free(p);
+    return depth;
+}
+
+/* Taking snapshot NAME, also as the rename of "current" to NAME. */
+static int take_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o, bool rename)
 {
     qc_volume v;
     int r = start(ctx, &v, volume, name, o);
@@ -458,10 +505,17 @@ int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const 
         return r;
     char *sname = qc_volume_snap_name(&v, name), *snap = sname ? qc_volume_file(&v, sname) : NULL;
     char *tmp = tmp_name(&v, "new");
+    unsigned limit = ctx->pol.max_depth;
     if (!snap || !tmp) {
         r = QC_ERR_NOMEM;
     } else if (exists(ctx, snap, NULL)) {
-        r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, "snapshot", "snapshot '%s' already exists", name);
+        r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, rename ? "rename" : "snapshot",
+                    "%ssnapshot '%s' already exists", rename ? "target " : "", name);
+    } else if (chain_depth(ctx, volume, limit) >= limit) {
+        /* the new overlay would add a layer no later operation could open */
+        r = qc_fail(ctx, QC_ERR_LOOP, 0, volume, "snapshot",
+                    "snapshot '%s' not taken: '%s' would have a backing chain deeper than %u images "
+                    "(delete a snapshot first)", name, volume, limit);
     } else if (!o->running && (r = qc_hold(ctx, &volume, 1)) < 0) {
         /* a writer would go on writing into what became the snapshot */
     } else if ((r = create_steps(&v, snap, sname, tmp, o)) < 0) {
@@ -475,6 +529,11 @@ int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const 
     return finish(&v, r, NULL);
 }
 
+int qc_volume_snapshot(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o)
+{
+    return take_snapshot(ctx, volume, name, o, false);
+}
+
 /* ---- rollback -------------------------------------------------------- */
 
 int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const qc_volume_opts *o)
@@ -486,14 +545,15 @@ int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const 
     char *sname = qc_volume_snap_name(&v, name), *snap = sname ? qc_volume_file(&v, sname) : NULL;
     char *tmp = tmp_name(&v, "rollback");
     uint64_t size;
-    int fmt;
+    int fmt, si;
     struct stat live;
-    if (!snap || !tmp) {
+    qc_vtree t = {0};
+    if (!snap || !tmp)
         r = QC_ERR_NOMEM;
-    } else if (!exists(ctx, snap, NULL)) {
-        r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rollback", "snapshot '%s' does not exist", name);
-    } else if ((r = qc_hold(ctx, &volume, 1)) == 0 && (r = peek(ctx, snap, &size, &fmt, NULL, NULL)) == 0 &&
-               (r = exists(ctx, volume, &live) ? 0 : QC_ERR_NOTFOUND) == 0) {
+    else
+        r = tree_snapshot(&v, &t, name, "rollback", &si);
+    if (r == 0 && (r = qc_hold(ctx, &volume, 1)) == 0 && (r = peek(ctx, snap, &size, &fmt, NULL, NULL)) == 0 &&
+        (r = exists(ctx, volume, &live) ? 0 : QC_ERR_NOTFOUND) == 0) {
         /* A fresh overlay on the snapshot replaces the volume in one rename. */
         r = make_overlay(&v, tmp, sname, qc_format_name(fmt), size, o, &live);
         if (r == 0)
@@ -504,6 +564,7 @@ int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const 
             ctx->err = e;
         }
     }
+    qc_vtree_free(&t);
     free(sname);
     free(snap);
     free(tmp);
@@ -554,16 +615,21 @@ static int delete_child(qc_volume *v, const char *how, const char *x, const char
 /* Idempotent: redo each child step that is not done yet, then remove X. */
 static int delete_finish(qc_volume *v, json_object *j)
 {
-    const char *x = jstr(j, "file"), *how = jstr(j, "how"), *parent = jstr(j, "parent"), *pfmt = jstr(j, "parent_fmt");
+    const char *how = jstr(j, "how"), *parent = jstr(j, "parent"), *pfmt = jstr(j, "parent_fmt");
     json_object *kids;
-    if (!x || !how || !parent || !json_object_object_get_ex(j, "children", &kids))
+    if (!jstr(j, "file") || !how || !parent || !json_object_object_get_ex(j, "children", &kids))
         return qc_fail(v->ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal", "'%s': incomplete delete journal",
                        v->journal_path);
-    int r = 0;
-    for (size_t i = 0; i < json_object_array_length(kids) && r == 0; i++)
-        r = delete_child(v, how, x, json_object_get_string(json_object_array_get_idx(kids, i)), parent, pfmt);
+    char *x = journal_file(v, jstr(j, "file"));
+    int r = x ? 0 : QC_ERR_NOMEM;
+    for (size_t i = 0; i < json_object_array_length(kids) && r == 0; i++) {
+        char *child = journal_file(v, json_object_get_string(json_object_array_get_idx(kids, i)));
+        r = child ? delete_child(v, how, x, child, parent, pfmt) : QC_ERR_NOMEM;
+        free(child);
+    }
     if (r == 0 && strcmp(how, "commit") && exists(v->ctx, x, NULL))
         r = do_unlink(v, x);
+    free(x);
     return r;
 }
 
@@ -597,19 +663,18 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, json_object **out, const char *volume
     const char *how = "recovered";
     char **kids = NULL;
     size_t nk = 0;
-    char *user = NULL, what[96];
+    char what[96];
     snprintf(what, sizeof(what), "delete of snapshot '%s'", name);
-    if ((r = qc_vtree_scan(&v, &t)) < 0)
-        goto out;
-    int xi = qc_vtree_find(&t, name);
+    int xi;
     char again[96];
     snprintf(again, sizeof(again), "delete %s", name);
-    if (xi < 0 && !strcmp(v.recovered, again))
-        goto out; /* an interrupted delete of this very snapshot was just completed */
-    if (xi < 0 || t.n[xi].kind != QC_VN_SNAPSHOT) {
-        r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "delete", "snapshot '%s' does not exist", name);
+    if ((r = tree_snapshot(&v, &t, name, "delete", &xi)) == QC_ERR_NOTFOUND && !strcmp(v.recovered, again)) {
+        qc_ctx_clear_error(ctx); /* an interrupted delete of this very snapshot was just completed */
+        r = 0;
         goto out;
     }
+    if (r < 0)
+        goto out;
     qc_vnode *x = &t.n[xi];
     kids = qc_calloc(ctx, t.count, sizeof(*kids));
     if (!kids) {
@@ -619,15 +684,8 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, json_object **out, const char *volume
     for (size_t i = 0; i < t.count; i++)
         if (t.n[i].parent == xi)
             kids[nk++] = t.n[i].path;
-    /* Nothing outside this volume's tree may still build on X. */
-    struct stat xs = {.st_dev = x->dev, .st_ino = x->ino};
-    if ((r = find_user(&v, &xs, kids, nk, &user)) < 0)
+    if ((r = no_dependent(&v, &t, xi, "delete", o)) < 0)
         goto out;
-    if (user) {
-        r = qc_fail(ctx, QC_ERR_BUSY, 0, x->path, "delete", "snapshot '%s' is the backing file of '%s'; not deleted",
-                    name, user);
-        goto out;
-    }
     /* With o->running QEMU has merged the data already: only the file goes. */
     if (o->running && nk) {
         r = qc_fail(ctx, QC_ERR_BUSY, 0, x->path, "delete",
@@ -655,14 +713,14 @@ int qc_volume_delete_snapshot(qc_ctx *ctx, json_object **out, const char *volume
     j = json_object_new_object();
     json_object_object_add(j, "op", json_object_new_string("delete"));
     json_object_object_add(j, "snap", json_object_new_string(name));
-    json_object_object_add(j, "file", json_object_new_string(x->path));
+    json_object_object_add(j, "file", json_object_new_string(qc_path_file(x->path)));
     json_object_object_add(j, "how", json_object_new_string(how));
     json_object_object_add(j, "parent", json_object_new_string(x->backing ? x->backing : ""));
     if (x->backing_fmt)
         json_object_object_add(j, "parent_fmt", json_object_new_string(x->backing_fmt));
     json_object *ka = json_object_new_array();
     for (size_t i = 0; i < nk; i++)
-        json_object_array_add(ka, json_object_new_string(kids[i]));
+        json_object_array_add(ka, json_object_new_string(qc_path_file(kids[i])));
     json_object_object_add(j, "children", ka);
     if ((r = journal(&v, j)) == 0)
         r = delete_finish(&v, j);
@@ -671,7 +729,6 @@ out:
         *out = delete_result(name, how, ctx->copied - copied, costed ? costs : NULL);
     json_object_put(j);
     free(kids);
-    free(user);
     qc_vtree_free(&t);
     return finish(&v, r, what);
 }
@@ -688,24 +745,29 @@ out:
 static int rename_finish(qc_volume *v, json_object *j, bool running)
 {
     qc_ctx *ctx = v->ctx;
-    const char *from = jstr(j, "file"), *to = jstr(j, "to"), *to_name = jstr(j, "to_name"), *fmt = jstr(j, "fmt");
+    const char *fmt = jstr(j, "fmt");
     json_object *kids;
-    if (!from || !to || !to_name || !fmt || !json_object_object_get_ex(j, "children", &kids))
+    if (!jstr(j, "file") || !jstr(j, "to") || !fmt || !json_object_object_get_ex(j, "children", &kids))
         return qc_fail(ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal", "'%s': incomplete rename journal",
                        v->journal_path);
-    int r = 0;
-    if (exists(ctx, from, NULL) && !exists(ctx, to, NULL)) {
+    const char *to_name = journal_name(v, jstr(j, "to"));
+    char *from = journal_file(v, jstr(j, "file")), *to = journal_file(v, jstr(j, "to"));
+    int r = from && to ? 0 : QC_ERR_NOMEM;
+    if (r == 0 && exists(ctx, from, NULL) && !exists(ctx, to, NULL)) {
         r = ctx->io->link(ctx->io_user, from, to);
         r = r < 0 ? qc_fail(ctx, qc_errno_code(-r), -r, to, "rename", "Could not create '%s': %s", to, strerror(-r))
                   : qc_sync_dir(ctx, to);
     }
     bool waiting = false;
     for (size_t i = 0; i < json_object_array_length(kids) && r == 0; i++) {
-        const char *kid = json_object_get_string(json_object_array_get_idx(kids, i));
+        char *kid = journal_file(v, json_object_get_string(json_object_array_get_idx(kids, i)));
         char *b = NULL;
         uint64_t size;
-        if ((r = peek(ctx, kid, &size, NULL, &b, NULL)) == 0 && (!b || strcmp(b, to_name))) {
-            if ((r = qc_hold(ctx, &kid, 1)) == QC_ERR_LOCKED && running) {
+        if (!kid)
+            r = QC_ERR_NOMEM;
+        else if ((r = peek(ctx, kid, &size, NULL, &b, NULL)) == 0 && (!b || strcmp(b, to_name))) {
+            const char *held = kid;
+            if ((r = qc_hold(ctx, &held, 1)) == QC_ERR_LOCKED && running) {
                 qc_ctx_clear_error(ctx);
                 r = 0;
                 waiting = true;
@@ -714,52 +776,72 @@ static int rename_finish(qc_volume *v, json_object *j, bool running)
             }
         }
         free(b);
+        free(kid);
     }
     if (r == 0 && !waiting && exists(ctx, from, NULL) && exists(ctx, to, NULL))
         r = do_unlink(v, from);
+    free(from);
+    free(to);
     return r < 0 ? r : waiting;
 }
 
 /*
- * Renames that involve "current", as Proxmox's running-VM flows use them:
- * snapshot -> current puts the snapshot file in the volume's place in one
- * rename (QEMU has merged the volume into it); current -> snapshot turns
- * the volume into that snapshot, leaving no volume (the caller's wish).
+ * Snapshot S becomes the live disk, replacing it in one rename: the last
+ * step of deleting a snapshot while the VM runs (QEMU has committed the
+ * live disk into S and writes to S's file). Only when the live disk is
+ * S's one child, nothing else is built on S, and the live disk's own data
+ * is in S already (o->running says QEMU committed it; else it has none).
  */
-static int rename_current(qc_ctx *ctx, const char *volume, const char *from, const char *to, const qc_volume_opts *o)
+static int rename_to_current(qc_ctx *ctx, const char *volume, const char *from, const qc_volume_opts *o)
 {
-    bool to_cur = !strcasecmp(to, "current");
-    const char *snap = to_cur ? from : to;
     qc_volume v;
-    int r = start(ctx, &v, volume, snap, o);
+    int r = start(ctx, &v, volume, from, o);
     if (r < 0)
         return r;
-    char *sname = qc_volume_snap_name(&v, snap), *sfile = sname ? qc_volume_file(&v, sname) : NULL;
-    if (!sfile) {
-        r = QC_ERR_NOMEM;
-    } else if (!o->running && (r = qc_hold(ctx, &volume, 1)) < 0) {
-        /* offline, the volume replaced or renamed away must not be in use */
-    } else if (to_cur) {
-        if (!exists(ctx, sfile, NULL))
-            r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rename", "snapshot '%s' does not exist", snap);
-        else
-            r = do_rename(&v, sfile, volume, 0); /* atomic: the volume is never missing */
-    } else if (exists(ctx, sfile, NULL)) {
-        r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, "rename", "target snapshot '%s' already exists", snap);
-    } else {
-        r = do_rename(&v, volume, sfile, QC_RENAME_NOREPLACE);
-        if (r == 0)
-            qc_snap_set_date(ctx, sfile, (int64_t)time(NULL)); /* taken now */
+    qc_vtree t;
+    int si;
+    if ((r = tree_snapshot(&v, &t, from, "rename", &si)) < 0)
+        goto out;
+    const qc_vnode *other = NULL;
+    for (size_t i = 1; i < t.count && !other; i++)
+        if (t.n[i].parent == si)
+            other = &t.n[i];
+    uint64_t own = 0;
+    if (t.n[0].parent != si) {
+        r = qc_fail(ctx, QC_ERR_INVALID, 0, volume, "rename",
+                    "cannot rename '%s' to 'current': the live disk is not built on it and would be lost "
+                    "(roll back to '%s' instead)", from, from);
+    } else if (other) {
+        r = qc_fail(ctx, QC_ERR_INVALID, 0, volume, "rename",
+                    "cannot rename '%s' to 'current': '%s' is built on it too and would then depend on the live disk",
+                    from, other->name ? other->name : other->path);
+    } else if ((r = no_dependent(&v, &t, si, "rename", o)) == 0 && !o->running &&
+               (r = qc_hold(ctx, &volume, 1)) == 0 &&
+               (r = layer_bytes(ctx, volume, QC_BS_ALLOCATED, &own)) == 0 && own) {
+        r = qc_fail(ctx, QC_ERR_INVALID, 0, volume, "rename",
+                    "cannot rename '%s' to 'current': the live disk holds data that '%s' does not; "
+                    "only once QEMU has committed it into '%s' (running)", from, from, from);
     }
-    free(sname);
-    free(sfile);
+    if (r == 0)
+        r = do_rename(&v, t.n[si].path, volume, 0); /* atomic: the volume is never missing */
+out:
+    qc_vtree_free(&t);
     return finish(&v, r, NULL);
 }
 
+/*
+ * "current" in a rename is the live disk, as in Proxmox's storage API:
+ * current -> S turns the live data into snapshot S and the volume into a
+ * new overlay on it (taking snapshot S); S -> current is rename_to_current.
+ * Every other snapshot stays, and the volume is never missing.
+ */
 int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from, const char *to, const qc_volume_opts *o)
 {
-    if (!strcasecmp(from, "current") != !strcasecmp(to, "current"))
-        return rename_current(ctx, volume, from, to, o);
+    bool from_cur = !strcasecmp(from, "current"), to_cur = !strcasecmp(to, "current");
+    if (from_cur && !to_cur)
+        return take_snapshot(ctx, volume, to, o, true);
+    if (to_cur && !from_cur)
+        return rename_to_current(ctx, volume, from, o);
     if (!qc_volume_name_valid(to))
         return bad_name(ctx, volume, to);
     qc_volume v;
@@ -774,28 +856,26 @@ int qc_volume_rename_snapshot(qc_ctx *ctx, const char *volume, const char *from,
         memset(&t, 0, sizeof(t));
         goto out;
     }
-    if ((r = qc_vtree_scan(&v, &t)) < 0)
+    int fi;
+    if ((r = tree_snapshot(&v, &t, from, "rename", &fi)) < 0)
         goto out;
-    int fi = qc_vtree_find(&t, from);
-    if (fi < 0 || t.n[fi].kind != QC_VN_SNAPSHOT) {
-        r = qc_fail(ctx, QC_ERR_NOTFOUND, ENOENT, volume, "rename", "snapshot '%s' does not exist", from);
-        goto out;
-    }
     if (exists(ctx, tpath, NULL)) {
         r = qc_fail(ctx, QC_ERR_EXISTS, EEXIST, volume, "rename", "target snapshot '%s' already exists", to);
         goto out;
     }
+    /* the same rule as delete: the old name goes */
+    if ((r = no_dependent(&v, &t, fi, "rename", o)) < 0)
+        goto out;
     j = json_object_new_object();
     json_object_object_add(j, "op", json_object_new_string("rename"));
     json_object_object_add(j, "snap", json_object_new_string(from));
-    json_object_object_add(j, "file", json_object_new_string(t.n[fi].path));
-    json_object_object_add(j, "to", json_object_new_string(tpath));
-    json_object_object_add(j, "to_name", json_object_new_string(tname));
+    json_object_object_add(j, "file", json_object_new_string(qc_path_file(t.n[fi].path)));
+    json_object_object_add(j, "to", json_object_new_string(tname));
     json_object_object_add(j, "fmt", json_object_new_string(qc_format_name(t.n[fi].fmt)));
     json_object *ka = json_object_new_array();
     for (size_t i = 0; i < t.count; i++)
         if (t.n[i].parent == fi)
-            json_object_array_add(ka, json_object_new_string(t.n[i].path));
+            json_object_array_add(ka, json_object_new_string(qc_path_file(t.n[i].path)));
     json_object_object_add(j, "children", ka);
     /* offline, every child's header is rewritten: none may be in use */
     size_t nk = 0;
@@ -836,6 +916,33 @@ int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_
             json_object_object_add(*out, "pending", json_object_new_string(pending));
     }
     free(pending);
+    qc_vtree_free(&t);
+    qc_volume_close(&v);
+    return r;
+}
+
+int qc_volume_find_dependent(qc_ctx *ctx, char **image, char **file, const char *volume, const qc_volume_opts *o)
+{
+    qc_volume v;
+    *image = *file = NULL;
+    int r = begin(ctx, &v, volume, o, NULL);
+    if (r < 0)
+        return r;
+    qc_vtree t;
+    qc_fid *own = NULL;
+    size_t n = 0, which;
+    if ((r = qc_vtree_scan(&v, &t)) == 0 && !(own = qc_calloc(ctx, t.count, sizeof(*own))))
+        r = QC_ERR_NOMEM;
+    for (size_t i = 0; r == 0 && i < t.count; i++)
+        if (t.n[i].kind != QC_VN_EXTERNAL)
+            own[n++] = (qc_fid){t.n[i].dev, t.n[i].ino};
+    if (r == 0 && (r = qc_find_dependent(ctx, image, &which, v.dir, o->images_dir, own, n, NULL, 0)) == 0 && *image) {
+        size_t k = 0;
+        for (size_t i = 0; i < t.count && !*file; i++)
+            if (t.n[i].kind != QC_VN_EXTERNAL && k++ == which && !(*file = qc_strdup(ctx, t.n[i].path)))
+                r = QC_ERR_NOMEM;
+    }
+    free(own);
     qc_vtree_free(&t);
     qc_volume_close(&v);
     return r;

@@ -1,5 +1,5 @@
 # The crash matrix of snapshot operations: every mutating I/O call of
-# create, rollback, rename and each delete path fails in turn, or is the
+# create, rollback, rename (current on either side too) and each delete path fails in turn, or is the
 # moment of a power cut. The next operation on the volume (here the
 # explicit recovery) completes or undoes the interrupted one; then the live
 # disk reads as before or after the operation, every other snapshot is
@@ -28,15 +28,7 @@ sub sf { PVE::Storage::Qcow2Chain::snapshot_file($V, $_[0]) }
 # Proxmox makes it (metadata preallocation: data clusters over holes)
 sub setup {
     unlink glob('*.qcow2'), glob('.*.qcow2.*');
-    qimg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', $V, $SIZE);
-    qio($V, 'write -q -P 0x10 0 2M');
-    PVE::Storage::Qcow2Chain::snapshot_create($V, 'a');
-    qio($V, 'write -q -P 0x20 512k 100k');
-    PVE::Storage::Qcow2Chain::snapshot_create($V, 'c');
-    PVE::Storage::Qcow2Chain::snapshot_rollback($V, 'a');
-    qio($V, 'write -q -P 0x30 1M 300k');
-    PVE::Storage::Qcow2Chain::snapshot_create($V, 'b');
-    qio($V, 'write -q -P 0x40 3M 64k');
+    branched_volume($V, $SIZE, '-o', 'preallocation=metadata');
 }
 
 setup();
@@ -50,6 +42,10 @@ my @ops = (
     ['delete b by stream', sub { PVE::Storage::Qcow2Chain::snapshot_delete($V, 'b', delete_method => 'stream', @_) }, { b => undef }],
     ['delete a (two children)', sub { PVE::Storage::Qcow2Chain::snapshot_delete($V, 'a', @_) }, { a => undef }],
     ['rename b', sub { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'b', 'bee', @_) }, { b => undef, bee => 'b' }],
+    # "current" in a rename: the live disk becomes a snapshot, or a snapshot (its only parent) the live disk
+    ['rename current to new', sub { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'current', 'new', @_) }, { new => 'current' }],
+    ['rename b to current', sub { PVE::Storage::Qcow2Chain::snapshot_rename($V, 'b', 'current', running => 1, @_) },
+        { current => 'b', b => undef }],
 );
 
 for my $op (@ops) {

@@ -139,11 +139,16 @@ for my $switch ('external-snapshots', 'snapshot-as-volume-chain') {
     # running delete (QEMU merged already): only the file goes
     $P->volume_snapshot_delete($scfg, $sid, $vol, 'old', 1);
     ok(!-e $P->path($scfg, $vol, $sid, 'old'), "$t running delete removes the leaf file");
-    # qemu-server's oldest-snapshot flow: delete(current, running) then rename(b1 -> current)
+    # qemu-server's oldest-snapshot flow: QEMU commits the live disk into b1 (block-commit,
+    # here qemu-img commit -d: the top keeps its data), delete(current, running), rename(b1 -> current)
+    qimg('convert', '-O', 'raw', $path, "$root/live.raw");
+    qimg('commit', '-q', '-d', $path);
     $P->volume_snapshot_delete($scfg, $sid, $vol, 'current', 1);
     ok(-e $path, "$t current is kept until the rename replaces it (never missing)");
     $P->rename_snapshot($scfg, $sid, $vol, 'b1', 'current');
     ok(-e $path && !-e $P->path($scfg, $vol, $sid, 'b1'), "$t rename to current replaced the volume");
+    qimg('convert', '-O', 'raw', $path, "$root/live2.raw");
+    ok(same_file("$root/live.raw", "$root/live2.raw"), "$t the volume reads as the live disk did before the commit");
     my ($rc) = qimg_ok('check', $path);
     is($rc, 0, "$t volume clean");
 

@@ -172,6 +172,8 @@ _snapshot(op, volume, name, target, opts)
     so.running = opt_true(aTHX_ o, "running");
     so.delete_method = (int)qcx_opt_uv(aTHX_ o, "delete_method", 0);
     so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", so.lock_timeout_ms);
+    if (opt_sv(aTHX_ o, "images_dir"))
+        so.images_dir = SvPV_nolen(opt_sv(aTHX_ o, "images_dir"));
     qcx_begin(aTHX_ &c, o);
     if (!strcmp(op, "create"))
         r = qc_volume_snapshot(c.ctx, volume, name, &so);
@@ -210,6 +212,32 @@ _snapshot_list(volume, opts)
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
+
+void
+_volume_dependent(volume, opts)
+    const char *volume
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_volume_opts so;
+    char *image = NULL, *file = NULL;
+    HV *h;
+    int r;
+  PPCODE:
+    h = qcx_opts(aTHX_ opts);
+    qc_volume_opts_init(&so);
+    so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ h, "lock_timeout_ms", so.lock_timeout_ms);
+    if (opt_sv(aTHX_ h, "images_dir"))
+        so.images_dir = SvPV_nolen(opt_sv(aTHX_ h, "images_dir"));
+    qcx_begin(aTHX_ &c, h);
+    r = qc_volume_find_dependent(c.ctx, &image, &file, volume, &so);
+    qcx_check(aTHX_ &c, r);
+    if (image) {
+        mXPUSHp(image, strlen(image));
+        mXPUSHp(file, strlen(file));
+    }
+    free(image);
+    free(file);
 
 SV *
 _import_check(file, fmt, opts)

@@ -15,7 +15,7 @@ use Test::More;
 
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
-    asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder
+    asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder branched_volume
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -108,6 +108,23 @@ sub guest_write {
     my $img = PVE::Storage::Qcow2Chain::Image->open($f, rw => 1);
     $img->write($off, $bytes);
     $img->close;
+    return;
+}
+
+# A volume with a branched snapshot tree: a -> b -> current, and a -> c
+# (@create: qemu-img create options of the volume).
+sub branched_volume {
+    my ($vol, $size, @create) = @_;
+    require PVE::Storage::Qcow2Chain;
+    qimg('create', '-q', '-f', 'qcow2', @create, $vol, $size);
+    qio($vol, 'write -q -P 0x10 0 2M');
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'a');
+    qio($vol, 'write -q -P 0x20 512k 100k');
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'c');
+    PVE::Storage::Qcow2Chain::snapshot_rollback($vol, 'a');
+    qio($vol, 'write -q -P 0x30 1M 300k');
+    PVE::Storage::Qcow2Chain::snapshot_create($vol, 'b');
+    qio($vol, 'write -q -P 0x40 3M 64k');
     return;
 }
 

@@ -115,7 +115,7 @@ sub rebase {
 
 # ---- external snapshots of a volume ----
 
-my %SNAP = map { $_ => 1 } qw(cluster_size extended_l2 preallocation running delete_method lock_timeout_ms);
+my %SNAP = map { $_ => 1 } qw(cluster_size extended_l2 preallocation running delete_method lock_timeout_ms images_dir);
 my %DELETE = (auto => 0, commit => 1, stream => 2);
 
 sub _snap_opts {
@@ -160,6 +160,12 @@ sub snapshot_rename {
 sub snapshot_list {
     my ($volume, %opt) = @_;
     return _snapshot_list(_file('snapshot_list', $volume), _snap_opts('snapshot_list', %opt));
+}
+
+# An image outside the volume's tree built on one of its files: ($image, $file), or ().
+sub volume_dependent {
+    my ($volume, %opt) = @_;
+    return _volume_dependent(_file('volume_dependent', $volume), _snap_opts('volume_dependent', %opt));
 }
 
 sub volume_recover {
@@ -389,7 +395,12 @@ Every operation takes the volume's lock (C<.FILE.lock>; another process
 waits up to C<lock_timeout_ms>, default 10000, then gets an error with code
 C<busy>), first completes or undoes an operation that was interrupted
 (recorded in C<.FILE.journal>), and records its own intent before
-changing anything. There is never a moment without C<$volume>.
+changing anything. There is never a moment without C<$volume>. The
+journal names files relative to the volume's directory, so an operation
+interrupted on C<images/100/vm-100-disk-0.qcow2> is completed through
+C</srv/images/100/vm-100-disk-0.qcow2> and the other way round; a journal
+left half-written (C<.FILE.journal.tmp>: its operation never started) is
+removed.
 
 =over
 
@@ -398,9 +409,11 @@ changing anything. There is never a moment without C<$volume>.
 The live data becomes snapshot C<$name> and C<$volume> a new overlay on it
 (C<cluster_size> default 128k, C<extended_l2> default on, C<preallocation>
 default C<metadata>). The new C<$volume> keeps the owner, group and mode of
-the old one. Refused while another process has C<$volume> open (it would
-go on writing into what became the snapshot), unless C<running =E<gt> 1>
-says that a QEMU holds it and switches to the new overlay itself (QMP
+the old one. Refused when the new overlay's backing chain would be deeper
+than C<max_depth> (256) images, which no later operation could open.
+Refused while another process has C<$volume> open (it would go on writing
+into what became the snapshot), unless C<running =E<gt> 1> says that a
+QEMU holds it and switches to the new overlay itself (QMP
 C<blockdev-snapshot>, as qemu-server does). An existing snapshot file is
 never replaced.
 
@@ -425,7 +438,12 @@ reserved but nothing wrote count as nothing. C<delete_method> forces
 C<commit> or C<stream>. With several children each child is streamed.
 Every child keeps its exact guest view. With C<running =E<gt> 1> (QEMU has
 merged already) only the file is removed. A file that another image still
-uses as backing file is never removed. The snapshot and the children it
+uses as backing file is never removed: the images of C<$volume>'s
+directory are looked at, and with C<images_dir =E<gt> $dir> those of
+C<$dir> and its subdirectories (a Proxmox VE storage's C<images>
+directory, where a linked clone of another VM may be built on the
+snapshot). Only two header fields of each file are read, without locks;
+FIFOs and devices are never opened. The snapshot and the children it
 writes are held and refused while another process has them open, before
 anything is recorded. If it fails after that, the error says so: the
 delete is recorded in the volume's journal and the next operation on the
@@ -437,21 +455,38 @@ children, or C<recovered> when an interrupted delete of it was just
 completed), C<bytes> (the data bytes copied) and, with one child,
 C<commit-bytes> and C<stream-bytes> (what each way copies).
 
-=item snapshot_rename($volume, $from, $to, %opt)
+=item snapshot_rename($volume, $from, $to, running => 0, images_dir => $dir, %opt)
 
 Renames a snapshot file and rewrites its children's backing names.
-"target snapshot '$to' already exists" if C<$to> exists. Refused while
+"target snapshot '$to' already exists" if C<$to> exists. Refused, as a
+delete is, while another image is built on the snapshot. Refused while
 another process has a child open, unless C<running =E<gt> 1>: then a child
 a QEMU holds keeps the old name (a second name of the same file) until QEMU
 has changed its backing name itself (QMP C<change-backing-file>), and the
-next operation on the volume removes the old name. C<$from> or C<$to> may
-be C<current>: the snapshot file takes the volume's place in one rename,
-or the volume becomes the snapshot (refused while another process has the
-volume open, unless C<running>).
+next operation on the volume removes the old name.
+
+C<current> names the live disk C<$volume>, as in Proxmox VE's storage API.
+C<$from = 'current'> takes snapshot C<$to>: the live data becomes C<$to>
+and C<$volume> a new overlay on it (the options of C<snapshot_create>
+apply; refused while another process has C<$volume> open, unless
+C<running>). C<$to = 'current'> makes snapshot C<$from> the live disk,
+replacing C<$volume> in one rename: the last step of deleting a snapshot
+while a VM runs, after QEMU has committed C<$volume> into C<$from>
+(C<running =E<gt> 1> says so). It is refused unless C<$volume> is built
+on C<$from> and is its only child, and, without C<running>, unless
+C<$volume> holds no data of its own. Every other snapshot stays, and
+C<$volume> is never missing.
 
 =item snapshot_list($volume, %opt)
 
-The tree, rebuilt from the files: C<{volume =E<gt> $volume, nodes =E<gt>
+The tree, rebuilt from the files. A regular file C<snap-NAME-FILE> (never
+a symlink) is a snapshot of C<$volume> when it is recorded as its (the
+extended attribute C<user.qcow2chain.volume> set when the snapshot is
+taken) or lies in its tree: on the backing chain of C<$volume>, or built
+on a snapshot that is. A file that merely fits the name pattern, such as
+a snapshot of C<vm-100-x-vm-100-disk-0.qcow2> next to
+C<vm-100-disk-0.qcow2>, is not one; every operation goes by this tree.
+ C<{volume =E<gt> $volume, nodes =E<gt>
 [...]}>, each node with C<name> (C<current>, a snapshot name, or undef),
 C<kind> (C<current>, C<snapshot>, C<external> for a backing file that is
 not one of this volume's snapshots, such as a linked clone's base, C<stray>
@@ -463,6 +498,13 @@ change it; the file's mtime where there is none), C<live> (on the chain of
 C<current>). When an interrupted operation cannot be finished now (a file
 it would change is in use), the listing changes nothing and says so in
 C<pending> (one line).
+
+=item volume_dependent($volume, images_dir => $dir, %opt)
+
+Before removing a whole volume: C<($image, $file)>, an image outside the
+volume's tree that is built on C<$file>, one of the volume's files (the
+live disk or a snapshot); an empty list when there is none. Looked for as
+C<snapshot_delete> does.
 
 =item volume_recover($volume, %opt)
 

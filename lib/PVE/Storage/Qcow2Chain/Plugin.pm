@@ -134,6 +134,13 @@ sub vm_running {
     return PVE::QemuServer::Helpers::vm_running_locally($vmid) ? 1 : 0;
 }
 
+# Any volume of the storage may be built on a snapshot (a linked clone in
+# another VM's directory): removing or renaming one looks at them all.
+sub images_opt {
+    my ($class, $scfg) = @_;
+    return (images_dir => $class->get_subdir($scfg, 'images'));
+}
+
 # Options of new snapshot overlays: 128k clusters, extended L2 entries,
 # metadata preallocation unless the storage says off.
 sub overlay_opts {
@@ -219,22 +226,6 @@ sub qcow2_create_backed {
     return;
 }
 
-# Files of the image directory (any VM's volumes and snapshots) whose
-# backing file is the file $path: what still needs it.
-sub backing_users {
-    my ($class, $scfg, $path) = @_;
-    my @id = (stat($path))[0, 1] or return ();
-    my @users;
-    for my $f (glob($class->get_subdir($scfg, 'images') . '/[0-9]*/*.qcow2')) {
-        next if !-f $f || -l $f;
-        my $i = eval { PVE::Storage::Qcow2Chain::info($f, format => 'qcow2', no_lock => 1) } or next;
-        my $b = $i->{'full-backing-filename'} // next;
-        my @bid = (stat($b))[0, 1] or next;
-        push @users, $f if "@bid" eq "@id";
-    }
-    return @users;
-}
-
 sub free_image {
     my ($class, $storeid, $scfg, $volname, $isBase, $format) = @_;
     return $class->SUPER::free_image($storeid, $scfg, $volname, $isBase, $format)
@@ -247,23 +238,33 @@ sub free_image {
         warn "disk image '$path' does not exist\n";
         return undef;
     }
-    # a template's volume goes only when nothing builds on it any more, also
-    # through a linked clone's snapshots (Proxmox's check sees only volumes)
+    # nothing of the storage may still build on a file of this volume's tree
+    # (a template's linked clones, also through their snapshots: Proxmox's
+    # check sees only volumes); a volume whose chain the policy refuses still
+    # goes, its files are not followed
+    my ($image, $file, $list);
+    eval {
+        ($image, $file) = core(sub {
+            PVE::Storage::Qcow2Chain::volume_dependent($path, $class->images_opt($scfg), $class->policy($scfg));
+        });
+        ($list) = $class->snap_info_of_volume($scfg, $storeid, $volname);
+    };
+    warn "not looking for snapshot files of '$volname': $@" if $@;
+    if (defined $image) {
+        die "base volume '$volname' is still in use by linked clones\n" if $isBase;
+        die "'$file' of volume '$volname' is the backing file of '$image'; not removed\n";
+    }
     if ($isBase) {
-        die "base volume '$volname' is still in use by linked clones\n" if $class->backing_users($scfg, $path);
         eval { PVE::Tools::run_command(['/usr/bin/chattr', '-i', $path]) }; # create_base made it immutable
         warn $@ if $@;
     }
-    # the whole tree of this volume goes: current, then every snapshot file;
-    # a volume whose chain the policy refuses still goes, its files are not followed
-    my ($list) = eval { $class->snap_info_of_volume($scfg, $storeid, $volname) };
-    warn "not looking for snapshot files of '$volname': $@" if $@;
+    # the whole tree of this volume goes: current, then every snapshot file
     unlink($path) or die "unlink '$path' failed - $!\n";
     for my $n ($list ? @{ $list->{nodes} } : ()) {
         next if $n->{kind} ne 'snapshot' && $n->{kind} ne 'stray';
         unlink($n->{file}) or warn "unlink '$n->{file}' failed - $!\n";
     }
-    core(sub { PVE::Storage::Qcow2Chain::volume_forget($path) }); # its lock and journal
+    core(sub { PVE::Storage::Qcow2Chain::volume_forget($path) }); # its lock, journal and temporary files
     rmdir(dirname($path));
     return undef;
 }
@@ -383,13 +384,15 @@ sub rename_snapshot {
         if !chain_enabled($scfg);
     my $path = $class->filesystem_path($scfg, $volname);
     my $target = $class->filesystem_path($scfg, $volname, $target_snap);
-    # "current" as target replaces the volume in one step (see volume_snapshot_delete)
+    # "current" as target replaces the volume in one step (see volume_snapshot_delete);
+    # qemu-server renames onto it only after QEMU committed the volume into the snapshot
     die "target snapshot '$target_snap' already exists\n" if $target_snap ne 'current' && -e $target;
-    # with the VM running (qemu-server's delete), QEMU renames the backing names it uses itself
-    my $running = vm_running(($class->parse_volname($volname))[2]);
+    # with the VM running (qemu-server's delete), QEMU renames the backing names it uses
+    # itself; onto current only after QEMU committed the volume into the snapshot
+    my $running = $target_snap eq 'current' || vm_running(($class->parse_volname($volname))[2]);
     core(sub {
-        PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, running => $running,
-            $class->policy($scfg));
+        PVE::Storage::Qcow2Chain::snapshot_rename($path, $source_snap, $target_snap, overlay_opts($scfg),
+            running => $running ? 1 : 0, $class->images_opt($scfg), $class->policy($scfg));
     });
     return undef;
 }
@@ -428,7 +431,8 @@ sub volume_snapshot_delete {
     my $file = $class->filesystem_path($scfg, $volname, $snap);
     die "volume $file is missing\n" if !-e $file;
     core(sub {
-        PVE::Storage::Qcow2Chain::snapshot_delete($path, $snap, running => $running ? 1 : 0, $class->policy($scfg));
+        PVE::Storage::Qcow2Chain::snapshot_delete($path, $snap, running => $running ? 1 : 0, $class->images_opt($scfg),
+            $class->policy($scfg));
     });
     return undef;
 }
@@ -588,10 +592,14 @@ Whether the VM's QEMU runs on this node, by qemu-server's own test
 process's command line); false where qemu-server is not installed.
 C<volume_snapshot> and C<rename_snapshot> then let QEMU do its part.
 
-=item backing_users($scfg, $path), tree_base($scfg, $storeid, $volname)
+=item tree_base($scfg, $storeid, $volname)
 
-The files of the image directory whose backing file is C<$path>; the base
-volume (C<BASEVMID/BASENAME>) a volume's snapshot tree rests on.
+The base volume (C<BASEVMID/BASENAME>) a volume's snapshot tree rests on.
+
+=item images_opt($scfg)
+
+Where deleting or renaming a snapshot looks for images built on it: the
+storage's C<images> directory, every VM's.
 
 =item parse_volname, filesystem_path, path
 
@@ -602,13 +610,15 @@ filename, not a volume!>).
 =item alloc_image, free_image, list_images, qcow2_create, qcow2_create_backed
 
 With the switch on, qcow2 volumes are created natively. C<free_image>
-removes the volume and every snapshot file of its tree, then its lock and
-journal (C<volume_forget>); a base volume goes only when no file of the
-storage still has it as backing file, and its immutable flag is cleared
-first (C<create_base> set it), as Proxmox does; a volume whose chain the
-policy refuses is still removed (its chain is not followed, with a
-warning). C<list_images> never lists snapshot files and names a linked
-clone with snapshots after the base its tree rests on
+removes the volume and every snapshot file of its tree, then its lock,
+journal and temporary files (C<volume_forget>); it is refused while
+another volume of the storage is built on one of those files (a base
+volume: "still in use by linked clones", also through a clone's
+snapshots); a base volume's immutable flag is cleared first
+(C<create_base> set it), as Proxmox does; a volume whose chain the policy
+refuses is still removed (its chain is not followed, with a warning).
+C<list_images> never lists snapshot files and names a linked clone with
+snapshots after the base its tree rests on
 (C<200/base-200-disk-0.qcow2/201/vm-201-disk-0.qcow2>), as Proxmox names
 clones, so C<volume_is_base_and_used> keeps that base. With the switch
 off, the parent's behaviour.
