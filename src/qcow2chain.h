@@ -274,6 +274,20 @@ int qc_volume_list(qc_ctx *ctx, json_object **out, const char *volume, const qc_
 /* Complete or undo an interrupted operation (every operation does this first). */
 int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_volume_opts *o);
 
+/* ---- internal snapshots (the image's snapshot table) ------------------ */
+
+/*
+ * qemu-img snapshot -c/-a/-d/-l on one qcow2 file (opened read-write, so
+ * refused while another process holds it). Each operation becomes visible
+ * in one header write: a crash leaves the image as before or as after.
+ * apply and delete take an ID or a name (the ID wins, as in qemu-img).
+ */
+int qc_snapshot_create(qc_ctx *ctx, const char *path, const char *name);
+int qc_snapshot_apply(qc_ctx *ctx, const char *path, const char *id_or_name);
+int qc_snapshot_delete(qc_ctx *ctx, const char *path, const char *id_or_name);
+/* The "snapshots" array of qemu-img info (empty for none); shared lock only. */
+int qc_snapshot_list(qc_ctx *ctx, json_object **out, const char *path);
+
 /* ---- check ----------------------------------------------------------- */
 
 enum { QC_REPAIR_NONE = 0, QC_REPAIR_LEAKS = 1, QC_REPAIR_ALL = 2 };

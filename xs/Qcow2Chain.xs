@@ -219,3 +219,40 @@ _import_check(file, fmt, opts)
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
+
+void
+_internal_snapshot(op, file, name, opts)
+    const char *op
+    const char *file
+    const char *name
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    int r;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    if (!strcmp(op, "create"))
+        r = qc_snapshot_create(c.ctx, file, name);
+    else if (!strcmp(op, "apply"))
+        r = qc_snapshot_apply(c.ctx, file, name);
+    else if (!strcmp(op, "delete"))
+        r = qc_snapshot_delete(c.ctx, file, name);
+    else {
+        qcx_end(aTHX_ &c);
+        croak("unknown internal snapshot operation '%s'\n", op);
+    }
+    qcx_check(aTHX_ &c, r);
+
+SV *
+_internal_snapshot_list(file, opts)
+    const char *file
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    json_object *o = NULL;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_snapshot_list(c.ctx, &o, file));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
+  OUTPUT:
+    RETVAL
