@@ -278,6 +278,12 @@ int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)
                     return r;
                 moved = (rti << img->rb_bits) >= s;
             }
+            /* a shadow update copies the block first: the copy may take a cluster of the run */
+            if (!moved && img->shadow && (r = qc_shadow_cow(img, rti)) != 0) {
+                if (r < 0)
+                    return r;
+                moved = true;
+            }
         }
         if (moved)
             continue;

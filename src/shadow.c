@@ -110,8 +110,8 @@ int qc_shadow_used(qc_image *img, uint64_t cluster, uint64_t *rc)
 
 /*
  * Block rti is about to change: if it is a committed one, give the range a
- * copy at a free cluster first. The copy's own refcount and the old
- * block's release are ordinary (shadowed) updates.
+ * copy at a free cluster first (returns 1 then). The copy's own refcount
+ * and the old block's release are ordinary (shadowed) updates.
  */
 int qc_shadow_cow(qc_image *img, uint64_t rti)
 {
@@ -150,7 +150,7 @@ int qc_shadow_cow(qc_image *img, uint64_t rti)
         r = qc_refcount_add(img, old >> img->cluster_bits, -1);
 out:
     free(buf);
-    return r;
+    return r < 0 ? r : 1;
 }
 
 /* Forget every change: the file still holds the committed state. */

@@ -175,6 +175,31 @@ sub snapshot_file {
     return ($dir // '') . "snap-$name-$file";
 }
 
+# ---- internal snapshots (the image's own snapshot table) ----
+
+sub internal_snapshot_create {
+    my ($file, $name, %opt) = @_;
+    _internal_snapshot('create', _file('internal_snapshot_create', $file), $name // '', _opts('internal_snapshot_create', {}, %opt));
+    return;
+}
+
+sub internal_snapshot_apply {
+    my ($file, $name, %opt) = @_;
+    _internal_snapshot('apply', _file('internal_snapshot_apply', $file), $name // '', _opts('internal_snapshot_apply', {}, %opt));
+    return;
+}
+
+sub internal_snapshot_delete {
+    my ($file, $name, %opt) = @_;
+    _internal_snapshot('delete', _file('internal_snapshot_delete', $file), $name // '', _opts('internal_snapshot_delete', {}, %opt));
+    return;
+}
+
+sub internal_snapshot_list {
+    my ($file, %opt) = @_;
+    return _internal_snapshot_list(_file('internal_snapshot_list', $file), _opts('internal_snapshot_list', {}, %opt));
+}
+
 sub import_check {
     my ($file, %opt) = @_;
     my $o = _opts('import_check', {}, %opt);
