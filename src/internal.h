@@ -536,4 +536,10 @@ int qc_snapshot_find(const qc_image *img, const char *id_or_name);
 /* The snapshot's L1 table (host-endian), checked; caller frees. */
 int qc_snapshot_l1(qc_image *img, const qc_snapshot *s, uint64_t **l1);
 
+/* ---- split.c ---- */
+/* Snapshot snap (NULL: the live disk) of src into the new file tmp (must not
+ * exist), on backing (showing base; base NULL: src's own backing). */
+int qc_split_to(qc_image *src, const char *snap, const char *base, const char *tmp, const char *backing,
+                const char *backing_fmt, json_object **stats);
+
 #endif

@@ -288,6 +288,25 @@ int qc_snapshot_delete(qc_ctx *ctx, const char *path, const char *id_or_name);
 /* The "snapshots" array of qemu-img info (empty for none); shared lock only. */
 int qc_snapshot_list(qc_ctx *ctx, json_object **out, const char *path);
 
+/*
+ * The guest view of snapshot snap of path as a new qcow2 file out (created
+ * atomically, never replacing a file). Without a base, out has path's own
+ * backing file (if any) and holds every cluster the snapshot has; with a
+ * base (another snapshot of path, "" for its live disk), out is backed by
+ * the file backing/backing_fmt, which the caller says shows the base's
+ * view, and holds only clusters whose L2 entries differ from the base's.
+ * Takes only the shared lock: works while QEMU runs the image, and fails
+ * if the snapshot is deleted meanwhile (see split.c). *stats (if given):
+ * clusters compared, copied and bytes read.
+ */
+typedef struct qc_split_opts {
+    const char *base;
+    const char *backing;
+    const char *backing_fmt;
+} qc_split_opts;
+int qc_snapshot_split(qc_ctx *ctx, json_object **stats, const char *path, const char *snap, const char *out,
+                      const qc_split_opts *o);
+
 /* ---- check ----------------------------------------------------------- */
 
 enum { QC_REPAIR_NONE = 0, QC_REPAIR_LEAKS = 1, QC_REPAIR_ALL = 2 };

@@ -256,3 +256,26 @@ _internal_snapshot_list(file, opts)
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
+
+SV *
+_snapshot_split(file, snap, out, base, backing, backing_fmt, opts)
+    const char *file
+    const char *snap
+    const char *out
+    SV *base
+    SV *backing
+    SV *backing_fmt
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_split_opts so;
+    json_object *o = NULL;
+  CODE:
+    so.base = qcx_str_or_null(aTHX_ base);
+    so.backing = qcx_str_or_null(aTHX_ backing);
+    so.backing_fmt = qcx_str_or_null(aTHX_ backing_fmt);
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_snapshot_split(c.ctx, &o, file, snap, out, &so));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
+  OUTPUT:
+    RETVAL

@@ -200,6 +200,14 @@ sub internal_snapshot_list {
     return _internal_snapshot_list(_file('internal_snapshot_list', $file), _opts('internal_snapshot_list', {}, %opt));
 }
 
+sub snapshot_split {
+    my ($file, $snap, $out, %opt) = @_;
+    my $o = _opts('snapshot_split', { base => 1, backing_file => 1, backing_fmt => 1 }, %opt);
+    my ($base, $b, $bf) = (delete $o->{base}, delete $o->{backing_file}, delete $o->{backing_fmt});
+    die "snapshot_split: no snapshot given\n" if !defined($snap) || $snap eq '';
+    return _snapshot_split(_file('snapshot_split', $file), $snap, _file('snapshot_split', $out), $base, $b, $bf, $o);
+}
+
 sub import_check {
     my ($file, %opt) = @_;
     my $o = _opts('import_check', {}, %opt);
