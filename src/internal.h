@@ -469,6 +469,10 @@ char *qc_volume_snap_name(qc_volume *v, const char *name);
 bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry);
 /* DIR/entry */
 char *qc_volume_file(qc_volume *v, const char *entry);
+/* Lock the volume and complete or undo an interrupted operation (volume.c). */
+int qc_volume_begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_opts *o);
+/* Finish an interrupted conversion between internal and external snapshots (bridge.c). */
+int qc_bridge_finish(qc_volume *v, json_object *j);
 int qc_journal_write(qc_volume *v, json_object *j);
 /* *out = NULL when there is no journal. */
 int qc_journal_read(qc_volume *v, json_object **out);
@@ -533,6 +537,8 @@ json_object *qc_snapshots_json(const qc_image *img);
 void qc_compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, uint64_t *len);
 /* Index of the snapshot with this ID, else this name (qemu-img's lookup); -1 if none. */
 int qc_snapshot_find(const qc_image *img, const char *id_or_name);
+/* qc_snapshot_create with the date it was taken (seconds; < 0: now). */
+int qc_snapshot_create_dated(qc_ctx *ctx, const char *path, const char *name, int64_t date_sec);
 /* The snapshot's L1 table (host-endian), checked; caller frees. */
 int qc_snapshot_l1(qc_image *img, const qc_snapshot *s, uint64_t **l1);
 

@@ -307,6 +307,30 @@ typedef struct qc_split_opts {
 int qc_snapshot_split(qc_ctx *ctx, json_object **stats, const char *path, const char *snap, const char *out,
                       const qc_split_opts *o);
 
+/*
+ * A volume's snapshots between the two kinds, offline (every file is
+ * opened for writing, so a running VM makes it fail), journaled like the
+ * volume operations: an interrupted conversion is undone before its new
+ * files are in place and completed after.
+ * To external: every internal snapshot of volume becomes snap-NAME-FILE,
+ * in the order they were taken, each on the one before and holding only
+ * what differs from it; FILE becomes the live disk on the newest, without
+ * internal snapshots. Names that are not valid volume snapshot names are
+ * refused (all listed) unless names maps them ("OLD=NEW"); snapshots with
+ * VM state are refused unless drop_vm_state.
+ * To internal: every external snapshot of the volume becomes an internal
+ * snapshot of FILE (same name and date) and its file is removed; FILE
+ * keeps its view. Snapshots must share one base.
+ */
+typedef struct qc_convert_opts {
+    const char *const *names; /* "OLD=NEW" */
+    size_t nnames;
+    bool drop_vm_state;
+    unsigned lock_timeout_ms; /* 0: the volume default */
+} qc_convert_opts;
+int qc_volume_to_external(qc_ctx *ctx, const char *volume, const qc_convert_opts *o);
+int qc_volume_to_internal(qc_ctx *ctx, const char *volume, const qc_convert_opts *o);
+
 /* ---- check ----------------------------------------------------------- */
 
 enum { QC_REPAIR_NONE = 0, QC_REPAIR_LEAKS = 1, QC_REPAIR_ALL = 2 };

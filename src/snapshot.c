@@ -335,6 +335,11 @@ static void replace_l1(qc_image *img, uint64_t *l1, uint32_t n)
 
 int qc_snapshot_create(qc_ctx *ctx, const char *path, const char *name)
 {
+    return qc_snapshot_create_dated(ctx, path, name, -1);
+}
+
+int qc_snapshot_create_dated(qc_ctx *ctx, const char *path, const char *name, int64_t date_sec)
+{
     char b[300];
     size_t nl = strlen(name);
     if (!nl || nl > QC_SNAP_NAME_MAX)
@@ -365,8 +370,8 @@ int qc_snapshot_create(qc_ctx *ctx, const char *path, const char *name)
         clock_gettime(CLOCK_REALTIME, &ts);
         sn.id = id;
         sn.name = (char *)name;
-        sn.date_sec = (uint32_t)ts.tv_sec;
-        sn.date_nsec = (uint32_t)(ts.tv_nsec / 1000 * 1000); /* QEMU's clock has microseconds */
+        sn.date_sec = (uint32_t)(date_sec >= 0 ? date_sec : ts.tv_sec);
+        sn.date_nsec = date_sec >= 0 ? 0 : (uint32_t)(ts.tv_nsec / 1000 * 1000); /* QEMU's clock has microseconds */
         sn.disk_size = img->size;
         r = do_create(img, &sn, &sw, &nl1);
     }

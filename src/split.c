@@ -251,6 +251,8 @@ int qc_split_to(qc_image *src, const char *snap, const char *base, const char *t
     if (r == 0)
         r = qc_image_open(ctx, &out, tmp, "qcow2", QC_OPEN_RDWR | QC_OPEN_NO_BACKING);
     if (r == 0)
+        r = qc_write_prepare(out);
+    if (r == 0)
         r = copy_diff(src, &s, has_base ? &b : NULL, out, &st);
     if (r == 0)
         r = qc_image_flush(out);

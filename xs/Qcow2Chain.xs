@@ -279,3 +279,33 @@ _snapshot_split(file, snap, out, base, backing, backing_fmt, opts)
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
+
+void
+_volume_convert(to, volume, names, drop_vm_state, opts)
+    const char *to
+    const char *volume
+    AV *names
+    int drop_vm_state
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_convert_opts co;
+    const char **nm;
+    SSize_t i, n;
+    int r;
+  CODE:
+    memset(&co, 0, sizeof(co));
+    n = av_len(names) + 1;
+    Newxz(nm, n + 1, const char *);
+    SAVEFREEPV(nm);
+    for (i = 0; i < n; i++) {
+        SV **e = av_fetch(names, i, 0);
+        nm[i] = e ? SvPV_nolen(*e) : "";
+    }
+    co.names = nm;
+    co.nnames = (size_t)n;
+    co.drop_vm_state = drop_vm_state;
+    co.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ qcx_opts(aTHX_ opts), "lock_timeout_ms", 0);
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    r = !strcmp(to, "external") ? qc_volume_to_external(c.ctx, volume, &co) : qc_volume_to_internal(c.ctx, volume, &co);
+    qcx_check(aTHX_ &c, r);

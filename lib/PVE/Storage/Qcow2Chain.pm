@@ -208,6 +208,20 @@ sub snapshot_split {
     return _snapshot_split(_file('snapshot_split', $file), $snap, _file('snapshot_split', $out), $base, $b, $bf, $o);
 }
 
+sub _convert {
+    my ($to, $fn, $volume, %opt) = @_;
+    my $o = _opts($fn, { names => 1, drop_vm_state => 1, lock_timeout_ms => 1 }, %opt);
+    my $names = delete($o->{names}) // {};
+    die "$fn: names must be a hash reference (old => new)\n" if ref($names) ne 'HASH';
+    my $drop = delete($o->{drop_vm_state}) ? 1 : 0;
+    _volume_convert($to, _file($fn, $volume), [map { "$_=$names->{$_}" } sort keys %$names], $drop, $o);
+    return;
+}
+
+sub volume_to_external { my ($volume, %opt) = @_; return _convert('external', 'volume_to_external', $volume, %opt) }
+
+sub volume_to_internal { my ($volume, %opt) = @_; return _convert('internal', 'volume_to_internal', $volume, %opt) }
+
 sub import_check {
     my ($file, %opt) = @_;
     my $o = _opts('import_check', {}, %opt);
