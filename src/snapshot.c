@@ -108,14 +108,18 @@ static int entry_ref(qc_image *img, uint64_t e, int delta)
 }
 
 /* Add delta to every L2 table and data cluster the L1 table l1 reaches. */
-static int tree_ref(qc_image *img, const uint64_t *l1, uint64_t n, int delta, uint8_t *buf)
+static int tree_ref(qc_image *img, const uint64_t *l1, uint64_t n, int delta, uint8_t *buf, qc_meter *m)
 {
     uint64_t per = 1ull << img->l2_bits;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t off = l1[i] & QC_OFFSET_MASK;
-        if (!off)
+        int r = qc_meter_add(img->ctx, m, 1ull << (img->cluster_bits + img->l2_bits), img->filename);
+        if (!off || r < 0) {
+            if (r < 0)
+                return r;
             continue;
-        int r = l2_copy(img, off, buf);
+        }
+        r = l2_copy(img, off, buf);
         for (uint64_t j = 0; j < per && r == 0; j++)
             r = entry_ref(img, qc_be64(buf + j * img->l2_entry_size), delta);
         if (r == 0)
@@ -236,7 +240,7 @@ static int new_snap_table(qc_image *img, int skip, const qc_snapshot *extra, qc_
  * snapshot's copy keeps it: flags of inactive tables mean nothing, QEMU and
  * apply recompute them), the others are shared.
  */
-static int do_create(qc_image *img, qc_snapshot *sn, qc_switch *sw, uint64_t **out_l1)
+static int do_create(qc_image *img, qc_snapshot *sn, qc_switch *sw, uint64_t **out_l1, qc_meter *m)
 {
     uint64_t n = img->l1_size, per = 1ull << img->l2_bits, cs = img->cluster_size;
     uint64_t *nl1 = qc_calloc(img->ctx, (size_t)n + 1, 8);
@@ -244,7 +248,7 @@ static int do_create(qc_image *img, qc_snapshot *sn, qc_switch *sw, uint64_t **o
     int r = nl1 && buf ? 0 : QC_ERR_NOMEM;
     for (uint64_t i = 0; i < n && r == 0; i++) {
         uint64_t e = img->l1[i], off = e & QC_OFFSET_MASK;
-        if (!off)
+        if ((r = qc_meter_add(img->ctx, m, 1ull << (img->cluster_bits + img->l2_bits), img->filename)) < 0 || !off)
             continue;
         if ((r = l2_copy(img, off, buf)) < 0)
             break;
@@ -373,7 +377,9 @@ int qc_snapshot_create_dated(qc_ctx *ctx, const char *path, const char *name, in
         sn.date_sec = (uint32_t)(date_sec >= 0 ? date_sec : ts.tv_sec);
         sn.date_nsec = date_sec >= 0 ? 0 : (uint32_t)(ts.tv_nsec / 1000 * 1000); /* QEMU's clock has microseconds */
         sn.disk_size = img->size;
-        r = do_create(img, &sn, &sw, &nl1);
+        qc_meter m;
+        qc_meter_start(ctx, &m, (uint64_t)img->l1_size << (img->cluster_bits + img->l2_bits)); /* guest bytes walked */
+        r = do_create(img, &sn, &sw, &nl1, &m);
     }
     if (r == 0)
         replace_l1(img, nl1, sw.l1_size); /* what the image is after the switch */
@@ -392,7 +398,7 @@ int qc_snapshot_create_dated(qc_ctx *ctx, const char *path, const char *name, in
  * snapshot's tables still carry are cleared in place (the committed image
  * reads those tables only as the snapshot's, where flags mean nothing).
  */
-static int do_apply(qc_image *img, const qc_snapshot *s, qc_switch *sw, uint64_t **out_l1)
+static int do_apply(qc_image *img, const qc_snapshot *s, qc_switch *sw, uint64_t **out_l1, qc_meter *m)
 {
     uint64_t per = 1ull << img->l2_bits, cs = img->cluster_size;
     uint64_t cover = 1ull << (img->cluster_bits + img->l2_bits);
@@ -405,7 +411,7 @@ static int do_apply(qc_image *img, const qc_snapshot *s, qc_switch *sw, uint64_t
     int r = nl1 && buf ? qc_snapshot_l1(img, s, &sl1) : QC_ERR_NOMEM;
     for (uint64_t i = 0; i < s->l1_size && r == 0; i++) {
         uint64_t off = sl1[i] & QC_OFFSET_MASK;
-        if (!off)
+        if ((r = qc_meter_add(img->ctx, m, 1ull << (img->cluster_bits + img->l2_bits), img->filename)) < 0 || !off)
             continue;
         if ((r = l2_copy(img, off, buf)) < 0)
             break;
@@ -430,7 +436,7 @@ static int do_apply(qc_image *img, const qc_snapshot *s, qc_switch *sw, uint64_t
     }
     /* the old active tree and its L1 table lose their reference */
     if (r == 0)
-        r = tree_ref(img, img->l1, img->l1_size, -1, buf);
+        r = tree_ref(img, img->l1, img->l1_size, -1, buf, m);
     if (r == 0)
         r = range_ref(img, img->hdr.l1_offset, (uint64_t)img->l1_size * 8, -1);
     if (r == 0)
@@ -464,8 +470,11 @@ int qc_snapshot_apply(qc_ctx *ctx, const char *path, const char *id_or_name)
     int i = qc_snapshot_find(img, id_or_name);
     if (i < 0)
         r = not_found(ctx, path, id_or_name);
-    else
-        r = do_apply(img, &img->snaps[i], &sw, &nl1);
+    else {
+        qc_meter m;
+        qc_meter_start(ctx, &m, ((uint64_t)img->snaps[i].l1_size + img->l1_size) << (img->cluster_bits + img->l2_bits));
+        r = do_apply(img, &img->snaps[i], &sw, &nl1, &m);
+    }
     if (r == 0)
         replace_l1(img, nl1, sw.l1_size);
     return finish(img, r, &sw);
@@ -479,7 +488,7 @@ int qc_snapshot_apply(qc_ctx *ctx, const char *path, const char *id_or_name)
  * written anew (in place the committed image would show the flag on a
  * cluster it still shares), and so is the L1 table if anything changes.
  */
-static int fix_copied(qc_image *img, qc_switch *sw, uint64_t **out_l1, uint8_t *buf)
+static int fix_copied(qc_image *img, qc_switch *sw, uint64_t **out_l1, uint8_t *buf, qc_meter *m)
 {
     uint64_t n = img->l1_size, per = 1ull << img->l2_bits, cs = img->cluster_size;
     uint64_t *nl1 = qc_calloc(img->ctx, (size_t)n + 1, 8);
@@ -490,7 +499,7 @@ static int fix_copied(qc_image *img, qc_switch *sw, uint64_t **out_l1, uint8_t *
     int r = 0;
     for (uint64_t i = 0; i < n && r == 0; i++) {
         uint64_t e = img->l1[i], off = e & QC_OFFSET_MASK, rc;
-        if (!off)
+        if ((r = qc_meter_add(img->ctx, m, 1ull << (img->cluster_bits + img->l2_bits), img->filename)) < 0 || !off)
             continue;
         if ((r = l2_copy(img, off, buf)) < 0 || (r = qc_refcount_get(img, off >> img->cluster_bits, &rc)) < 0)
             break;
@@ -555,11 +564,13 @@ int qc_snapshot_delete(qc_ctx *ctx, const char *path, const char *id_or_name)
         r = not_found(ctx, path, id_or_name);
     } else {
         qc_snapshot *s = &img->snaps[i];
+        qc_meter m;
+        qc_meter_start(ctx, &m, ((uint64_t)s->l1_size + img->l1_size) << (img->cluster_bits + img->l2_bits));
         /* its tree (VM state included: it lies past the disk in the same tree) and its L1 table */
-        if ((r = qc_snapshot_l1(img, s, &sl1)) == 0 && (r = tree_ref(img, sl1, s->l1_size, -1, buf)) == 0 &&
+        if ((r = qc_snapshot_l1(img, s, &sl1)) == 0 && (r = tree_ref(img, sl1, s->l1_size, -1, buf, &m)) == 0 &&
             (r = range_ref(img, s->l1_offset, (uint64_t)s->l1_size * 8, -1)) == 0 &&
             (r = new_snap_table(img, i, NULL, &sw)) == 0)
-            r = fix_copied(img, &sw, &nl1, buf);
+            r = fix_copied(img, &sw, &nl1, buf, &m);
     }
     if (r == 0 && nl1)
         replace_l1(img, nl1, sw.l1_size);
