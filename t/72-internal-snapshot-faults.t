@@ -11,6 +11,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use Digest::SHA qw(sha1_hex);
 use File::Copy qw(copy);
 use POSIX qw(EIO);
 use QcTest;
@@ -25,7 +26,7 @@ sub view {
     my ($snap) = @_;
     unlink 'v.raw';
     qimg('convert', '-O', 'raw', (defined $snap ? ('-l', "snapshot.name=$snap") : ()), $F, 'v.raw');
-    return slurp('v.raw');
+    return sha1_hex(slurp('v.raw'));
 }
 
 # Names and views of everything in the image.
