@@ -174,6 +174,41 @@ static void free_list(char **l, size_t n)
     free(l);
 }
 
+/* Lock the volume and finish what was interrupted. */
+static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_convert_opts *co)
+{
+    qc_volume_opts vo;
+    qc_volume_opts_init(&vo);
+    if (co->lock_timeout_ms)
+        vo.lock_timeout_ms = co->lock_timeout_ms;
+    return qc_volume_begin(ctx, v, volume, &vo);
+}
+
+/*
+ * A failure while building (j, the build journal, still set) is undone;
+ * one while placing leaves its journal for the next operation to complete.
+ */
+static int end(qc_volume *v, json_object *j, int r)
+{
+    qc_ctx *ctx = v->ctx;
+    if (r < 0 && j && v->journaled) {
+        qc_error e = ctx->err;
+        if (qc_bridge_finish(v, j) == 0)
+            qc_journal_clear(v);
+        ctx->err = e;
+    } else if (r == 0 && v->journaled) {
+        r = qc_journal_clear(v);
+    } else if (r < 0) {
+        v->journaled = false;
+    }
+    json_object_put(j);
+    qc_error e = ctx->err;
+    qc_volume_close(v);
+    if (r < 0)
+        ctx->err = e;
+    return r;
+}
+
 /* ---- internal -> external -------------------------------------------- */
 
 static int by_date(const void *a, const void *b)
@@ -199,12 +234,8 @@ static const char *ext_name(const qc_snapshot *s, const char *const *names, size
 
 int qc_volume_to_external(qc_ctx *ctx, const char *volume, const qc_convert_opts *co)
 {
-    qc_volume_opts vo;
-    qc_volume_opts_init(&vo);
-    if (co->lock_timeout_ms)
-        vo.lock_timeout_ms = co->lock_timeout_ms;
     qc_volume v;
-    int r = qc_volume_begin(ctx, &v, volume, &vo);
+    int r = begin(ctx, &v, volume, co);
     if (r < 0)
         return r;
     qc_image *src = NULL;
@@ -304,27 +335,12 @@ int qc_volume_to_external(qc_ctx *ctx, const char *volume, const qc_convert_opts
         r = place(&v, "to-external", tmp, to, ntmp, NULL, 0);
     }
 out:
-    if (r < 0 && j && v.journaled) {
-        qc_error e = ctx->err;
-        if (qc_bridge_finish(&v, j) == 0) /* undo the build */
-            qc_journal_clear(&v);
-        ctx->err = e;
-    } else if (r == 0 && v.journaled) {
-        r = qc_journal_clear(&v);
-    } else if (r < 0 && v.journaled) {
-        v.journaled = false; /* the journal stays for the next operation */
-    }
-    json_object_put(j);
     qc_image_close(src);
     free(order);
     free_list(tmp, ntmp);
     free_list(to, n + 1);
     free_list(bname, n + 1);
-    qc_error e = ctx->err;
-    qc_volume_close(&v);
-    if (r < 0)
-        ctx->err = e;
-    return r;
+    return end(&v, j, r);
 }
 
 /* ---- external -> internal -------------------------------------------- */
@@ -363,12 +379,8 @@ out:
 
 int qc_volume_to_internal(qc_ctx *ctx, const char *volume, const qc_convert_opts *co)
 {
-    qc_volume_opts vo;
-    qc_volume_opts_init(&vo);
-    if (co->lock_timeout_ms)
-        vo.lock_timeout_ms = co->lock_timeout_ms;
     qc_volume v;
-    int r = qc_volume_begin(ctx, &v, volume, &vo);
+    int r = begin(ctx, &v, volume, co);
     if (r < 0)
         return r;
     qc_vtree t;
@@ -491,24 +503,9 @@ int qc_volume_to_internal(qc_ctx *ctx, const char *volume, const qc_convert_opts
         free(vol);
     }
 out:
-    if (r < 0 && j && v.journaled) {
-        qc_error e = ctx->err;
-        if (qc_bridge_finish(&v, j) == 0)
-            qc_journal_clear(&v);
-        ctx->err = e;
-    } else if (r == 0 && v.journaled) {
-        r = qc_journal_clear(&v);
-    } else if (r < 0 && v.journaled) {
-        v.journaled = false; /* the journal stays for the next operation */
-    }
-    json_object_put(j);
     free(order);
     free_list(remove, nrem);
     free(tmp);
     qc_vtree_free(&t);
-    qc_error e = ctx->err;
-    qc_volume_close(&v);
-    if (r < 0)
-        ctx->err = e;
-    return r;
+    return end(&v, j, r);
 }

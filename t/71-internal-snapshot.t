@@ -231,30 +231,13 @@ SKIP: {
     my $T = 1 << 40;
     qimg('create', '-q', '-f', 'qcow2', $f, '16T');
     qio($f, 'write -q -P 0x11 0 64k', "write -q -P 0x12 @{[8 * $T]} 64k", "write -q -P 0x13 @{[16 * $T - 65536]} 64k");
-    my $peak = sub {
-        my ($code) = @_;
-        my $pid = fork() // die;
-        if (!$pid) {
-            eval { $code->() };
-            POSIX::_exit(1) if $@;
-            open(my $fh, '<', '/proc/self/status') or POSIX::_exit(2);
-            my ($hwm) = map { /^VmHWM:\s+(\d+)/ ? $1 : () } <$fh>;
-            open(my $out, '>', 'peak') or POSIX::_exit(3);
-            print $out $hwm;
-            close $out;
-            POSIX::_exit(0);
-        }
-        waitpid($pid, 0);
-        die "child failed\n" if $?;
-        return slurp('peak') / 1024;
-    };
-    my $base = $peak->(sub { PVE::Storage::Qcow2Chain::core_version() });
+    my $base = peak_mib(sub { PVE::Storage::Qcow2Chain::core_version() });
     my %p;
-    $p{create} = $peak->(sub { PVE::Storage::Qcow2Chain::internal_snapshot_create($f, 'a') });
+    $p{create} = peak_mib(sub { PVE::Storage::Qcow2Chain::internal_snapshot_create($f, 'a') });
     qio($f, "write -q -P 0x21 @{[8 * $T]} 4k");
-    $p{'create again'} = $peak->(sub { PVE::Storage::Qcow2Chain::internal_snapshot_create($f, 'b') });
-    $p{apply} = $peak->(sub { PVE::Storage::Qcow2Chain::internal_snapshot_apply($f, 'a') });
-    $p{delete} = $peak->(sub { PVE::Storage::Qcow2Chain::internal_snapshot_delete($f, 'b') });
+    $p{'create again'} = peak_mib(sub { PVE::Storage::Qcow2Chain::internal_snapshot_create($f, 'b') });
+    $p{apply} = peak_mib(sub { PVE::Storage::Qcow2Chain::internal_snapshot_apply($f, 'a') });
+    $p{delete} = peak_mib(sub { PVE::Storage::Qcow2Chain::internal_snapshot_delete($f, 'b') });
     ok($p{$_} - $base < 64, sprintf('%s on a 16 TiB disk: %.1f MiB above the baseline', $_, $p{$_} - $base)) for sort keys %p;
     my ($rc, $o, $e) = qimg_ok('check', $f);
     is($rc, 0, '16 TiB: check clean') or diag("$o$e");
