@@ -257,8 +257,14 @@ int qc_split_to(qc_image *src, const char *snap, const char *base, const char *t
     if (r == 0)
         r = qc_image_flush(out);
     qc_image_close(out);
-    if (r == 0 && si >= 0)
+    if (r < 0 && si >= 0 && r != QC_ERR_NOMEM) {
+        /* tables that turned to garbage mid-copy: say why, if the snapshot went meanwhile */
+        qc_error e = ctx->err;
+        if (still_there(ctx, src->filename, &src->snaps[si]) == 0)
+            ctx->err = e;
+    } else if (r == 0 && si >= 0) {
         r = still_there(ctx, src->filename, &src->snaps[si]);
+    }
     if (r == 0 && has_base && bi >= 0)
         r = still_there(ctx, src->filename, &src->snaps[bi]);
     if (r == 0 && stats)
