@@ -133,6 +133,7 @@ typedef struct qc_cache {
     size_t table_size;
     size_t budget;      /* bytes it may use, once allocated */
     unsigned cap;
+    unsigned last;      /* slot of the last hit (checked first) */
     uint64_t tick;
     qc_cached *slots;
 } qc_cache;

@@ -50,6 +50,9 @@ int qc_shadow_begin(qc_image *img)
     }
     memcpy(sh->old_rt, img->reftable, (size_t)img->rt_entries * 8);
     img->shadow = sh;
+    /* new tables go past the end: no scan of the whole refcount structure for
+     * a free cluster (the space they replace is freed at the commit) */
+    img->free_hint = qc_max(img->free_hint, (img->file_size + img->cluster_size - 1) >> img->cluster_bits);
     return 0;
 }
 
@@ -204,23 +207,26 @@ static void release_freed(qc_image *img, struct qc_shadow *sh)
         if (sh->cow[i] && (sh->old_rt[i] & QC_RT_OFFSET_MASK))
             olds[nold++] = (sh->old_rt[i] & QC_RT_OFFSET_MASK) >> img->cluster_bits;
     qsort(olds, (size_t)nold, 8, cmp_u64);
-    for (uint64_t i = 0; i < sh->old_entries; i++) {
+    uint8_t *old = qc_malloc(img->ctx, (size_t)img->cluster_size), *rb;
+    for (uint64_t i = 0; old && i < sh->old_entries; i++) {
         if (!sh->cow[i] || !(sh->old_rt[i] & QC_RT_OFFSET_MASK))
             continue;
+        /* the committed block and the new one side by side */
+        if (qc_cache_get(img, &img->rbc, sh->old_rt[i] & QC_RT_OFFSET_MASK, &rb, "refcount block") < 0)
+            break;
+        memcpy(old, rb, (size_t)img->cluster_size);
+        if (qc_cache_get(img, &img->rbc, img->reftable[i] & QC_RT_OFFSET_MASK, &rb, "refcount block") < 0)
+            break;
         size_t n = 0;
         for (uint64_t j = 0; j < per; j++) {
-            uint64_t c = i * per + j, was, now;
-            uint8_t *rb;
-            if (qc_cache_get(img, &img->rbc, sh->old_rt[i] & QC_RT_OFFSET_MASK, &rb, "refcount block") < 0)
-                goto out;
-            was = qc_rb_get(img, rb, j);
-            if (!was || qc_refcount_get(img, c, &now) < 0 || now || listed(olds, (size_t)nold, c))
-                continue;
-            run[n++] = c;
+            uint64_t c = i * per + j;
+            if (qc_rb_get(img, old, j) && !qc_rb_get(img, rb, j) && !listed(olds, (size_t)nold, c))
+                run[n++] = c;
         }
         if (n)
             qc_release(img, run, n);
     }
+    free(old);
     for (uint64_t i = 0; i < nold; i++)
         qc_cache_forget(&img->rbc, olds[i] << img->cluster_bits);
     if (nold)
