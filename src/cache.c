@@ -41,11 +41,17 @@ void qc_cache_forget(qc_cache *c, uint64_t off)
 /* Find the slot for off, or the least recently used one to load into. */
 static qc_cached *lookup(qc_cache *c, uint64_t off, bool *hit)
 {
+    /* walks of a table tree hit the same table many times in a row */
+    if (c->last < c->cap && c->slots[c->last].off == off && off) {
+        *hit = true;
+        return &c->slots[c->last];
+    }
     qc_cached *victim = &c->slots[0];
     for (unsigned i = 0; i < c->cap; i++) {
         qc_cached *s = &c->slots[i];
         if (s->off == off) {
             *hit = true;
+            c->last = i;
             return s;
         }
         if (!s->off) {
@@ -168,6 +174,10 @@ int qc_cache_flush(qc_image *img, qc_cache *c)
 
 void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data)
 {
+    if (c->last < c->cap && c->slots[c->last].data == data) {
+        c->slots[c->last].dirty = true;
+        return;
+    }
     for (unsigned i = 0; i < c->cap; i++)
         if (c->slots[i].data == data)
             c->slots[i].dirty = true;

@@ -7,7 +7,7 @@
 static void add(json_object *o, const char *k, json_object *v) { json_object_object_add(o, k, v); }
 static json_object *i64(uint64_t v) { return json_object_new_int64((int64_t)v); }
 
-static json_object *snapshots_json(const qc_image *img)
+json_object *qc_snapshots_json(const qc_image *img)
 {
     json_object *a = json_object_new_array();
     for (uint32_t i = 0; i < img->nsnaps; i++) {
@@ -99,7 +99,7 @@ int qc_info_one(qc_image *img, json_object **out)
                 add(o, "backing-filename-format", json_object_new_string(h->backing_fmt));
         }
         if (img->nsnaps)
-            add(o, "snapshots", snapshots_json(img));
+            add(o, "snapshots", qc_snapshots_json(img));
         add(o, "format-specific", format_specific(img));
     }
     *out = o;

@@ -133,6 +133,7 @@ typedef struct qc_cache {
     size_t table_size;
     size_t budget;      /* bytes it may use, once allocated */
     unsigned cap;
+    unsigned last;      /* slot of the last hit (checked first) */
     uint64_t tick;
     qc_cached *slots;
 } qc_cache;
@@ -198,6 +199,7 @@ struct qc_image {
     uint64_t *meta;            /* sorted clusters of L2 tables and refcount blocks (overlap.c) */
     size_t meta_n, meta_cap;
     bool meta_valid;
+    struct qc_shadow *shadow;  /* a shadow update in progress (shadow.c) */
 
     /* chain */
     qc_image *backing;
@@ -390,6 +392,35 @@ int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host);
 /* Drop one reference to every cluster touched by [off, off+bytes) at the next flush. */
 int qc_free_later(qc_image *img, uint64_t off, uint64_t bytes);
 int qc_apply_frees(qc_image *img);
+/* First run of n free clusters from the allocation hint (cluster index). */
+int qc_find_free(qc_image *img, uint64_t n, uint64_t *start);
+/* Give the space of free clusters c[0..n) (indexes; sorted here) back to the host. */
+void qc_release(qc_image *img, uint64_t *c, size_t n);
+
+/* ---- shadow.c: metadata updates that appear in one header write ---- */
+/*
+ * Between begin and commit nothing the committed image uses is written:
+ * refcount blocks are copied before they change, new clusters are free in
+ * both the committed and the new structure. Commit writes the new refcount
+ * table and switches the header (L1, refcount table, snapshot table, size)
+ * in one write. Abort forgets everything (the file is as before).
+ */
+typedef struct qc_switch {
+    uint64_t l1_offset;        /* 0 = keep */
+    uint32_t l1_size;
+    bool snapshots;            /* set nb_snapshots and snapshots_offset */
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint64_t size;             /* 0 = keep */
+} qc_switch;
+int qc_shadow_begin(qc_image *img);
+int qc_shadow_commit(qc_image *img, const qc_switch *sw);
+void qc_shadow_abort(qc_image *img);
+/* Hooks of refcount.c: copy block rti before it changes; a new block; growth; old-view use. */
+int qc_shadow_cow(qc_image *img, uint64_t rti);
+void qc_shadow_mark(qc_image *img, uint64_t rti);
+int qc_shadow_grow(qc_image *img, uint64_t min_entries);
+int qc_shadow_used(qc_image *img, uint64_t cluster, uint64_t *rc);
 
 /* ---- flush.c ---- */
 /*
@@ -484,6 +515,10 @@ bool qc_snap_entry_of(const char *base, const char *entry);
 bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry);
 /* DIR/entry */
 char *qc_volume_file(qc_volume *v, const char *entry);
+/* Lock the volume and complete or undo an interrupted operation (volume.c). */
+int qc_volume_begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_opts *o);
+/* Finish an interrupted conversion between internal and external snapshots (bridge.c). */
+int qc_bridge_finish(qc_volume *v, json_object *j);
 int qc_journal_write(qc_volume *v, json_object *j);
 /* Remove a journal left half-written (its operation never started). */
 int qc_journal_drop_tmp(qc_volume *v);
@@ -576,5 +611,23 @@ int qc_chain_status(qc_image *top, uint64_t off, uint64_t max, uint64_t *len,
 
 /* ---- info.c ---- */
 int qc_info_one(qc_image *img, json_object **out);
+/* The "snapshots" array of qemu-img info (the internal snapshot table). */
+json_object *qc_snapshots_json(const qc_image *img);
+
+/* ---- snapshot.c: the internal snapshot table ---- */
+/* Host bytes a compressed cluster descriptor covers. */
+void qc_compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, uint64_t *len);
+/* Index of the snapshot with this ID, else this name (qemu-img's lookup); -1 if none. */
+int qc_snapshot_find(const qc_image *img, const char *id_or_name);
+/* qc_snapshot_create with the date it was taken (seconds; < 0: now). */
+int qc_snapshot_create_dated(qc_ctx *ctx, const char *path, const char *name, int64_t date_sec);
+/* The snapshot's L1 table (host-endian), checked; caller frees. */
+int qc_snapshot_l1(qc_image *img, const qc_snapshot *s, uint64_t **l1);
+
+/* ---- split.c ---- */
+/* Snapshot snap (NULL: the live disk) of src into the new file tmp (must not
+ * exist), on backing (showing base; base NULL: src's own backing). */
+int qc_split_to(qc_image *src, const char *snap, const char *base, const char *tmp, const char *backing,
+                const char *backing_fmt, json_object **stats);
 
 #endif

@@ -339,6 +339,63 @@ int qc_volume_recover(qc_ctx *ctx, const char *volume, const qc_volume_opts *o);
  */
 int qc_volume_forget(qc_ctx *ctx, const char *volume, const qc_volume_opts *o);
 
+/* ---- internal snapshots (the image's snapshot table) ------------------ */
+
+/*
+ * qemu-img snapshot -c/-a/-d/-l on one qcow2 file (opened read-write, so
+ * refused while another process holds it). Each operation becomes visible
+ * in one header write: a crash leaves the image as before or as after.
+ * apply and delete take an ID or a name (the ID wins, as in qemu-img).
+ */
+int qc_snapshot_create(qc_ctx *ctx, const char *path, const char *name);
+int qc_snapshot_apply(qc_ctx *ctx, const char *path, const char *id_or_name);
+int qc_snapshot_delete(qc_ctx *ctx, const char *path, const char *id_or_name);
+/* The "snapshots" array of qemu-img info (empty for none); shared lock only. */
+int qc_snapshot_list(qc_ctx *ctx, json_object **out, const char *path);
+
+/*
+ * The guest view of snapshot snap of path as a new qcow2 file out (created
+ * atomically, never replacing a file). Without a base, out has path's own
+ * backing file (if any) and holds every cluster the snapshot has; with a
+ * base (another snapshot of path, "" for its live disk), out is backed by
+ * the file backing/backing_fmt, which the caller says shows the base's
+ * view, and holds only clusters whose L2 entries differ from the base's.
+ * Takes only the shared lock: works while QEMU runs the image, and fails
+ * if the snapshot is deleted meanwhile (see split.c). *stats (if given):
+ * clusters compared, copied and bytes read.
+ */
+typedef struct qc_split_opts {
+    const char *base;
+    const char *backing;
+    const char *backing_fmt;
+} qc_split_opts;
+int qc_snapshot_split(qc_ctx *ctx, json_object **stats, const char *path, const char *snap, const char *out,
+                      const qc_split_opts *o);
+
+/*
+ * A volume's snapshots between the two kinds, offline (every file is
+ * opened for writing, so a running VM makes it fail), journaled like the
+ * volume operations: an interrupted conversion is undone before its new
+ * files are in place and completed after.
+ * To external: every internal snapshot of volume becomes snap-NAME-FILE,
+ * in the order they were taken, each on the one before and holding only
+ * what differs from it; FILE becomes the live disk on the newest, without
+ * internal snapshots. Names that are not valid volume snapshot names are
+ * refused (all listed) unless names maps them ("OLD=NEW"); snapshots with
+ * VM state are refused unless drop_vm_state.
+ * To internal: every external snapshot of the volume becomes an internal
+ * snapshot of FILE (same name and date) and its file is removed; FILE
+ * keeps its view. Snapshots must share one base.
+ */
+typedef struct qc_convert_opts {
+    const char *const *names; /* "OLD=NEW" */
+    size_t nnames;
+    bool drop_vm_state;
+    unsigned lock_timeout_ms; /* 0: the volume default */
+} qc_convert_opts;
+int qc_volume_to_external(qc_ctx *ctx, const char *volume, const qc_convert_opts *o);
+int qc_volume_to_internal(qc_ctx *ctx, const char *volume, const qc_convert_opts *o);
+
 /* ---- check ----------------------------------------------------------- */
 
 enum { QC_REPAIR_NONE = 0, QC_REPAIR_LEAKS = 1, QC_REPAIR_ALL = 2 };

@@ -76,6 +76,8 @@ int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc)
 /* Mark reftable entries [i, i+1) to be written at the next flush. */
 static void rt_dirty(qc_image *img, uint64_t i)
 {
+    if (img->shadow)
+        return; /* a shadow update writes a whole new table at its commit */
     if (img->rt_dirty_lo > i)
         img->rt_dirty_lo = i;
     if (img->rt_dirty_hi < i + 1)
@@ -97,6 +99,8 @@ static int create_refblock(qc_image *img, uint64_t rti)
     img->reftable[rti] = at;
     qc_meta_added(img, at, QC_META_REFBLOCK);
     rt_dirty(img, rti);
+    if (img->shadow)
+        qc_shadow_mark(img, rti);
     return 0;
 }
 
@@ -109,6 +113,8 @@ static int create_refblock(qc_image *img, uint64_t rti)
  */
 static int grow_reftable(qc_image *img, uint64_t min_entries)
 {
+    if (img->shadow)
+        return qc_shadow_grow(img, min_entries);
     qc_ctx *ctx = img->ctx;
     uint64_t per = img->cluster_size / 8;
     uint64_t entries = qc_align_up(qc_max(min_entries, img->rt_entries) * 2, per);
@@ -185,6 +191,9 @@ int qc_refcount_add(qc_image *img, uint64_t cluster, int64_t delta)
         if (!(img->reftable[rti] & QC_RT_OFFSET_MASK) && (r = create_refblock(img, rti)) < 0)
             return r;
     }
+    /* a shadow update never changes a block of the committed structure */
+    if (img->shadow && (r = qc_shadow_cow(img, rti)) < 0)
+        return r;
     uint8_t *rb;
     if ((r = qc_cache_get(img, &img->rbc, img->reftable[rti] & QC_RT_OFFSET_MASK, &rb, "refcount block")) < 0)
         return r;
@@ -204,8 +213,9 @@ underflow:
                    img->filename, (unsigned long long)cluster);
 }
 
-/* First run of n clusters with refcount 0 at or after the hint. */
-static int find_free(qc_image *img, uint64_t n, uint64_t *start)
+/* First run of n clusters with refcount 0 at or after the hint (and, in a
+ * shadow update, free in the committed structure too). */
+int qc_find_free(qc_image *img, uint64_t n, uint64_t *start)
 {
     uint64_t c = img->free_hint, run = 0, s = c;
     for (;;) {
@@ -225,6 +235,8 @@ static int find_free(qc_image *img, uint64_t n, uint64_t *start)
             uint64_t rc;
             int r = qc_refcount_get(img, c, &rc);
             if (r < 0)
+                return r;
+            if (!rc && img->shadow && (r = qc_shadow_used(img, c, &rc)) < 0)
                 return r;
             if (rc) {
                 run = 0;
@@ -252,7 +264,7 @@ int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)
         if (tries > 64)
             return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
                            "'%s': could not find free clusters (refcounts inconsistent?)", img->filename);
-        if ((r = find_free(img, n, &s)) < 0)
+        if ((r = qc_find_free(img, n, &s)) < 0)
             return r;
         /* Make sure refcount blocks exist for the run; they may land in it. */
         bool moved = false;
@@ -265,6 +277,12 @@ int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)
                 if ((r = create_refblock(img, rti)) < 0)
                     return r;
                 moved = (rti << img->rb_bits) >= s;
+            }
+            /* a shadow update copies the block first: the copy may take a cluster of the run */
+            if (!moved && img->shadow && (r = qc_shadow_cow(img, rti)) != 0) {
+                if (r < 0)
+                    return r;
+                moved = true;
             }
         }
         if (moved)
@@ -309,7 +327,7 @@ static int cmp_u64(const void *a, const void *b)
  * Give freed clusters' space back to the host: one hole per run, and a
  * run that ends the file shortens it. Failure is harmless (space only).
  */
-static void release(qc_image *img, uint64_t *c, size_t n)
+void qc_release(qc_image *img, uint64_t *c, size_t n)
 {
     qc_ctx *ctx = img->ctx;
     qsort(c, n, sizeof(*c), cmp_u64);
@@ -370,7 +388,7 @@ int qc_apply_frees(qc_image *img)
     }
     img->nfree = 0;
     if (r == 0 && nz)
-        release(img, zero, nz);
+        qc_release(img, zero, nz);
     free(zero);
     return r;
 }

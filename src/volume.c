@@ -398,6 +398,8 @@ static int recover(qc_volume *v, char **pending)
         snprintf(v->recovered, sizeof(v->recovered), "delete %s", jstr(j, "snap") ? jstr(j, "snap") : "");
     } else if (!strcmp(op, "rename")) {
         r = rename_finish(v, j, false);
+    } else if (!strcmp(op, "to-external") || !strcmp(op, "to-internal")) {
+        r = qc_bridge_finish(v, j); /* bridge.c */
     } else {
         r = qc_fail(v->ctx, QC_ERR_FORMAT, 0, v->journal_path, "journal", "'%s': unknown operation '%s'",
                     v->journal_path, op);
@@ -430,6 +432,11 @@ static int begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_
     if (r == 0 && ((r = qc_journal_drop_tmp(v)) < 0 || (r = recover_state(v)) < 0 || (r = recover(v, pending)) < 0))
         qc_volume_close(v);
     return r;
+}
+
+int qc_volume_begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_opts *o)
+{
+    return begin(ctx, v, volume, o, NULL);
 }
 
 /* Check the name, lock the volume, finish what was interrupted. */

@@ -18,25 +18,6 @@ chdir $dir or die;
 my $V = 'vm-100-disk-0.qcow2';
 my $T = 1 << 40;
 
-# Run $code in a child; returns its peak RSS in MiB (dies if the child failed).
-sub peak_mib {
-    my ($code) = @_;
-    my $pid = fork() // die;
-    if (!$pid) {
-        eval { $code->() };
-        if ($@) { print STDERR $@; POSIX::_exit(1) }
-        open(my $fh, '<', '/proc/self/status') or POSIX::_exit(2);
-        my ($hwm) = map { /^VmHWM:\s+(\d+)/ ? $1 : () } <$fh>;
-        open(my $out, '>', 'peak') or POSIX::_exit(3);
-        print $out $hwm;
-        close $out;
-        POSIX::_exit(0);
-    }
-    waitpid($pid, 0);
-    die "child failed\n" if $?;
-    return slurp('peak') / 1024;
-}
-
 my $base = peak_mib(sub { PVE::Storage::Qcow2Chain::core_version() });
 my %peak;
 $peak{create} = peak_mib(sub { PVE::Storage::Qcow2Chain::create($V, size => '16T') });

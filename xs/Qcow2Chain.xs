@@ -253,3 +253,93 @@ _import_check(file, fmt, opts)
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
+
+void
+_internal_snapshot(op, file, name, opts)
+    const char *op
+    qcx_str file
+    qcx_str name
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    int r;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    if (!strcmp(op, "create"))
+        r = qc_snapshot_create(c.ctx, file, name);
+    else if (!strcmp(op, "apply"))
+        r = qc_snapshot_apply(c.ctx, file, name);
+    else if (!strcmp(op, "delete"))
+        r = qc_snapshot_delete(c.ctx, file, name);
+    else {
+        qcx_end(aTHX_ &c);
+        croak("unknown internal snapshot operation '%s'\n", op);
+    }
+    qcx_check(aTHX_ &c, r);
+
+SV *
+_internal_snapshot_list(file, opts)
+    qcx_str file
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    json_object *o = NULL;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_snapshot_list(c.ctx, &o, file));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
+  OUTPUT:
+    RETVAL
+
+SV *
+_snapshot_split(file, snap, out, base, backing, backing_fmt, opts)
+    qcx_str file
+    qcx_str snap
+    qcx_str out
+    qcx_optstr base
+    qcx_optstr backing
+    qcx_optstr backing_fmt
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_split_opts so;
+    json_object *o = NULL;
+  CODE:
+    so.base = base;
+    so.backing = backing;
+    so.backing_fmt = backing_fmt;
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_snapshot_split(c.ctx, &o, file, snap, out, &so));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
+  OUTPUT:
+    RETVAL
+
+void
+_volume_convert(to, volume, names, drop_vm_state, opts)
+    const char *to
+    qcx_str volume
+    AV *names
+    int drop_vm_state
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_convert_opts co;
+    const char **nm;
+    SSize_t i, n;
+    int r;
+  CODE:
+    memset(&co, 0, sizeof(co));
+    n = av_len(names) + 1;
+    Newxz(nm, n + 1, const char *);
+    SAVEFREEPV(nm);
+    for (i = 0; i < n; i++) {
+        SV **e = av_fetch(names, i, 0);
+        nm[i] = e ? qcx_cstr(aTHX_ *e, "names") : "";
+    }
+    co.names = nm;
+    co.nnames = (size_t)n;
+    co.drop_vm_state = drop_vm_state;
+    co.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ qcx_opts(aTHX_ opts), "lock_timeout_ms", 0);
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    r = !strcmp(to, "external") ? qc_volume_to_external(c.ctx, volume, &co) : qc_volume_to_internal(c.ctx, volume, &co);
+    qcx_check(aTHX_ &c, r);

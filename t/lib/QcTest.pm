@@ -15,7 +15,7 @@ use Test::More;
 
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
-    asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder branched_volume
+    asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder branched_volume peak_mib
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -204,6 +204,25 @@ sub qsd_holder {
         select(undef, undef, undef, 0.05);
     }
     die "qemu-storage-daemon did not start\n";
+}
+
+# Run $code in a child; returns its peak resident size in MiB (dies if the child failed).
+sub peak_mib {
+    my ($code) = @_;
+    my $pid = fork() // die;
+    if (!$pid) {
+        eval { $code->() };
+        if ($@) { print STDERR $@; POSIX::_exit(1) }
+        open(my $fh, '<', '/proc/self/status') or POSIX::_exit(2);
+        my ($hwm) = map { /^VmHWM:\s+(\d+)/ ? $1 : () } <$fh>;
+        open(my $out, '>', 'peak') or POSIX::_exit(3);
+        print $out $hwm;
+        close $out;
+        POSIX::_exit(0);
+    }
+    waitpid($pid, 0);
+    die "child failed\n" if $?;
+    return slurp('peak') / 1024;
 }
 
 # The probe driver built with AddressSanitizer and UBSan (built once).

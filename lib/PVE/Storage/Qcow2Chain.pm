@@ -186,6 +186,53 @@ sub snapshot_file {
     return ($dir // '') . "snap-$name-$file";
 }
 
+# ---- internal snapshots (the image's own snapshot table) ----
+
+sub internal_snapshot_create {
+    my ($file, $name, %opt) = @_;
+    _internal_snapshot('create', _file('internal_snapshot_create', $file), $name // '', _opts('internal_snapshot_create', {}, %opt));
+    return;
+}
+
+sub internal_snapshot_apply {
+    my ($file, $name, %opt) = @_;
+    _internal_snapshot('apply', _file('internal_snapshot_apply', $file), $name // '', _opts('internal_snapshot_apply', {}, %opt));
+    return;
+}
+
+sub internal_snapshot_delete {
+    my ($file, $name, %opt) = @_;
+    _internal_snapshot('delete', _file('internal_snapshot_delete', $file), $name // '', _opts('internal_snapshot_delete', {}, %opt));
+    return;
+}
+
+sub internal_snapshot_list {
+    my ($file, %opt) = @_;
+    return _internal_snapshot_list(_file('internal_snapshot_list', $file), _opts('internal_snapshot_list', {}, %opt));
+}
+
+sub snapshot_split {
+    my ($file, $snap, $out, %opt) = @_;
+    my $o = _opts('snapshot_split', { base => 1, backing_file => 1, backing_fmt => 1 }, %opt);
+    my ($base, $b, $bf) = (delete $o->{base}, delete $o->{backing_file}, delete $o->{backing_fmt});
+    die "snapshot_split: no snapshot given\n" if !defined($snap) || $snap eq '';
+    return _snapshot_split(_file('snapshot_split', $file), $snap, _file('snapshot_split', $out), $base, $b, $bf, $o);
+}
+
+sub _convert {
+    my ($to, $fn, $volume, %opt) = @_;
+    my $o = _opts($fn, { names => 1, drop_vm_state => 1, lock_timeout_ms => 1 }, %opt);
+    my $names = delete($o->{names}) // {};
+    die "$fn: names must be a hash reference (old => new)\n" if ref($names) ne 'HASH';
+    my $drop = delete($o->{drop_vm_state}) ? 1 : 0;
+    _volume_convert($to, _file($fn, $volume), [map { "$_=$names->{$_}" } sort keys %$names], $drop, $o);
+    return;
+}
+
+sub volume_to_external { my ($volume, %opt) = @_; return _convert('external', 'volume_to_external', $volume, %opt) }
+
+sub volume_to_internal { my ($volume, %opt) = @_; return _convert('internal', 'volume_to_internal', $volume, %opt) }
+
 sub import_check {
     my ($file, %opt) = @_;
     my $o = _opts('import_check', {}, %opt);
@@ -520,6 +567,100 @@ Refused while C<$volume> exists.
 =item snapshot_file($volume, $name)
 
 The path of snapshot C<$name>'s file.
+
+=back
+
+=head2 Internal snapshots
+
+In QEMU and in qcow2, a "snapshot" is an entry of the image's own snapshot
+table (what C<qemu-img snapshot> manages): these functions. The
+C<snapshot_*> functions above are a volume's external snapshots.
+
+Each operation opens the file for writing (refused while another process
+holds it) and becomes visible in one header write: the refcounts, tables
+and snapshot table of the new state are first written to free clusters
+(refcount blocks that change are copied, never changed in place), then the
+header switches to them. A crash leaves the image as before or as after,
+with no leaked cluster and no COPIED flag out of step with its refcount
+(QEMU's in-place order can leave those, which C<qemu-img check> reports as
+corruption). Memory stays bounded whatever the disk size. C<progress>
+reports the guest bytes walked.
+
+=over
+
+=item internal_snapshot_create($file, $name, %opt)
+
+C<qemu-img snapshot -c>: a snapshot of the live disk, with the next free
+ID, the date, no VM state. Names are 1 to 255 bytes; a name (or ID) that
+exists is refused ("snapshot 'NAME' already exists"; qemu-img would add a
+second one with the same name). Snapshots with VM state made by QEMU
+(savevm) keep it.
+
+=item internal_snapshot_apply($file, $id_or_name, %opt)
+
+C<qemu-img snapshot -a>: the live disk becomes the snapshot's view (its
+virtual size included). The ID is looked up first, then the name.
+
+=item internal_snapshot_delete($file, $id_or_name, %opt)
+
+C<qemu-img snapshot -d>: removes the snapshot and frees what only it used,
+its VM state included; the freed space goes back to the host.
+
+=item internal_snapshot_list($file, %opt)
+
+The C<snapshots> array of C<qemu-img info --output=json> (empty if none):
+C<id>, C<name>, C<vm-state-size>, C<date-sec>, C<date-nsec>,
+C<vm-clock-sec>, C<vm-clock-nsec>, C<icount>. Shared lock only.
+
+=item snapshot_split($file, $snap, $out, base => $snap2, backing_file => $name, backing_fmt => $fmt, %opt)
+
+Writes the guest view of internal snapshot C<$snap> to the new qcow2 file
+C<$out> (atomically; an existing file is never replaced). Without C<base>,
+C<$out> holds every cluster of the snapshot and keeps C<$file>'s own
+backing file, if any (so it belongs next to C<$file>). With C<base>
+(another snapshot's ID or name, C<''> for the live disk), C<$out> is backed
+by C<backing_file> (stored as given), which must show that snapshot, and
+holds only the clusters whose L2 entries differ from the base's: two
+entries naming the same host cluster hold the same data, so those clusters
+are never read. Returns C<{clusters, cluster-size, compared-entries,
+skipped-tables, copied-clusters, zeroed-clusters, bytes-read}>.
+
+Works while QEMU runs C<$file> (shared lock only). That is safe because
+QEMU never rewrites a cluster a snapshot uses: a cluster only the snapshot
+uses has no active table pointing at it, and a shared one (refcount above
+one) is copied before a guest write; QEMU changes only the COPIED flags of
+a snapshot's tables, which the comparison ignores. What can happen is a
+concurrent delete of the snapshot (QMP C<snapshot-delete>, C<delvm>),
+after which its clusters may be reused: the snapshot's table entry (ID,
+name, L1 table, date) is read again after the copy, and if it changed
+C<$out> is not created and the call fails (code C<busy>).
+
+=item volume_to_external($volume, names => { OLD => 'new' }, drop_vm_state => 1, %opt)
+
+Offline. Every internal snapshot of C<$volume> becomes an external one,
+C<snap-NAME-FILE>, in the order they were taken (C<snapshot_list> shows
+them so), each on the file of the one before and holding only the
+clusters that differ from it; C<$volume> keeps its view, on the newest,
+without internal snapshots. Internal snapshot names that are not valid
+volume snapshot names are refused, all listed in one message, unless
+C<names> maps them; snapshots with VM state are refused unless
+C<drop_vm_state>. Journaled like the volume operations: new files are
+built under temporary names; an interruption before they are renamed into
+place is undone, after it completed, by the next operation on the volume.
+
+=item volume_to_internal($volume, %opt)
+
+Offline, the reverse: every external snapshot of C<$volume> becomes an
+internal snapshot of C<$volume> (same name, same date), parents first,
+and its file is removed; C<$volume> keeps its view. Each snapshot costs its
+own layer's data, not the disk size. All snapshots must share one base (a
+linked clone's base stays the backing file). Journaled as above.
+
+=back
+
+=head2 Checks and helpers
+
+=over
 
 =item check($file, repair => 'leaks' | 'all', %opt)
 

@@ -360,8 +360,23 @@ sub volume_export {
 
 # ---- snapshots ---------------------------------------------------------
 
+# Without the switch, qcow2 volumes take internal snapshots as Proxmox's
+# directory storage does (there with qemu-img snapshot -c/-a/-d and qemu-img
+# info), here in-process. qemu-server calls these only for stopped VMs: a
+# running VM's internal snapshots are QEMU's (QMP), and a delete with
+# $running has nothing left to do.
+sub internal_qcow2 {
+    my ($scfg, $volname) = @_;
+    return !chain_enabled($scfg) && is_qcow2($volname);
+}
+
 sub volume_snapshot {
     my ($class, $scfg, $storeid, $volname, $snap) = @_;
+    if (internal_qcow2($scfg, $volname)) {
+        my $path = $class->filesystem_path($scfg, $volname);
+        core(sub { PVE::Storage::Qcow2Chain::internal_snapshot_create($path, $snap) });
+        return undef;
+    }
     return $class->SUPER::volume_snapshot($scfg, $storeid, $volname, $snap) if !chain_enabled($scfg);
     die "can't snapshot this image format\n" if !is_qcow2($volname);
     my $path = $class->filesystem_path($scfg, $volname);
@@ -409,6 +424,11 @@ sub volume_rollback_is_possible {
 
 sub volume_snapshot_rollback {
     my ($class, $scfg, $storeid, $volname, $snap) = @_;
+    if (internal_qcow2($scfg, $volname)) {
+        my $path = $class->filesystem_path($scfg, $volname);
+        core(sub { PVE::Storage::Qcow2Chain::internal_snapshot_apply($path, $snap) });
+        return undef;
+    }
     return $class->SUPER::volume_snapshot_rollback($scfg, $storeid, $volname, $snap) if !chain_enabled($scfg);
     die "can't rollback snapshot this image format\n" if !is_qcow2($volname);
     my $path = $class->filesystem_path($scfg, $volname);
@@ -418,6 +438,13 @@ sub volume_snapshot_rollback {
 
 sub volume_snapshot_delete {
     my ($class, $scfg, $storeid, $volname, $snap, $running) = @_;
+    if (internal_qcow2($scfg, $volname)) {
+        return 1 if $running; # QEMU deletes a running VM's internal snapshots itself
+        my $path = $class->filesystem_path($scfg, $volname);
+        $class->deactivate_volume($storeid, $scfg, $volname, $snap, {});
+        core(sub { PVE::Storage::Qcow2Chain::internal_snapshot_delete($path, $snap) });
+        return undef;
+    }
     return $class->SUPER::volume_snapshot_delete($scfg, $storeid, $volname, $snap, $running)
         if !chain_enabled($scfg);
     die "can't delete snapshot for this image format\n" if !is_qcow2($volname);
@@ -443,6 +470,12 @@ sub volume_snapshot_delete {
 # snapshots (a linked clone's base) never appear.
 sub volume_snapshot_info {
     my ($class, $scfg, $storeid, $volname) = @_;
+    if (internal_qcow2($scfg, $volname)) {
+        # Proxmox's shape without the switch: name => { timestamp }
+        my $path = $class->filesystem_path($scfg, $volname);
+        my $list = core(sub { PVE::Storage::Qcow2Chain::internal_snapshot_list($path) });
+        return { map { ($_->{name} => { timestamp => $_->{'date-sec'} }) } @$list };
+    }
     return $class->SUPER::volume_snapshot_info($scfg, $storeid, $volname) if !chain_enabled($scfg);
     my ($list) = $class->snap_info_of_volume($scfg, $storeid, $volname);
     my (undef, $name, $vmid) = $class->parse_volname($volname);
@@ -559,6 +592,34 @@ the chain open makes every change of that file fail, naming the process.
 Deleting a snapshot that is a branch point while the VM runs lets QEMU
 merge into it; delete those with the VM stopped.
 
+=head1 MOVING A DISK WITH INTERNAL SNAPSHOTS ONTO A VOLUME-CHAIN STORAGE
+
+A VM disk made on a directory storage without volume chains (or before
+they existed) keeps its snapshots inside the qcow2 file. To bring it with
+its snapshots onto a storage with C<external-snapshots>, with the VM
+stopped:
+
+    qm shutdown 100
+    # move the file into the chain storage's directory (same name), then:
+    qcow2-chain to-external -p /srv/vmdata/images/100/vm-100-disk-0.qcow2
+    # (--name OLD=NEW for snapshot names that are not valid volume snapshot names)
+    qm set 100 --scsi0 fastsnap:100/vm-100-disk-0.qcow2
+
+Every internal snapshot becomes C<snap-NAME-vm-100-disk-0.qcow2>, in the
+order they were taken, each holding only what differs from the one
+before; the disk keeps its data and loses its internal snapshots. The VM
+configuration's snapshot sections stay valid (same names). Snapshots with
+VM state (taken by QEMU's savevm, not by Proxmox, which keeps VM state in
+a volume of its own) are refused unless C<--drop-vm-state>. And back, for
+a storage without volume chains (Proxmox migrates qcow2 files with
+internal snapshots, but refuses volume chains):
+
+    qcow2-chain to-internal -p /srv/vmdata/images/100/vm-100-disk-0.qcow2
+
+Both are journaled: an interrupted conversion is undone or completed by
+the next operation on the volume (any C<qcow2-chain snapshot> call, or
+C<PVE::Storage::Qcow2Chain::volume_recover>).
+
 =head1 METHODS
 
 The Proxmox storage plugin interface, with Proxmox's signatures, return
@@ -647,6 +708,17 @@ The snapshot operations. Any snapshot can be rolled back to (no
 C<$blockers> are reported). C<volume_snapshot_info> returns Proxmox's
 fields plus C<children> and C<virtual-size>; C<parent> links from
 C<current> walk the live chain.
+
+=item internal_qcow2($scfg, $volname)
+
+True for a qcow2 volume on a storage without the switch: its snapshots are
+internal ones. C<volume_snapshot>, C<volume_snapshot_rollback>,
+C<volume_snapshot_delete> and C<volume_snapshot_info> then do what
+Proxmox's directory storage does with C<qemu-img snapshot -c/-a/-d> and
+C<qemu-img info> (C<volume_snapshot_info> returns C<name =E<gt> {
+timestamp }>; a delete with C<$running> returns 1 untouched, QEMU deletes
+a running VM's snapshots itself), in-process, without a C<qemu-img>
+process. Snapshot names that already exist are refused.
 
 =item volume_qemu_snapshot_method, qemu_blockdev_options, volume_has_feature
 

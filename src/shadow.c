@@ -1,0 +1,318 @@
+/*
+ * shadow.c - metadata updates that become visible in one header write.
+ *
+ * An internal snapshot operation changes refcounts, L1 and L2 tables and
+ * the snapshot table together. Done in place in QEMU's order, a crash can
+ * leave a refcount and the COPIED flag that mirrors it disagreeing, which
+ * qemu-img check reports as corruption. A shadow update writes nothing the
+ * committed image uses: a refcount block is copied to a free cluster before
+ * its first change (qc_shadow_cow), new clusters must be free in both the
+ * committed and the new structure (qc_shadow_used), and the caller writes
+ * new tables to new clusters. Commit writes the new refcount table, makes
+ * all of it durable, and then switches the header: the L1 table, refcount
+ * table and snapshot table fields all lie in its first sector. A crash
+ * before that leaves the image exactly as it was, not even leaked
+ * clusters; after it, exactly as the operation leaves it.
+ *
+ * Memory: the committed refcount table and one byte per table entry.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct qc_shadow {
+    uint64_t *old_rt;      /* the committed refcount table */
+    uint64_t old_entries;
+    uint8_t *cow;          /* per entry of the new table: its block is new */
+    uint64_t cow_len;
+};
+
+int qc_shadow_begin(qc_image *img)
+{
+    /* everything pending reaches the disk first: the committed state is the file */
+    int r = qc_flush(img);
+    if (r < 0)
+        return r;
+    struct qc_shadow *sh = qc_calloc(img->ctx, 1, sizeof(*sh));
+    if (!sh)
+        return QC_ERR_NOMEM;
+    sh->old_entries = img->rt_entries;
+    sh->cow_len = img->rt_entries;
+    sh->old_rt = qc_malloc(img->ctx, (size_t)img->rt_entries * 8);
+    sh->cow = qc_calloc(img->ctx, (size_t)sh->cow_len + 1, 1);
+    if (!sh->old_rt || !sh->cow) {
+        free(sh->old_rt);
+        free(sh->cow);
+        free(sh);
+        return QC_ERR_NOMEM;
+    }
+    memcpy(sh->old_rt, img->reftable, (size_t)img->rt_entries * 8);
+    img->shadow = sh;
+    /* new tables go past the end: no scan of the whole refcount structure for
+     * a free cluster (the space they replace is freed at the commit) */
+    img->free_hint = qc_max(img->free_hint, (img->file_size + img->cluster_size - 1) >> img->cluster_bits);
+    return 0;
+}
+
+static void shadow_free(qc_image *img)
+{
+    struct qc_shadow *sh = img->shadow;
+    img->shadow = NULL;
+    if (sh) {
+        free(sh->old_rt);
+        free(sh->cow);
+        free(sh);
+    }
+}
+
+void qc_shadow_mark(qc_image *img, uint64_t rti)
+{
+    if (rti < img->shadow->cow_len)
+        img->shadow->cow[rti] = 1;
+}
+
+int qc_shadow_grow(qc_image *img, uint64_t min_entries)
+{
+    struct qc_shadow *sh = img->shadow;
+    uint64_t per = img->cluster_size / 8;
+    uint64_t entries = qc_align_up(qc_max(min_entries, img->rt_entries) * 2, per);
+    if (entries * 8 > QC_MAX_REFTABLE_BYTES)
+        return qc_fail(img->ctx, QC_ERR_NOSPC, 0, img->filename, "snapshot",
+                       "'%s': refcount table would exceed its maximum size", img->filename);
+    uint64_t *t = realloc(img->reftable, (size_t)entries * 8);
+    uint8_t *c = t ? realloc(sh->cow, (size_t)entries) : NULL;
+    if (t)
+        img->reftable = t;
+    if (!t || !c)
+        return qc_fail(img->ctx, QC_ERR_NOMEM, ENOMEM, img->filename, "snapshot", "Out of memory");
+    memset(t + img->rt_entries, 0, (size_t)(entries - img->rt_entries) * 8);
+    memset(c + sh->cow_len, 0, (size_t)(entries - sh->cow_len));
+    sh->cow = c;
+    sh->cow_len = entries;
+    img->rt_entries = entries;
+    qc_meta_changed(img);
+    return 0;
+}
+
+/* The committed refcount of cluster, for clusters the new structure counts as free. */
+int qc_shadow_used(qc_image *img, uint64_t cluster, uint64_t *rc)
+{
+    struct qc_shadow *sh = img->shadow;
+    uint64_t rti = cluster >> img->rb_bits;
+    *rc = 0;
+    if (rti >= sh->old_entries || !(sh->old_rt[rti] & QC_RT_OFFSET_MASK) || !sh->cow[rti])
+        return 0; /* same block in both: already known free */
+    uint8_t *rb;
+    int r = qc_cache_get(img, &img->rbc, sh->old_rt[rti] & QC_RT_OFFSET_MASK, &rb, "refcount block");
+    if (r == 0)
+        *rc = qc_rb_get(img, rb, cluster & ((1ull << img->rb_bits) - 1));
+    return r;
+}
+
+/*
+ * Block rti is about to change: if it is a committed one, give the range a
+ * copy at a free cluster first (returns 1 then). The copy's own refcount
+ * and the old block's release are ordinary (shadowed) updates.
+ */
+int qc_shadow_cow(qc_image *img, uint64_t rti)
+{
+    struct qc_shadow *sh = img->shadow;
+    if (rti >= sh->old_entries || sh->cow[rti] || !(sh->old_rt[rti] & QC_RT_OFFSET_MASK))
+        return 0;
+    uint64_t old = sh->old_rt[rti] & QC_RT_OFFSET_MASK, cs = img->cluster_size;
+    sh->cow[rti] = 1;
+    uint8_t *buf = qc_malloc(img->ctx, (size_t)cs), *rb;
+    if (!buf)
+        return QC_ERR_NOMEM;
+    int r = qc_cache_get(img, &img->rbc, old, &rb, "refcount block");
+    if (r < 0)
+        goto out;
+    memcpy(buf, rb, (size_t)cs);
+    /* a free cluster whose range already has a block (making one may take the cluster) */
+    uint64_t y;
+    for (;;) {
+        if ((r = qc_find_free(img, 1, &y)) < 0)
+            goto out;
+        uint64_t ry = y >> img->rb_bits;
+        if (ry < img->rt_entries && (img->reftable[ry] & QC_RT_OFFSET_MASK))
+            break;
+        if ((r = qc_refcount_add(img, y, 0)) < 0)
+            goto out;
+    }
+    if ((r = qc_overlap_check(img, y << img->cluster_bits, cs, QC_META_DATA)) < 0)
+        goto out;
+    img->free_hint = y + 1;
+    if ((r = qc_cache_new(img, &img->rbc, y << img->cluster_bits, &rb)) < 0)
+        goto out;
+    memcpy(rb, buf, (size_t)cs);
+    img->reftable[rti] = y << img->cluster_bits;
+    qc_meta_added(img, y << img->cluster_bits, QC_META_REFBLOCK);
+    if ((r = qc_refcount_add(img, y, 1)) == 0)
+        r = qc_refcount_add(img, old >> img->cluster_bits, -1);
+out:
+    free(buf);
+    return r < 0 ? r : 1;
+}
+
+/* Forget every change: the file still holds the committed state. */
+void qc_shadow_abort(qc_image *img)
+{
+    qc_cache *caches[2] = {&img->l2c, &img->rbc};
+    for (int k = 0; k < 2; k++)
+        for (unsigned i = 0; caches[k]->slots && i < caches[k]->cap; i++) {
+            caches[k]->slots[i].off = 0;
+            caches[k]->slots[i].dirty = false;
+        }
+    struct qc_shadow *sh = img->shadow;
+    if (sh) {
+        free(img->reftable);
+        img->reftable = sh->old_rt; /* hand the committed table back */
+        sh->old_rt = NULL;
+        img->rt_entries = sh->old_entries;
+    }
+    shadow_free(img);
+    img->free_hint = 0;
+    img->l1_dirty_lo = img->rt_dirty_lo = UINT64_MAX;
+    img->l1_dirty_hi = img->rt_dirty_hi = 0;
+    img->nfree = 0;
+    qc_meta_changed(img);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static bool listed(const uint64_t *v, size_t n, uint64_t x)
+{
+    return bsearch(&x, v, n, sizeof(*v), cmp_u64) != NULL;
+}
+
+/*
+ * After the switch: give the host back the space of clusters the update
+ * freed (committed count > 0, new count 0), as QEMU discards them. The old
+ * blocks it compares with are released last. Failure costs space only.
+ */
+static void release_freed(qc_image *img, struct qc_shadow *sh)
+{
+    uint64_t per = 1ull << img->rb_bits, nold = 0;
+    uint64_t *olds = qc_malloc(img->ctx, (size_t)(sh->old_entries + 1) * 8);
+    uint64_t *run = qc_malloc(img->ctx, (size_t)per * 8);
+    if (!olds || !run)
+        goto out;
+    for (uint64_t i = 0; i < sh->old_entries; i++)
+        if (sh->cow[i] && (sh->old_rt[i] & QC_RT_OFFSET_MASK))
+            olds[nold++] = (sh->old_rt[i] & QC_RT_OFFSET_MASK) >> img->cluster_bits;
+    qsort(olds, (size_t)nold, 8, cmp_u64);
+    uint8_t *old = qc_malloc(img->ctx, (size_t)img->cluster_size), *rb;
+    for (uint64_t i = 0; old && i < sh->old_entries; i++) {
+        if (!sh->cow[i] || !(sh->old_rt[i] & QC_RT_OFFSET_MASK))
+            continue;
+        /* the committed block and the new one side by side */
+        if (qc_cache_get(img, &img->rbc, sh->old_rt[i] & QC_RT_OFFSET_MASK, &rb, "refcount block") < 0)
+            break;
+        memcpy(old, rb, (size_t)img->cluster_size);
+        if (qc_cache_get(img, &img->rbc, img->reftable[i] & QC_RT_OFFSET_MASK, &rb, "refcount block") < 0)
+            break;
+        size_t n = 0;
+        for (uint64_t j = 0; j < per; j++) {
+            uint64_t c = i * per + j;
+            if (qc_rb_get(img, old, j) && !qc_rb_get(img, rb, j) && !listed(olds, (size_t)nold, c))
+                run[n++] = c;
+        }
+        if (n)
+            qc_release(img, run, n);
+    }
+    free(old);
+    for (uint64_t i = 0; i < nold; i++)
+        qc_cache_forget(&img->rbc, olds[i] << img->cluster_bits);
+    if (nold)
+        qc_release(img, olds, (size_t)nold);
+out:
+    free(olds);
+    free(run);
+}
+
+int qc_shadow_commit(qc_image *img, const qc_switch *sw)
+{
+    qc_header *h = &img->hdr;
+    uint64_t cs = img->cluster_size;
+    /* the committed refcount table is free in the new structure */
+    int r = 0;
+    for (uint64_t c = 0; c < h->rt_clusters && r == 0; c++)
+        r = qc_refcount_add(img, (h->rt_offset >> img->cluster_bits) + c, -1);
+    /* the new one covers itself: allocating it may grow it */
+    uint64_t at = 0, k = 0;
+    while (r == 0) {
+        k = (img->rt_entries * 8 + cs - 1) / cs;
+        if ((r = qc_alloc_clusters(img, k, &at)) < 0)
+            break;
+        if ((img->rt_entries * 8 + cs - 1) / cs <= k)
+            break;
+        for (uint64_t c = 0; c < k && r == 0; c++) /* grown meanwhile: again, larger */
+            r = qc_refcount_add(img, (at >> img->cluster_bits) + c, -1);
+    }
+    /* tables, then blocks, then the table of blocks: all new, all durable */
+    if (r == 0)
+        r = qc_cache_flush(img, &img->l2c);
+    if (r == 0)
+        r = qc_cache_flush(img, &img->rbc);
+    uint64_t *t = NULL;
+    if (r == 0 && !(t = qc_calloc(img->ctx, (size_t)(k * cs / 8), 8)))
+        r = QC_ERR_NOMEM;
+    if (r == 0) {
+        memcpy(t, img->reftable, (size_t)img->rt_entries * 8);
+        r = qc_overlap_check(img, at, k * cs, QC_META_DATA);
+        if (r == 0)
+            r = qc_write_u64s(img, t, k * cs / 8, at);
+    }
+    free(t);
+    if (r == 0) {
+        img->unsynced = true;
+        r = qc_img_sync(img);
+    }
+    if (r < 0) {
+        qc_shadow_abort(img);
+        return r;
+    }
+    /* the switch: one write of the header */
+    qc_header old = *h;
+    h->rt_offset = at;
+    h->rt_clusters = (uint32_t)k;
+    if (sw->l1_offset) {
+        h->l1_offset = sw->l1_offset;
+        h->l1_size = sw->l1_size;
+    }
+    if (sw->snapshots) {
+        h->nb_snapshots = sw->nb_snapshots;
+        h->snapshots_offset = sw->nb_snapshots ? sw->snapshots_offset : 0;
+    }
+    if (sw->size)
+        h->size = sw->size;
+    if ((r = qc_header_write(img)) == 0)
+        r = qc_img_sync(img);
+    if (r < 0) {
+        /* the header may or may not have reached the disk: only the old state is known */
+        h->rt_offset = old.rt_offset;
+        h->rt_clusters = old.rt_clusters;
+        h->l1_offset = old.l1_offset;
+        h->l1_size = old.l1_size;
+        h->nb_snapshots = old.nb_snapshots;
+        h->snapshots_offset = old.snapshots_offset;
+        h->size = old.size;
+        qc_shadow_abort(img);
+        img->write_ready = false; /* nothing more goes to this file */
+        return r;
+    }
+    struct qc_shadow *sh = img->shadow;
+    img->shadow = NULL;
+    img->free_hint = 0;
+    release_freed(img, sh);
+    img->shadow = sh;
+    shadow_free(img);
+    qc_meta_changed(img);
+    return qc_img_sync(img);
+}
