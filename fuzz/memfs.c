@@ -280,6 +280,8 @@ static const qc_io mem_io = {
     m_rename, m_unlink, m_copy, m_lock, m_seek, m_fallocate, m_link,
     m_getxattr, m_setxattr,
     NULL, /* writeback: nothing to start in memory */
+    NULL, /* devsize: no block devices in memory */
+    NULL, /* discard */
 };
 
 const qc_io *memfs_io(void) { return &mem_io; }

@@ -158,6 +158,7 @@ struct qc_image {
     dev_t dev;
     ino_t ino;
     struct stat st;       /* as when opened */
+    bool blockdev;        /* a block device: file_size is its fixed capacity */
     int lock_mode;        /* which QEMU lock bytes we hold */
 
     /* qcow2 */
@@ -240,6 +241,10 @@ int qc_pwrite_full(qc_ctx *ctx, int fd, const char *path, const void *buf,
                    size_t n, uint64_t off);
 int qc_sys_fsync(qc_ctx *ctx, int fd, const char *path);
 int qc_sys_fstat(qc_ctx *ctx, int fd, const char *path, struct stat *st);
+/* Bytes of the file, or of the block device (BLKGETSIZE64); *blockdev may be NULL. */
+int qc_sys_size(qc_ctx *ctx, int fd, const char *path, uint64_t *size, bool *blockdev);
+/* BLKDISCARD a block device range; -errno (harmless: space only). */
+int qc_sys_discard(qc_ctx *ctx, int fd, uint64_t off, uint64_t len);
 
 /* ---- util.c ---- */
 static inline uint16_t qc_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -326,6 +331,9 @@ void qc_image_free_one(qc_image *img);
 int qc_image_load_tables(qc_image *img);
 int qc_format_from_name(qc_ctx *ctx, const char *fmt, const char *path);
 const char *qc_format_name(int fmt);
+/* 0 if img may grow to end bytes; on a block device past its capacity, a
+ * one-line QC_ERR_NOSPC naming the device and the bytes missing. */
+int qc_image_room(qc_image *img, uint64_t end);
 
 /* ---- cluster.c ---- */
 /*

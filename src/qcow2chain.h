@@ -119,6 +119,9 @@ typedef struct qc_io {
     /* start writing fd's dirty pages out now: a hint that keeps the disk
      * busy during long copies, not durability (that is fsync); may be NULL */
     int (*writeback)(void *u, int fd);
+    /* block devices (NULL: the size from lseek, no discard) */
+    int (*devsize)(void *u, int fd, uint64_t *bytes);                /* BLKGETSIZE64 */
+    int (*discard)(void *u, int fd, uint64_t off, uint64_t len);     /* BLKDISCARD */
 } qc_io;
 
 #define QC_RENAME_NOREPLACE 1u
@@ -129,7 +132,8 @@ void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
 
 /*
  * Fault injection for tests, layered over POSIX. Counts the mutating calls
- * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate, link).
+ * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate, link,
+ * discard).
  * mode QC_FAULT_ERROR: call number nth fails with err, later calls succeed.
  * mode QC_FAULT_CRASH: call number nth and every later call fail with EIO,
  *   and writes not yet made durable by fsync are undone (all of them, or a
