@@ -263,8 +263,7 @@ static int open_device(qc_ctx *ctx, const char *path, const layout *L)
     return fd;
 }
 
-/* Validate, plan and write; direct: path is the caller's temporary file. */
-static int create_image(qc_ctx *ctx, const char *path, const qc_create_opts *o, bool direct)
+int qc_create_check_format(qc_ctx *ctx, const char *path, const qc_create_opts *o)
 {
     int cbits = log2_exact(o->cluster_size);
     int rbits = log2_exact(o->refcount_bits);
@@ -280,6 +279,16 @@ static int create_image(qc_ctx *ctx, const char *path, const qc_create_opts *o, 
         return bad(ctx, path, "extended L2 entries need a cluster size of at least 16k");
     if (o->compression_type < 0 || o->compression_type > 1)
         return bad(ctx, path, "compression_type must be zlib or zstd");
+    return 0;
+}
+
+/* Validate, plan and write; direct: path is the caller's temporary file. */
+static int create_image(qc_ctx *ctx, const char *path, const qc_create_opts *o, bool direct)
+{
+    int cbits = log2_exact(o->cluster_size);
+    int r0 = qc_create_check_format(ctx, path, o);
+    if (r0 < 0)
+        return r0;
     if (o->preallocation < 0 || o->preallocation > 1)
         return bad(ctx, path, "preallocation must be off or metadata");
     if (o->backing && !o->backing_fmt)

@@ -398,6 +398,8 @@ const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned s
 /* qc_create straight into path (the caller's temporary file, which must not
  * exist); the file is synced, the directory is not. */
 int qc_create_direct(qc_ctx *ctx, const char *path, const qc_create_opts *o);
+/* The format options of o (version, cluster and refcount sizes, extended L2, compression) are valid. */
+int qc_create_check_format(qc_ctx *ctx, const char *path, const qc_create_opts *o);
 int qc_sync_dir(qc_ctx *ctx, const char *path);
 /* Rename tmp to path without replacing anything, then sync the directory. */
 int qc_commit_temp(qc_ctx *ctx, const char *tmp, const char *path);

@@ -212,6 +212,9 @@ typedef struct qc_create_opts {
     bool backing_unchecked;   /* do not open the backing file (size required): qemu-img create -u */
 } qc_create_opts;
 
+/* preallocation modes (create takes off and metadata; measure all four) */
+enum { QC_PREALLOC_OFF = 0, QC_PREALLOC_METADATA, QC_PREALLOC_FALLOC, QC_PREALLOC_FULL };
+
 /* Defaults as qemu-img create. */
 void qc_create_opts_init(qc_create_opts *o);
 /*
@@ -220,6 +223,25 @@ void qc_create_opts_init(qc_create_opts *o);
  * On failure nothing is left behind.
  */
 int qc_create(qc_ctx *ctx, const char *path, const qc_create_opts *o);
+
+/* ---- measure ----------------------------------------------------------- */
+
+typedef struct qc_measure_info {
+    uint64_t required;        /* bytes the new image needs as written */
+    uint64_t fully_allocated; /* bytes with every cluster allocated */
+    uint64_t bitmaps;         /* persistent bitmaps it would carry */
+    bool has_bitmaps;         /* qemu-img prints "bitmaps" only then */
+} qc_measure_info;
+
+enum { QC_MEASURE_LAYER = 1u }; /* the layer alone: its own clusters, without its backing */
+/*
+ * qemu-img measure -O OUT_FMT ("qcow2" default, or "raw") with the create
+ * options o: of a new image of o->size when path is NULL, else of the copy
+ * of path's guest view (the whole chain, or with QC_MEASURE_LAYER only
+ * what path itself holds). o->backing set counts every cluster, as QEMU.
+ */
+int qc_measure(qc_ctx *ctx, qc_measure_info *out, const char *path, const char *fmt, const char *out_fmt,
+               const qc_create_opts *o, unsigned flags);
 
 /* ---- commit and rebase ---------------------------------------------- */
 
