@@ -243,6 +243,20 @@ enum { QC_MEASURE_LAYER = 1u }; /* the layer alone: its own clusters, without it
 int qc_measure(qc_ctx *ctx, qc_measure_info *out, const char *path, const char *fmt, const char *out_fmt,
                const qc_create_opts *o, unsigned flags);
 
+/* ---- compact ---------------------------------------------------------- */
+
+/*
+ * Copy layer path (qcow2, read but not changed; no internal snapshots)
+ * into out: a new qcow2 holding exactly the layer's allocated clusters,
+ * packed, with its zeros and unallocated ranges, backing name and format,
+ * cluster size and extended L2, so that it reads as the layer on the same
+ * backing file and needs at most qc_measure(QC_MEASURE_LAYER) bytes. out is
+ * a new file (appears atomically) or an existing block device (written in
+ * place, never the layer's own). out NULL: in place, a file replaced in
+ * one rename under its own name, so its children keep pointing at it.
+ */
+int qc_compact(qc_ctx *ctx, const char *path, const char *fmt, const char *out);
+
 /* ---- commit and rebase ---------------------------------------------- */
 
 enum { QC_COMMIT_KEEP = 1u }; /* -d: do not empty FILE afterwards */

@@ -135,6 +135,18 @@ _check(file, fmt, repair, opts)
     RETVAL
 
 void
+_compact(file, fmt, out, opts)
+    const char *file
+    SV *fmt
+    SV *out
+    SV *opts
+  PREINIT:
+    qcx_call c;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_compact(c.ctx, file, qcx_str_or_null(aTHX_ fmt), qcx_str_or_null(aTHX_ out)));
+
+void
 _commit(file, fmt, base, keep, opts)
     const char *file
     SV *fmt

@@ -115,6 +115,13 @@ sub measure {
     return _measure($file, delete $o->{format}, $ofmt, $spec, $layer ? 1 : 0, $o);
 }
 
+sub compact {
+    my ($file, $out, %opt) = @_;
+    my $o = _opts('compact', {}, %opt);
+    _compact(_file('compact', $file), delete $o->{format}, $out, $o);
+    return;
+}
+
 sub commit {
     my ($file, %opt) = @_;
     my $o = _opts('commit', { base => 1, keep => 1 }, %opt);
@@ -362,6 +369,22 @@ needs). The create options (C<cluster_size>, C<extended_l2>,
 C<refcount_bits>, C<compat>, C<preallocation> C<off>, C<metadata>,
 C<falloc> or C<full>, C<backing_file>) describe the new image;
 C<output_format =E<gt> 'raw'> measures a raw copy.
+
+=item compact($file, $out, progress => sub {...})
+
+Copies the layer C<$file> (a qcow2 file or block device, only read) into
+C<$out>: a new image holding exactly the layer's allocated clusters,
+packed after the metadata, with its zero clusters and subclusters, its
+unallocated ranges (which keep reading from the backing file), the same
+backing name and format, cluster size and extended L2 entries. On the same
+backing file the copy reads exactly as the layer, and it needs at most
+C<measure($file, layer =E<gt> 1, ...)-E<gt>{required}> bytes: a snapshot
+taken on a full-size logical volume shrinks to what it holds. C<$out> is a
+new file (it appears whole, atomically) or another block device (written
+in place). With C<$out> undef a file is compacted in place: replaced in one
+rename under its own name, so its children keep pointing at it. Refused
+for images with internal snapshots, external data files, or marked
+corrupt or dirty.
 
 =item commit($file, base => $base, keep => 1, progress => sub {...}, rate_limit => $bps)
 
