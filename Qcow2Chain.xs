@@ -286,6 +286,7 @@ static void qcx_create_opts(pTHX_ HV *spec, qc_create_opts *o)
         o->backing = SvPV_nolen(v);
     if ((v = opt_sv(aTHX_ spec, "backing_fmt")))
         o->backing_fmt = SvPV_nolen(v);
+    o->backing_unchecked = opt_true(aTHX_ spec, "backing_unchecked");
 }
 
 MODULE = PVE::Storage::Qcow2Chain   PACKAGE = PVE::Storage::Qcow2Chain

@@ -64,7 +64,7 @@ sub parse_size {
 
 my %CREATE = map { $_ => 1 } qw(
     size compat cluster_size extended_l2 refcount_bits lazy_refcounts compression_type
-    preallocation backing_file backing_fmt
+    preallocation backing_file backing_fmt backing_unchecked
 );
 
 my %PREALLOC = (off => 0, metadata => 1, falloc => 2, full => 3);
@@ -89,7 +89,7 @@ sub _create_spec {
         die "$fn: preallocation must be " . join(' or ', @$preallocs) . "\n" if !grep { $_ eq $p } @$preallocs;
         $spec{preallocation} = $PREALLOC{$p};
     }
-    for my $b (qw(extended_l2 lazy_refcounts)) {
+    for my $b (qw(extended_l2 lazy_refcounts backing_unchecked)) {
         next if !defined $spec{$b};
         my $v = $spec{$b};
         $spec{$b} = ($v && $v !~ /^(off|false|no|0)$/i) ? 1 : 0;
@@ -352,8 +352,12 @@ omitted), C<compat> (C<'1.1'> default or C<'0.10'>), C<cluster_size>
 (512..2M, default 64k), C<extended_l2>, C<refcount_bits> (1..64),
 C<lazy_refcounts>, C<compression_type> (C<zlib>, C<zstd>),
 C<preallocation> (C<off>, C<metadata>), C<backing_file> (stored as
-given, relative to the new image) and C<backing_fmt> (required with a
-backing file). An existing file is never replaced.
+given, relative to the new image), C<backing_fmt> (required with a
+backing file) and C<backing_unchecked> (do not open the backing file,
+which may not exist yet: C<size> is then required). An existing file is
+never replaced. An existing block device receives the image in place,
+if it is large enough (C<measure>); its old header is wiped first and the
+new one written last.
 
 =item measure($file, output_format => 'qcow2', layer => 1, %create_options)
 
