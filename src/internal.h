@@ -454,6 +454,12 @@ int qc_journal_write(qc_volume *v, json_object *j);
 int qc_journal_read(qc_volume *v, json_object **out);
 int qc_journal_clear(qc_volume *v);
 
+/* ---- store.c: the directory store's names ---- */
+/* "snap-NAME-BASE": snapshot NAME of the volume file BASE (ctx NULL: plain malloc). */
+char *qc_store_snap_entry(qc_ctx *ctx, const char *base, const char *name);
+/* Is entry such a name, NAME non-empty? */
+bool qc_store_is_snap_entry(const char *base, const char *entry);
+
 /* ---- tree.c ---- */
 enum { QC_VN_CURRENT = 0, QC_VN_SNAPSHOT, QC_VN_EXTERNAL, QC_VN_STRAY };
 typedef struct qc_vnode {

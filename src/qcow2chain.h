@@ -299,6 +299,8 @@ typedef struct qc_volume_opts {
 } qc_volume_opts;
 
 void qc_volume_opts_init(qc_volume_opts *o);
+/* Path of snapshot NAME's file of volume FILE (malloc'd, NULL when out of memory). */
+char *qc_volume_snapshot_path(const char *volume, const char *name);
 /* 1 if NAME is a valid snapshot name ([a-z][a-z0-9_-]*, <= 40, not "current"). */
 int qc_volume_name_valid(const char *name);
 /* The live data becomes snapshot NAME; FILE becomes a new overlay on it. */

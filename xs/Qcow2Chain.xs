@@ -213,6 +213,21 @@ _snapshot(op, volume, name, target, opts)
     qcx_check(aTHX_ &c, r);
 
 SV *
+_snapshot_file(volume, name)
+    const char *volume
+    const char *name
+  PREINIT:
+    char *p;
+  CODE:
+    p = qc_volume_snapshot_path(volume, name);
+    if (!p)
+        croak("Out of memory\n");
+    RETVAL = newSVpv(p, 0);
+    free(p);
+  OUTPUT:
+    RETVAL
+
+SV *
 _snapshot_list(volume, opts)
     const char *volume
     SV *opts

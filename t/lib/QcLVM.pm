@@ -24,7 +24,7 @@ use PVE::Tools;
 use QcBlock;
 use QcTest qw(run_cmd);
 
-our @EXPORT = qw(lvm_usable lvm_setup lvm_run lvm_lvs lvm_refresh);
+our @EXPORT = qw(lvm_usable lvm_setup lvm_run lvm_lvs lvm_refresh lvm_save lvm_restore);
 
 my %vg; # name, dir, pvs => [{dev, file}], pe_start, extent, active => {uuid => 1}, map => {uuid => {dev, file, offset, size, name}}
 
@@ -220,6 +220,40 @@ sub lvm_setup {
     push @PVE::Tools::BEFORE_RUN_COMMAND, \&lvm_before;
     push @PVE::Tools::AFTER_RUN_COMMAND, \&lvm_refresh;
     return $name;
+}
+
+# Save the whole group (its PV files: metadata and every LV's data) as $tag.
+sub lvm_save {
+    my ($tag) = @_;
+    for my $pv (@{ $vg{pvs} }) {
+        my ($rc, undef, $e) = run_cmd('cp', '--sparse=always', $pv->{file}, "$pv->{file}.$tag");
+        die "saving $pv->{file}: $e" if $rc;
+    }
+    $vg{saved}{$tag} = { active => { %{ $vg{active} } }, allocatable => { %{ $vg{allocatable} // {} } } };
+    return;
+}
+
+# Put the group back as saved: LV devices go, the PV files get their old
+# bytes (same inodes, under the attached PV devices), LVs come back as active
+# as they were.
+sub lvm_restore {
+    my ($tag) = @_;
+    for my $m (values %{ $vg{map} }) {
+        unlink $m->{link};
+        loop_detach($m->{dev});
+    }
+    $vg{map} = {};
+    for my $pv (@{ $vg{pvs} }) {
+        my ($rc, undef, $e) = run_cmd('cp', '--sparse=always', "$pv->{file}.$tag", $pv->{file});
+        die "restoring $pv->{file}: $e" if $rc;
+        run_cmd('blockdev', '--flushbufs', $pv->{dev});
+    }
+    my $s = $vg{saved}{$tag};
+    $vg{active} = { %{ $s->{active} } };
+    $vg{allocatable} = { %{ $s->{allocatable} } };
+    delete $vg{lvs};
+    lvm_refresh();
+    return;
 }
 
 sub teardown {

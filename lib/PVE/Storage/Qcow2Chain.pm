@@ -195,10 +195,11 @@ sub volume_recover {
     return;
 }
 
+# the directory store's name for it, from the core (the one place that spells it)
 sub snapshot_file {
     my ($volume, $name) = @_;
-    my ($dir, $file) = $volume =~ m{^(.*/)?([^/]+)$} or die "snapshot_file: bad volume path\n";
-    return ($dir // '') . "snap-$name-$file";
+    die "snapshot_file: bad volume path\n" if !defined($volume) || $volume !~ m{[^/]$};
+    return _snapshot_file($volume, $name // '');
 }
 
 sub import_check {

@@ -307,7 +307,7 @@ sub free_image {
     return $class->SUPER::free_image($storeid, $scfg, $volname, $isBase, $format)
         if ($format // '') ne 'qcow2' || !chain_enabled($scfg);
     my $st = $class->store($scfg, $storeid, $volname, locked => 1);
-    my @workers = map { $st->remove($_) } sort keys %{ $st->list };
+    my @workers = grep { $_ } map { $st->remove($_) } sort keys %{ $st->list };
     $st->journal_clear;
     return if !@workers;
     return sub { $_->() for @workers };
