@@ -699,21 +699,55 @@ block-stream) have room; deactivation gives the room back.
 
 =head1 METHODS
 
-The Proxmox storage plugin interface of pve-storage 9.1 for LVM:
-C<alloc_image>, C<free_image> (the whole tree, saferemove as Proxmox),
-C<volume_size_info>, C<volume_resize> (with a snapshot name: that
-snapshot's LV), C<activate_volume>, C<deactivate_volume>,
-C<volume_snapshot>, C<volume_rollback_is_possible> (any snapshot),
-C<volume_snapshot_rollback>, C<volume_snapshot_delete>,
-C<rename_snapshot> (with C<current> on either side),
-C<volume_snapshot_info>, C<parse_volname>, C<filesystem_path>; the rest
-is Proxmox's LVM plugin (C<qemu_blockdev_options> with C<host_device>,
+The Proxmox storage plugin interface of pve-storage 9.1 for LVM, with
+Proxmox's signatures, return shapes and messages; what is not listed is
+Proxmox's LVM plugin (C<qemu_blockdev_options> with C<host_device>,
 C<volume_qemu_snapshot_method> C<mixed>, C<list_images>, C<status>,
-C<rename_volume>). Helpers: C<api>, C<type>, C<plugindata>,
-C<properties>, C<options>, C<chain_enabled>, C<is_qcow2>, C<core>,
-C<store>, C<prealloc>, C<layer_info>, C<full_size>, C<layer_need>,
-C<layer_data>, C<image_end>, C<run_cleanup>, C<tree>, C<with_volume>,
-C<recover>, C<repoint>, C<shrink>, C<check_snap_name>, C<new_overlay>,
-C<delete_steps>.
+C<rename_volume>, C<volume_has_feature>).
+
+=over
+
+=item api, type, plugindata, properties, options
+
+Registration: type C<qcow2lvm>, the LVM plugin's data and options.
+
+=item parse_volname, filesystem_path
+
+Snapshot LVs and temporaries are never volumes; C<filesystem_path> with a
+snapshot name gives its LV.
+
+=item alloc_image, free_image, volume_size_info, volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
+
+New qcow2 volumes on an LV of the measured size; C<free_image> removes the
+whole tree (saferemove as Proxmox); C<volume_resize> grows the LV, then
+the image (not while running), or with a snapshot name that snapshot's LV.
+
+=item activate_volume, deactivate_volume
+
+Proxmox's chain activation, plus room for QEMU's merges while active.
+
+=item volume_snapshot, volume_rollback_is_possible, volume_snapshot_rollback, volume_snapshot_delete, rename_snapshot, volume_snapshot_info
+
+The snapshot operations (rollback to any snapshot, deletes anywhere,
+renames with C<current> on either side).
+
+=item chain_enabled($scfg), is_qcow2($name), core($code), store($scfg, $storeid, $volname, %o), prealloc($scfg), check_snap_name($name)
+
+Helpers: the switch, error conversion, the layer store, preallocation.
+
+=item layer_info($path), full_size($fmt, $size), layer_need($path, $fmt), layer_data($path, $fmt, $size), image_end($path)
+
+What a layer is and holds: header facts, measured sizes, where it ends.
+
+=item tree($store), with_volume($scfg, $storeid, $volname, $code, %o), recover($store), repoint($store, $from, $to)
+
+The volume's tree of layers; activation and recovery before an operation
+(C<with_volume($scfg, $storeid, $volname, sub {})> alone recovers).
+
+=item shrink($store, $lv), new_overlay($store, $scfg, $new, $backing, $size), delete_steps($store, $journal), run_cleanup(@workers)
+
+Steps of the operations.
+
+=back
 
 =cut

@@ -79,7 +79,11 @@ sub list {
     return $self->{lvs} = \%lv;
 }
 
-sub changed { delete $_[0]{lvs} }
+sub changed {
+    my ($self) = @_;
+    delete $self->{lvs};
+    return;
+}
 
 sub exists_lv {
     my ($self, $lv) = @_;
@@ -178,7 +182,7 @@ sub in_use {
         opendir(my $fds, "/proc/$pid/fd") or next;
         for my $fd (grep { /^\d+$/ } readdir $fds) {
             my @f = stat("/proc/$pid/fd/$fd") or next;
-            return 1 if ($f[2] & 0170000) == 0060000 && $f[6] == $rdev;
+            return 1 if -b _ && $f[6] == $rdev;
         }
     }
     return 0;
