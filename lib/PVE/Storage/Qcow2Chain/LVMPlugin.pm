@@ -478,12 +478,11 @@ sub delete_steps {
     my $x = $st->layer_name($j->{snap});
     my $parent = defined $j->{parent} ? $st->layer_name($j->{parent}) : '';
     my @cleanup;
-    # targets first get room for what moves into them
+    # targets first get room for what moves into them (done already unless recovering)
     my $grow = $j->{grow} // {};
-    $st->lock(sub {
-        my $lvs = $st->list;
-        $st->resize($_, $grow->{$_}) for grep { $lvs->{$_} && $grow->{$_} > $lvs->{$_}{size} } sort keys %$grow;
-    }) if %$grow;
+    my $lvs = $st->list;
+    my @small = grep { $lvs->{$_} && $grow->{$_} > $lvs->{$_}{size} } sort keys %$grow;
+    $st->lock(sub { $st->resize($_, $grow->{$_}) for @small }) if @small;
     if ($j->{how} eq 'commit') {
         # the child's data goes into X (grown first); X then takes the child's name
         my $c = $st->layer_name($j->{child});
@@ -579,11 +578,11 @@ sub volume_snapshot_delete {
         }
         $j->{grow} = \%grow;
         my $w = $st->lock(sub {
-            if (@kids) {
-                $st->journal_write($j);
-                return undef;
-            }
-            return $st->remove($x->{lv}); # a leaf: one step, nothing to journal
+            return $st->remove($x->{lv}) if !@kids; # a leaf: one step, nothing to journal
+            $st->journal_write($j);
+            my $lvs = $st->list;
+            $st->resize($_, $grow{$_}) for grep { $grow{$_} > $lvs->{$_}{size} } sort keys %grow;
+            return undef;
         });
         run_cleanup($w);
         $class->delete_steps($st, $j) if @kids;

@@ -195,9 +195,9 @@ sub lock {
     my ($self, $code) = @_;
     return $code->() if $self->{locked};
     my $p = $self->{plugin};
+    # (no re-reading here: Proxmox's VM lock keeps other operations off this volume)
     return $p->cluster_lock_storage($self->{storeid}, $self->{scfg}{shared}, undef, sub {
         local $self->{locked} = 1;
-        $self->changed; # the LVs may have changed while we waited
         $code->();
     });
 }
