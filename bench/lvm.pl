@@ -39,21 +39,9 @@ use QcTest;
 
 die "needs root, lvm2 and loop devices: " . lvm_usable() . "\n" if lvm_usable();
 my $dir = tempdir('qc-bench-lvm-XXXXXX', DIR => $base, CLEANUP => 1);
-$ENV{PVE_STANDIN_LOCKDIR} = "$dir/locks";
 my $GiB = 1 << 30;
-
-require PVE::Storage::DirPlugin;
-require PVE::Storage::LVMPlugin;
-require PVE::Storage::Custom::Qcow2ChainLVMPlugin;
-my $P = 'PVE::Storage::Custom::Qcow2ChainLVMPlugin';
-PVE::Storage::DirPlugin->register();
-PVE::Storage::LVMPlugin->register();
-$P->register();
-PVE::Storage::Plugin->init();
-
-my $vg = lvm_setup(dir => $dir, pvs => 10, pv_size => 33 * $GiB);
-my $sid = 'san';
-my $scfg = { type => 'qcow2lvm', vgname => $vg, shared => 1, content => { images => 1 }, 'snapshot-as-volume-chain' => 1 };
+my ($P, $scfg) = lvm_storage(dir => $dir, pvs => 10, pv_size => 33 * $GiB);
+my ($vg, $sid) = ($scfg->{vgname}, 'san');
 sub dev { "/dev/$vg/$_[0]" }
 sub sh { system(@_) == 0 or die "failed: @_\n" }
 sub run { PVE::Tools::run_command([@_], outfunc => sub { }, errfunc => sub { }) }

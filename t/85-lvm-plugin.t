@@ -23,21 +23,9 @@ if (my $why = lvm_usable()) {
 
 my $dir = scratch();
 chdir $dir or die;
-$ENV{PVE_STANDIN_LOCKDIR} = "$dir/locks";
 my $MiB = 1 << 20;
-
-require PVE::Storage::DirPlugin;
-require PVE::Storage::LVMPlugin;
-require PVE::Storage::Custom::Qcow2ChainLVMPlugin;
-my $P = 'PVE::Storage::Custom::Qcow2ChainLVMPlugin';
-PVE::Storage::DirPlugin->register(); # defines bwlimit, as in Proxmox
-PVE::Storage::LVMPlugin->register();
-$P->register();
-PVE::Storage::Plugin->init();
-
-my $vg = lvm_setup(dir => $dir, pvs => 14, pv_size => 96 * $MiB, extent => '1m');
-my $sid = 'san';
-my $scfg = { type => 'qcow2lvm', vgname => $vg, shared => 1, content => { images => 1 }, 'snapshot-as-volume-chain' => 1 };
+my ($P, $scfg) = lvm_storage(dir => $dir, pvs => 14, pv_size => 96 * $MiB, extent => '1m');
+my ($vg, $sid) = ($scfg->{vgname}, 'san');
 
 sub locked { my ($code) = @_; return $P->cluster_lock_storage($sid, 1, undef, $code) }
 sub dev { "/dev/$vg/$_[0]" }

@@ -23,21 +23,9 @@ if (my $why = lvm_usable()) {
 
 my $dir = scratch();
 chdir $dir or die;
-$ENV{PVE_STANDIN_LOCKDIR} = "$dir/locks";
 my $MiB = 1 << 20;
-
-require PVE::Storage::DirPlugin;
-require PVE::Storage::LVMPlugin;
-require PVE::Storage::Custom::Qcow2ChainLVMPlugin;
-my $P = 'PVE::Storage::Custom::Qcow2ChainLVMPlugin';
-PVE::Storage::DirPlugin->register();
-PVE::Storage::LVMPlugin->register();
-$P->register();
-PVE::Storage::Plugin->init();
-
-my $vg = lvm_setup(dir => $dir, pvs => 9, pv_size => 24 * $MiB, extent => '1m');
-my $sid = 'san';
-my $scfg = { type => 'qcow2lvm', vgname => $vg, shared => 1, content => { images => 1 }, 'snapshot-as-volume-chain' => 1 };
+my ($P, $scfg) = lvm_storage(dir => $dir, pvs => 9, pv_size => 24 * $MiB, extent => '1m');
+my ($vg, $sid) = ($scfg->{vgname}, 'san');
 sub locked { my ($code) = @_; return $P->cluster_lock_storage($sid, 1, undef, $code) }
 sub dev { "/dev/$vg/$_[0]" }
 
@@ -128,7 +116,7 @@ sub volume {
 
 # a snapshot whose layer is then compacted: the snapshot's steps, then the compaction's
 scenario('snapshot of a layer with holes (compacted)',
-    sub { volume(['write -q -P 0x21 0 6M', 'discard -q 0 5M'], 's0', ['write -q -P 0x22 0 64k']) },
+    sub { volume(['write -q -P 0x20 7M 64k'], 's0', ['write -q -P 0x21 0 6M', 'discard -q 0 5M']) },
     sub { $P->volume_snapshot($scfg, $sid, $_[0], 's1') });
 scenario('rollback to the oldest snapshot',
     sub { volume(['write -q -P 0x31 0 2M'], 's1', ['write -q -P 0x32 1M 2M'], 's2', ['write -q -P 0x33 0 1M']) },

@@ -24,7 +24,7 @@ use PVE::Tools;
 use QcBlock;
 use QcTest qw(run_cmd);
 
-our @EXPORT = qw(lvm_usable lvm_setup lvm_run lvm_lvs lvm_refresh lvm_save lvm_restore);
+our @EXPORT = qw(lvm_usable lvm_setup lvm_storage lvm_run lvm_lvs lvm_refresh lvm_save lvm_restore);
 
 my %vg; # name, dir, pvs => [{dev, file}], pe_start, extent, active => {uuid => 1}, map => {uuid => {dev, file, offset, size, name}}
 
@@ -254,6 +254,24 @@ sub lvm_restore {
     delete $vg{lvs};
     lvm_refresh();
     return;
+}
+
+# A qcow2lvm storage 'san' (shared, snapshot-as-volume-chain) on a new
+# group (lvm_setup's options): the plugin registered as Proxmox registers
+# it, next to the directory and LVM plugins. Returns (plugin class, $scfg).
+sub lvm_storage {
+    my (%o) = @_;
+    $ENV{PVE_STANDIN_LOCKDIR} = "$o{dir}/locks";
+    require PVE::Storage::DirPlugin;
+    require PVE::Storage::LVMPlugin;
+    require PVE::Storage::Custom::Qcow2ChainLVMPlugin;
+    my $P = 'PVE::Storage::Custom::Qcow2ChainLVMPlugin';
+    PVE::Storage::DirPlugin->register(); # defines bwlimit, as in Proxmox
+    PVE::Storage::LVMPlugin->register();
+    $P->register();
+    PVE::Storage::Plugin->init();
+    my $vg = lvm_setup(%o);
+    return ($P, { type => 'qcow2lvm', vgname => $vg, shared => 1, content => { images => 1 }, 'snapshot-as-volume-chain' => 1 });
 }
 
 sub teardown {
