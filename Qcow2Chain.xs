@@ -311,6 +311,26 @@ static UV qcx_opt_uv(pTHX_ HV *o, const char *k, UV def)
     return v ? SvUV(v) : def;
 }
 
+/* qcow2 creation options from a hash (create, measure); strings in o point into spec. */
+static void qcx_create_opts(pTHX_ HV *spec, qc_create_opts *o)
+{
+    SV *v;
+    qc_create_opts_init(o);
+    o->size = (uint64_t)qcx_opt_uv(aTHX_ spec, "size", 0);
+    o->version = (int)qcx_opt_uv(aTHX_ spec, "version", 3);
+    o->cluster_size = (uint32_t)qcx_opt_uv(aTHX_ spec, "cluster_size", 65536);
+    o->extended_l2 = opt_true(aTHX_ spec, "extended_l2");
+    o->refcount_bits = (uint32_t)qcx_opt_uv(aTHX_ spec, "refcount_bits", 16);
+    o->lazy_refcounts = opt_true(aTHX_ spec, "lazy_refcounts");
+    o->compression_type = (int)qcx_opt_uv(aTHX_ spec, "compression_type", 0);
+    o->preallocation = (int)qcx_opt_uv(aTHX_ spec, "preallocation", 0);
+    if ((v = opt_sv(aTHX_ spec, "backing_file")))
+        o->backing = qcx_cstr(aTHX_ v, "backing file");
+    if ((v = opt_sv(aTHX_ spec, "backing_fmt")))
+        o->backing_fmt = qcx_cstr(aTHX_ v, "backing format");
+    o->backing_unchecked = opt_true(aTHX_ spec, "backing_unchecked");
+}
+
 MODULE = PVE::Storage::Qcow2Chain   PACKAGE = PVE::Storage::Qcow2Chain
 
 PROTOTYPES: DISABLE

@@ -305,6 +305,8 @@ static const qc_io mem_io = {
     m_fchown, m_fchmod,
     NULL, /* users: no other process sees these files */
     m_open_beneath,
+    NULL, /* devsize: no block devices in memory */
+    NULL, /* discard */
 };
 
 const qc_io *memfs_io(void) { return &mem_io; }

@@ -402,7 +402,8 @@ int qc_rebuild_refcounts(qc_image *img)
                        "'%s': metadata points past the end of the file; refcounts cannot be rebuilt safely",
                        img->filename);
     uint64_t cs = img->cluster_size, rb_entries = 1ull << img->rb_bits;
-    uint64_t end = qc_max(w.end, w.file_clusters), nrb = 1, nrt = 1;
+    /* after everything in use and, in a file, after its end; a device cannot grow */
+    uint64_t end = img->blockdev ? w.end : qc_max(w.end, w.file_clusters), nrb = 1, nrt = 1;
     for (;;) {
         uint64_t total = end + nrt + nrb;
         uint64_t b = (total + rb_entries - 1) / rb_entries, t = (b * 8 + cs - 1) / cs;
@@ -413,6 +414,8 @@ int qc_rebuild_refcounts(qc_image *img)
     }
     if (nrt * cs > QC_MAX_REFTABLE_BYTES)
         return qc_fail(ctx, QC_ERR_NOSPC, 0, img->filename, "repair", "'%s': refcount table would be too large", img->filename);
+    if ((r = qc_image_room(img, (end + nrt + nrb) * cs)) < 0)
+        return r;
     uint64_t rt_at = end, rb_at = end + nrt, total = end + nrt + nrb;
     uint64_t win = qc_min(qc_max(WINDOW / rb_entries, 1), nrb) * rb_entries;
     uint64_t *nt = qc_calloc(ctx, nrt * cs / 8, 8);
@@ -475,11 +478,8 @@ int qc_rebuild_refcounts(qc_image *img)
     img->free_hint = 0;
     qc_cache_free(&img->rbc);
     r = qc_cache_init(ctx, &img->rbc, (size_t)cs, ctx->cache_bytes / 4);
-    {
-        struct stat st;
-        if (r == 0 && (r = qc_sys_fstat(ctx, img->fd, img->filename, &st)) == 0)
-            img->file_size = (uint64_t)st.st_size;
-    }
+    if (r == 0)
+        r = qc_sys_size(ctx, img->fd, img->filename, &img->file_size, NULL);
     uint64_t fixed = 0;
     if (r == 0)
         r = fix_copied(img, &fixed);

@@ -2,6 +2,8 @@
  * create.c - new qcow2 images laid out as qemu-img lays them out: header,
  * refcount table, refcount block, L1 table, [more refcount blocks], and
  * with preallocation=metadata the L2 tables and (sparse) data clusters.
+ * A file appears atomically (temporary name, rename); a block device is
+ * written in place, its header last.
  */
 #include "internal.h"
 
@@ -137,8 +139,15 @@ static int plan(qc_ctx *ctx, const char *path, const qc_create_opts *o, uint64_t
     return 0;
 }
 
+/*
+ * Write the image into fd. Cluster 0 goes last: a file is still under its
+ * temporary name, and a block device has its old header wiped first
+ * (synced), so until the final header write it holds no image at all,
+ * never a header over half-written tables.
+ */
 static int write_image(qc_ctx *ctx, int fd, const char *tmp, const char *path, const qc_create_opts *o,
-                       uint64_t size, uint32_t cbits, uint32_t l2_bits, const layout *L, uint64_t l1_size)
+                       uint64_t size, uint32_t cbits, uint32_t l2_bits, const layout *L, uint64_t l1_size,
+                       bool device)
 {
     uint64_t cs = L->cs;
     uint8_t pad[7] = {0}; /* header bytes 105..111 */
@@ -167,12 +176,15 @@ static int write_image(qc_ctx *ctx, int fd, const char *tmp, const char *path, c
     h.backing_name = (char *)o->backing;
     h.backing_fmt = (char *)o->backing_fmt;
 
-    uint8_t *buf = qc_calloc(ctx, 1, (size_t)cs);
-    if (!buf)
+    uint8_t *buf = qc_calloc(ctx, 1, (size_t)cs), *hbuf = qc_calloc(ctx, 1, (size_t)cs);
+    if (!buf || !hbuf) {
+        free(buf);
+        free(hbuf);
         return QC_ERR_NOMEM;
-    int r = qc_header_serialize(ctx, &h, buf, (size_t)cs, path);
-    if (r == 0)
-        r = qc_pwrite_full(ctx, fd, tmp, buf, (size_t)cs, 0);
+    }
+    int r = qc_header_serialize(ctx, &h, hbuf, (size_t)cs, path);
+    if (r == 0 && device && (r = qc_pwrite_full(ctx, fd, tmp, buf, (size_t)cs, 0)) == 0)
+        r = qc_sys_fsync(ctx, fd, tmp);
 
     /* Refcount table: block 0 after the table, the others after L1. */
     uint64_t per = cs / 8;
@@ -216,19 +228,42 @@ static int write_image(qc_ctx *ctx, int fd, const char *tmp, const char *path, c
         }
         r = qc_pwrite_full(ctx, fd, tmp, buf, (size_t)cs, (L->l2 + t) * cs);
     }
-    if (r == 0 && o->preallocation && nclusters) {
+    if (r == 0 && o->preallocation && nclusters && !device) {
         int t = ctx->io->ftruncate(ctx->io_user, fd, (data + nclusters) * cs);
         if (t < 0)
             r = qc_fail(ctx, qc_errno_code(-t), -t, path, "create", "Could not extend '%s': %s", path, strerror(-t));
     }
+    if (r == 0 && device)
+        r = qc_sys_fsync(ctx, fd, tmp); /* the tables before the header that makes them an image */
+    if (r == 0)
+        r = qc_pwrite_full(ctx, fd, tmp, hbuf, (size_t)cs, 0);
     if (r == 0)
         r = qc_sys_fsync(ctx, fd, tmp);
     free(buf);
+    free(hbuf);
     return r;
 }
 
-/* Validate, plan and write; direct: path is the caller's temporary file. */
-static int create_image(qc_ctx *ctx, const char *path, const qc_create_opts *o, bool direct)
+/* An existing block device receives the image in place: it must be large enough. */
+static int open_device(qc_ctx *ctx, const char *path, const layout *L)
+{
+    int fd = qc_sys_open(ctx, path, O_RDWR, 0);
+    if (fd < 0)
+        return fd;
+    uint64_t cap, need = L->total * L->cs;
+    int r = qc_sys_size(ctx, fd, path, &cap, NULL);
+    if (r == 0 && need > cap)
+        r = qc_fail(ctx, QC_ERR_NOSPC, ENOSPC, path, "create",
+                    "'%s': the device is too small for this image: %llu more bytes needed (its capacity is %llu bytes)",
+                    path, (unsigned long long)(need - cap), (unsigned long long)cap);
+    if (r < 0) {
+        qc_sys_close(ctx, fd);
+        return r;
+    }
+    return fd;
+}
+
+int qc_create_check_format(qc_ctx *ctx, const char *path, const qc_create_opts *o)
 {
     int cbits = log2_exact(o->cluster_size);
     int rbits = log2_exact(o->refcount_bits);
@@ -244,6 +279,16 @@ static int create_image(qc_ctx *ctx, const char *path, const qc_create_opts *o, 
         return bad(ctx, path, "extended L2 entries need a cluster size of at least 16k");
     if (o->compression_type < 0 || o->compression_type > 1)
         return bad(ctx, path, "compression_type must be zlib or zstd");
+    return 0;
+}
+
+/* Validate, plan and write; direct: path is the caller's temporary file. */
+static int create_image(qc_ctx *ctx, const char *path, const qc_create_opts *o, bool direct)
+{
+    int cbits = log2_exact(o->cluster_size);
+    int r0 = qc_create_check_format(ctx, path, o);
+    if (r0 < 0)
+        return r0;
     if (o->preallocation < 0 || o->preallocation > 1)
         return bad(ctx, path, "preallocation must be off or metadata");
     if (o->backing && !o->backing_fmt)
@@ -276,7 +321,8 @@ static int create_image(qc_ctx *ctx, const char *path, const qc_create_opts *o, 
     if (size > QC_MAX_VIRTUAL_SIZE)
         return bad(ctx, path, "image size is too large");
     struct stat st;
-    if (ctx->io->stat(ctx->io_user, path, &st) == 0)
+    bool device = ctx->io->stat(ctx->io_user, path, &st) == 0 && S_ISBLK(st.st_mode);
+    if (!device && ctx->io->stat(ctx->io_user, path, &st) == 0)
         return qc_fail(ctx, QC_ERR_EXISTS, EEXIST, path, "create", "'%s' already exists", path);
 
     uint32_t l2_bits = (uint32_t)cbits - (o->extended_l2 ? 4 : 3);
@@ -285,13 +331,21 @@ static int create_image(qc_ctx *ctx, const char *path, const qc_create_opts *o, 
     int r = plan(ctx, path, o, size, l2_bits, &L, &l1_size);
     if (r < 0)
         return r;
+    if (device) {
+        int fd = open_device(ctx, path, &L);
+        if (fd < 0)
+            return fd;
+        r = write_image(ctx, fd, path, path, o, size, (uint32_t)cbits, l2_bits, &L, l1_size, true);
+        qc_sys_close(ctx, fd);
+        return r;
+    }
     char *tmp = NULL;
     int fd = direct ? ctx->io->open(ctx->io_user, path, O_RDWR | O_CREAT | O_EXCL, 0644) : open_temp(ctx, path, &tmp);
     if (fd < 0)
         return direct ? qc_fail(ctx, qc_errno_code(-fd), -fd, path, "create", "Could not create '%s': %s", path,
                                 strerror(-fd))
                       : fd;
-    r = write_image(ctx, fd, direct ? path : tmp, path, o, size, (uint32_t)cbits, l2_bits, &L, l1_size);
+    r = write_image(ctx, fd, direct ? path : tmp, path, o, size, (uint32_t)cbits, l2_bits, &L, l1_size, false);
     qc_sys_close(ctx, fd);
     if (r == 0 && !direct)
         r = qc_commit_temp(ctx, tmp, path);

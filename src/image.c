@@ -338,16 +338,9 @@ int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,
     img->fd = r;
     img->dev = st.st_dev;
     img->ino = st.st_ino;
-    img->file_size = (uint64_t)st.st_size;
     img->st = st;
-    if (S_ISBLK(st.st_mode)) {
-        int64_t end = ctx->io->seek(ctx->io_user, img->fd, 0, SEEK_END);
-        if (end < 0) {
-            r = qc_fail(ctx, QC_ERR_IO, (int)-end, path, "open", "Could not get the size of '%s'", path);
-            goto fail;
-        }
-        img->file_size = (uint64_t)end;
-    }
+    if ((r = qc_sys_size(ctx, img->fd, path, &img->file_size, &img->blockdev)) < 0)
+        goto fail;
     if (!fmt) {
         uint8_t m[4] = {0};
         if ((r = qc_pread_full(ctx, img->fd, path, m, 4, 0)) < 0)
@@ -397,6 +390,16 @@ void qc_image_free_one(qc_image *img)
     free(img->filename);
     free(img->backing_full);
     free(img);
+}
+
+int qc_image_room(qc_image *img, uint64_t end)
+{
+    if (!img->blockdev || end <= img->file_size)
+        return 0;
+    return qc_fail(img->ctx, QC_ERR_NOSPC, ENOSPC, img->filename, "write",
+                   "'%s': no space left on the device: %llu more bytes needed (its capacity is %llu bytes)",
+                   img->filename, (unsigned long long)(end - img->file_size),
+                   (unsigned long long)img->file_size);
 }
 
 uint64_t qc_image_size(const qc_image *img) { return img->size; }

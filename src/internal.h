@@ -159,6 +159,7 @@ struct qc_image {
     dev_t dev;
     ino_t ino;
     struct stat st;       /* as when opened */
+    bool blockdev;        /* a block device: file_size is its fixed capacity */
     int lock_mode;        /* which QEMU lock bytes we hold */
 
     /* qcow2 */
@@ -248,6 +249,10 @@ int qc_pwrite_full(qc_ctx *ctx, int fd, const char *path, const void *buf,
                    size_t n, uint64_t off);
 int qc_sys_fsync(qc_ctx *ctx, int fd, const char *path);
 int qc_sys_fstat(qc_ctx *ctx, int fd, const char *path, struct stat *st);
+/* Bytes of the file, or of the block device (BLKGETSIZE64); *blockdev may be NULL. */
+int qc_sys_size(qc_ctx *ctx, int fd, const char *path, uint64_t *size, bool *blockdev);
+/* BLKDISCARD a block device range; -errno (harmless: space only). */
+int qc_sys_discard(qc_ctx *ctx, int fd, uint64_t off, uint64_t len);
 
 /* ---- util.c ---- */
 static inline uint16_t qc_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -366,6 +371,9 @@ void qc_image_free_one(qc_image *img);
 int qc_image_load_tables(qc_image *img);
 int qc_format_from_name(qc_ctx *ctx, const char *fmt, const char *path);
 const char *qc_format_name(int fmt);
+/* 0 if img may grow to end bytes; on a block device past its capacity, a
+ * one-line QC_ERR_NOSPC naming the device and the bytes missing. */
+int qc_image_room(qc_image *img, uint64_t end);
 
 /* ---- cluster.c ---- */
 /*
@@ -465,6 +473,8 @@ const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned s
 /* qc_create straight into path (the caller's temporary file, which must not
  * exist); the file is synced, the directory is not. */
 int qc_create_direct(qc_ctx *ctx, const char *path, const qc_create_opts *o);
+/* The format options of o (version, cluster and refcount sizes, extended L2, compression) are valid. */
+int qc_create_check_format(qc_ctx *ctx, const char *path, const qc_create_opts *o);
 int qc_sync_dir(qc_ctx *ctx, const char *path);
 /* Rename tmp to path without replacing anything, then sync the directory. */
 int qc_commit_temp(qc_ctx *ctx, const char *tmp, const char *path);
@@ -511,7 +521,6 @@ void qc_volume_close(qc_volume *v);
 /* "snap-NAME-BASE" (the snapshot file's name, also its backing name). */
 char *qc_volume_snap_name(qc_volume *v, const char *name);
 /* Is this directory entry "snap-NAME-BASE" with a non-empty NAME? */
-bool qc_snap_entry_of(const char *base, const char *entry);
 bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry);
 /* DIR/entry */
 char *qc_volume_file(qc_volume *v, const char *entry);
@@ -542,6 +551,11 @@ int qc_find_dependent(qc_ctx *ctx, char **image, size_t *which, const char *vol_
                       const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip);
 /* The backing name in a regular file's qcow2 header; NULL if none, not qcow2 or unreadable. */
 char *qc_peek_backing(qc_ctx *ctx, const char *path);
+/* ---- store.c: the directory store's names ---- */
+/* "snap-NAME-BASE": snapshot NAME of the volume file BASE (ctx NULL: plain malloc). */
+char *qc_store_snap_entry(qc_ctx *ctx, const char *base, const char *name);
+/* Is entry such a name, NAME non-empty? */
+bool qc_store_is_snap_entry(const char *base, const char *entry);
 
 /* ---- tree.c ---- */
 enum { QC_VN_CURRENT = 0, QC_VN_SNAPSHOT, QC_VN_EXTERNAL, QC_VN_STRAY };

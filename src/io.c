@@ -2,10 +2,12 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <string.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
+#include <sys/ioctl.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -214,11 +216,25 @@ static int p_open_beneath(void *u, const char *dir, const char *rel, int flags, 
     return qc_open_beneath_walk(dir, rel, flags, mode);
 }
 
+static int p_devsize(void *u, int fd, uint64_t *bytes)
+{
+    (void)u;
+    return ioctl(fd, BLKGETSIZE64, bytes) < 0 ? -errno : 0;
+}
+
+static int p_discard(void *u, int fd, uint64_t off, uint64_t len)
+{
+    (void)u;
+    uint64_t range[2] = {off, len};
+    return ioctl(fd, BLKDISCARD, range) < 0 ? -errno : 0;
+}
+
 static const qc_io posix_io = {
     p_open, p_close, p_pread, p_pwrite, p_fsync, p_ftruncate, p_fstat, p_stat,
     p_rename, p_unlink, p_copy_range, p_lock, p_seek, p_fallocate, p_link,
     p_getxattr, p_setxattr, p_writeback, p_fchown, p_fchmod, qc_users_posix,
     p_open_beneath,
+    p_devsize, p_discard,
 };
 
 const qc_io *qc_io_posix(void) { return &posix_io; }
@@ -268,11 +284,11 @@ int qc_pread_full(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
 int qc_pread_exact(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
                    uint64_t off, const char *what)
 {
-    struct stat st;
-    int r = qc_sys_fstat(ctx, fd, path, &st);
+    uint64_t size;
+    int r = qc_sys_size(ctx, fd, path, &size, NULL);
     if (r < 0)
         return r;
-    if (qc_past(off, n, (uint64_t)st.st_size))
+    if (qc_past(off, n, size))
         return qc_fail(ctx, QC_ERR_FORMAT, 0, path, "open",
                        "'%s': %s at offset %llu (%zu bytes) lies past the end of the file",
                        path, what, (unsigned long long)off, n);
@@ -316,4 +332,37 @@ int qc_sys_fstat(qc_ctx *ctx, int fd, const char *path, struct stat *st)
         return qc_fail(ctx, qc_errno_code(-r), -r, path, "stat",
                        "Could not stat '%s': %s", path, strerror(-r));
     return 0;
+}
+
+int qc_sys_size(qc_ctx *ctx, int fd, const char *path, uint64_t *size, bool *blockdev)
+{
+    struct stat st;
+    int r = qc_sys_fstat(ctx, fd, path, &st);
+    if (r < 0)
+        return r;
+    if (blockdev)
+        *blockdev = S_ISBLK(st.st_mode);
+    if (!S_ISBLK(st.st_mode)) {
+        *size = (uint64_t)st.st_size;
+        return 0;
+    }
+    /* st_size is 0 for a device: ask the device */
+    if (ctx->io->devsize) {
+        r = ctx->io->devsize(ctx->io_user, fd, size);
+    } else {
+        int64_t end = ctx->io->seek(ctx->io_user, fd, 0, SEEK_END);
+        r = end < 0 ? (int)end : 0;
+        *size = end < 0 ? 0 : (uint64_t)end;
+    }
+    if (r < 0)
+        return qc_fail(ctx, qc_errno_code(-r), -r, path, "stat", "Could not get the size of '%s': %s", path,
+                       strerror(-r));
+    return 0;
+}
+
+int qc_sys_discard(qc_ctx *ctx, int fd, uint64_t off, uint64_t len)
+{
+    if (!ctx->io->discard)
+        return -EOPNOTSUPP;
+    return ctx->io->discard(ctx->io_user, fd, off, len);
 }

@@ -142,12 +142,14 @@ static void record(qc_fault *f, int fd, uint64_t off, uint64_t n)
         return;
     struct stat st;
     const char *path = fd_path(f, fd);
-    if (!path || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+    if (!path || fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
         return;
     undo u = {0};
     u.dev = st.st_dev;
     u.ino = st.st_ino;
     u.old_size = (uint64_t)st.st_size;
+    if (S_ISBLK(st.st_mode) && P()->devsize(NULL, fd, &u.old_size) < 0)
+        return;
     u.off = off;
     u.len = off < u.old_size ? qc_min(n, u.old_size - off) : 0;
     /* Bytes past the old end read back as zeros once undone. */
@@ -415,11 +417,27 @@ static int f_open_beneath(void *v, const char *dir, const char *rel, int flags, 
     return fd;
 }
 
+static int f_devsize(void *v, int fd, uint64_t *bytes)
+{
+    qc_fault *f = v;
+    return f->crashed ? -EIO : P()->devsize(NULL, fd, bytes);
+}
+
+static int f_discard(void *v, int fd, uint64_t off, uint64_t len)
+{
+    qc_fault *f = v;
+    int r = tick(f);
+    if (r)
+        return r;
+    record(f, fd, off, len);
+    return P()->discard(NULL, fd, off, len);
+}
+
 static const qc_io fault_io = {
     f_open, f_close, f_pread, f_pwrite, f_fsync, f_ftruncate, f_fstat, f_stat,
     f_rename, f_unlink, f_copy_range, f_lock, f_seek, f_fallocate, f_link,
     f_getxattr, f_setxattr, f_writeback, f_fchown, f_fchmod, f_users,
-    f_open_beneath,
+    f_open_beneath, f_devsize, f_discard,
 };
 
 void qc_ctx_set_fault(qc_ctx *ctx, qc_fault *f)

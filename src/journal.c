@@ -91,23 +91,12 @@ void qc_volume_close(qc_volume *v)
 
 char *qc_volume_snap_name(qc_volume *v, const char *name)
 {
-    char *a = join3(v->ctx, "snap-", name, "-");
-    char *b = a ? join3(v->ctx, a, v->base, "") : NULL;
-    free(a);
-    return b;
-}
-
-/* anchored on the volume's file name, so NAME may hold '-' */
-bool qc_snap_entry_of(const char *base, const char *entry)
-{
-    size_t el = strlen(entry), bl = strlen(base);
-    return el >= 5 + 1 + bl + 1 && !strncmp(entry, "snap-", 5) && !strcmp(entry + el - bl, base) &&
-           entry[el - bl - 1] == '-';
+    return qc_store_snap_entry(v->ctx, v->base, name);
 }
 
 bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry)
 {
-    return qc_snap_entry_of(v->base, entry);
+    return qc_store_is_snap_entry(v->base, entry);
 }
 
 char *qc_volume_file(qc_volume *v, const char *entry)

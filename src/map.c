@@ -85,8 +85,13 @@ int qc_convert_raw(qc_ctx *ctx, const char *path, const char *fmt, const char *o
     }
     const size_t chunk = 1u << 20;
     uint8_t *buf = qc_malloc(ctx, chunk);
-    uint64_t off = 0;
-    r = buf ? 0 : QC_ERR_NOMEM;
+    uint64_t off = 0, cap;
+    bool device = false; /* holds old data, has no holes, cannot grow */
+    r = buf ? qc_sys_size(ctx, fd, out_path, &cap, &device) : QC_ERR_NOMEM;
+    if (r == 0 && device && cap < img->size)
+        r = qc_fail(ctx, QC_ERR_NOSPC, ENOSPC, out_path, "convert",
+                    "'%s': the device is too small: %llu more bytes needed", out_path,
+                    (unsigned long long)(img->size - cap));
     while (r == 0 && off < img->size) {
         uint64_t n, map;
         int flags;
@@ -99,14 +104,17 @@ int qc_convert_raw(qc_ctx *ctx, const char *path, const char *fmt, const char *o
         if (!(flags & QC_BS_ZERO)) {
             if ((r = qc_image_read(img, buf, off, (size_t)n)) < 0)
                 break;
-            if (!qc_buf_is_zero(buf, (size_t)n))
+            if (device || !qc_buf_is_zero(buf, (size_t)n))
                 r = qc_pwrite_full(ctx, fd, out_path, buf, (size_t)n, off);
+        } else if (device) {
+            memset(buf, 0, (size_t)n);
+            r = qc_pwrite_full(ctx, fd, out_path, buf, (size_t)n, off);
         }
         off += n;
         if (ctx->progress && ctx->progress(ctx->progress_user, off, img->size))
             r = qc_fail(ctx, QC_ERR_CANCELLED, 0, path, "convert", "Operation cancelled");
     }
-    if (r == 0) {
+    if (r == 0 && !device) {
         int t = ctx->io->ftruncate(ctx->io_user, fd, img->size);
         if (t < 0)
             r = qc_fail(ctx, qc_errno_code(-t), -t, out_path, "convert",

@@ -138,6 +138,9 @@ typedef struct qc_io {
      * far as anyone swapping files can tell: openat2 RESOLVE_BENEATH, or
      * openat with O_NOFOLLOW from one directory to the next */
     int (*open_beneath)(void *u, const char *dir, const char *rel, int flags, mode_t mode);
+    /* block devices (NULL: the size from lseek, no discard) */
+    int (*devsize)(void *u, int fd, uint64_t *bytes);                /* BLKGETSIZE64 */
+    int (*discard)(void *u, int fd, uint64_t off, uint64_t len);     /* BLKDISCARD */
 } qc_io;
 
 /* A process that has a file open (files[file] of a users call). */
@@ -156,7 +159,7 @@ void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
 /*
  * Fault injection for tests, layered over POSIX. Counts the mutating calls
  * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate, link,
- * fchown, fchmod).
+ * fchown, fchmod, discard).
  * mode QC_FAULT_ERROR: call number nth fails with err, later calls succeed.
  * mode QC_FAULT_CRASH: call number nth and every later call fail with EIO,
  *   and writes not yet made durable by fsync are undone (all of them, or a
@@ -235,6 +238,9 @@ typedef struct qc_create_opts {
     bool backing_unchecked;   /* do not open the backing file (size required): qemu-img create -u */
 } qc_create_opts;
 
+/* preallocation modes (create takes off and metadata; measure all four) */
+enum { QC_PREALLOC_OFF = 0, QC_PREALLOC_METADATA, QC_PREALLOC_FALLOC, QC_PREALLOC_FULL };
+
 /* Defaults as qemu-img create. */
 void qc_create_opts_init(qc_create_opts *o);
 /*
@@ -243,6 +249,39 @@ void qc_create_opts_init(qc_create_opts *o);
  * On failure nothing is left behind.
  */
 int qc_create(qc_ctx *ctx, const char *path, const qc_create_opts *o);
+
+/* ---- measure ----------------------------------------------------------- */
+
+typedef struct qc_measure_info {
+    uint64_t required;        /* bytes the new image needs as written */
+    uint64_t fully_allocated; /* bytes with every cluster allocated */
+    uint64_t bitmaps;         /* persistent bitmaps it would carry */
+    bool has_bitmaps;         /* qemu-img prints "bitmaps" only then */
+} qc_measure_info;
+
+enum { QC_MEASURE_LAYER = 1u }; /* the layer alone: its own clusters, without its backing */
+/*
+ * qemu-img measure -O OUT_FMT ("qcow2" default, or "raw") with the create
+ * options o: of a new image of o->size when path is NULL, else of the copy
+ * of path's guest view (the whole chain, or with QC_MEASURE_LAYER only
+ * what path itself holds). o->backing set counts every cluster, as QEMU.
+ */
+int qc_measure(qc_ctx *ctx, qc_measure_info *out, const char *path, const char *fmt, const char *out_fmt,
+               const qc_create_opts *o, unsigned flags);
+
+/* ---- compact ---------------------------------------------------------- */
+
+/*
+ * Copy layer path (qcow2, read but not changed; no internal snapshots)
+ * into out: a new qcow2 holding exactly the layer's allocated clusters,
+ * packed, with its zeros and unallocated ranges, backing name and format,
+ * cluster size and extended L2, so that it reads as the layer on the same
+ * backing file and needs at most qc_measure(QC_MEASURE_LAYER) bytes. out is
+ * a new file (appears atomically) or an existing block device (written in
+ * place, never the layer's own). out NULL: in place, a file replaced in
+ * one rename under its own name, so its children keep pointing at it.
+ */
+int qc_compact(qc_ctx *ctx, const char *path, const char *fmt, const char *out);
 
 /* ---- commit and rebase ---------------------------------------------- */
 
@@ -298,6 +337,8 @@ typedef struct qc_volume_opts {
 } qc_volume_opts;
 
 void qc_volume_opts_init(qc_volume_opts *o);
+/* Path of snapshot NAME's file of volume FILE (malloc'd, NULL when out of memory). */
+char *qc_volume_snapshot_path(const char *volume, const char *name);
 /* 1 if NAME is a valid snapshot name ([a-z][a-z0-9_-]*, <= 40, not "current"). */
 int qc_volume_name_valid(const char *name);
 /* The live data becomes snapshot NAME; FILE becomes a new overlay on it. */

@@ -129,10 +129,13 @@ static int grow_reftable(qc_image *img, uint64_t min_entries)
         m++;
     if (first + m > entries)
         return qc_fail(ctx, QC_ERR_INVALID, 0, img->filename, "write", "refcount table growth miscomputed");
+    int r = qc_image_room(img, (s + m + k) << img->cluster_bits);
+    if (r < 0)
+        return r;
 
     uint64_t *nt = qc_calloc(ctx, entries, 8);
     uint8_t *buf = qc_calloc(ctx, 1, (size_t)img->cluster_size);
-    int r = (nt && buf) ? 0 : QC_ERR_NOMEM;
+    r = (nt && buf) ? 0 : QC_ERR_NOMEM;
     /* Flush what is pending first, so the new table copies a durable state. */
     if (r == 0)
         r = qc_meta_deps(img);
@@ -266,6 +269,9 @@ int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host)
                            "'%s': could not find free clusters (refcounts inconsistent?)", img->filename);
         if ((r = qc_find_free(img, n, &s)) < 0)
             return r;
+        /* a block device cannot grow: refuse before anything is written */
+        if ((r = qc_image_room(img, (s + n) << img->cluster_bits)) < 0)
+            return r;
         /* Make sure refcount blocks exist for the run; they may land in it. */
         bool moved = false;
         for (uint64_t rti = s >> img->rb_bits; rti <= (s + n - 1) >> img->rb_bits && !moved; rti++) {
@@ -325,12 +331,23 @@ static int cmp_u64(const void *a, const void *b)
 
 /*
  * Give freed clusters' space back to the host: one hole per run, and a
- * run that ends the file shortens it. Failure is harmless (space only).
+ * run that ends the file shortens it; on a block device one discard per
+ * run. Failure is harmless (space only).
  */
 void qc_release(qc_image *img, uint64_t *c, size_t n)
 {
     qc_ctx *ctx = img->ctx;
     qsort(c, n, sizeof(*c), cmp_u64);
+    if (img->blockdev) {
+        for (size_t i = 0, j; i < n; i = j) {
+            for (j = i + 1; j < n && c[j] <= c[j - 1] + 1; j++)
+                ;
+            uint64_t end = qc_min(c[j - 1] + 1, img->file_size >> img->cluster_bits);
+            if (end > c[i])
+                qc_sys_discard(ctx, img->fd, c[i] << img->cluster_bits, (end - c[i]) << img->cluster_bits);
+        }
+        return;
+    }
     struct stat st; /* the file grows as clusters are written: ask, do not remember */
     if (ctx->io->fstat(ctx->io_user, img->fd, &st) < 0)
         return;

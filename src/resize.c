@@ -59,6 +59,8 @@ int qc_image_grow(qc_image *img, uint64_t size)
     if (r < 0)
         return r;
     if (img->fmt == QC_FMT_RAW) {
+        if (img->blockdev) /* a device is as large as it is: grow it first (lvextend) */
+            return size <= img->file_size ? 0 : qc_image_room(img, size);
         r = ctx->io->ftruncate(ctx->io_user, img->fd, size);
         if (r < 0)
             return qc_fail(ctx, qc_errno_code(-r), -r, img->filename, "resize",

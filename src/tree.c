@@ -244,14 +244,14 @@ static int claim(qc_volume *v, qc_vtree *t, size_t w)
         more = false;
         for (size_t j = 0; j < t->count; j++)
             if (!reach[j] && candidate(&t->n[j]) && t->n[j].parent >= 0 && reach[t->n[j].parent] &&
-                qc_snap_entry_of(other, qc_path_file(t->n[j].path))) {
+                qc_store_is_snap_entry(other, qc_path_file(t->n[j].path))) {
                 reach[j] = true;
                 more = true;
             }
     }
     for (size_t j = 0; j < t->count; j++)
         if (reach[j] && candidate(&t->n[j]) && t->n[j].member == 0 &&
-            qc_snap_entry_of(other, qc_path_file(t->n[j].path)))
+            qc_store_is_snap_entry(other, qc_path_file(t->n[j].path)))
             t->n[j].member = -1;
     free(reach);
     return 0;
@@ -275,7 +275,7 @@ static void closure(qc_vtree *t)
 static bool ambiguous(const qc_vtree *t, size_t j)
 {
     for (size_t w = 0; w < t->count; w++)
-        if (t->n[w].kind == QC_VN_OTHER && qc_snap_entry_of(qc_path_file(t->n[w].path), qc_path_file(t->n[j].path)))
+        if (t->n[w].kind == QC_VN_OTHER && qc_store_is_snap_entry(qc_path_file(t->n[w].path), qc_path_file(t->n[j].path)))
             return true;
     return false;
 }

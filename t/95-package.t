@@ -42,6 +42,7 @@ sub Remover::DESTROY { system('dpkg', '-r', 'libpve-storage-qcow2chain-perl') }
     like($out, qr{^/usr/lib/}, 'the Perl API loads from the installed files');
 }
 ok(-f '/usr/share/perl5/PVE/Storage/Custom/Qcow2ChainPlugin.pm', "the plugin is in Proxmox VE's custom-plugin directory");
+ok(-f '/usr/share/perl5/PVE/Storage/Custom/Qcow2ChainLVMPlugin.pm', '.. and so is the LVM one');
 ok(-f '/usr/share/man/man1/qcow2-chain.1p.gz', 'the qcow2-chain(1) man page is installed');
 ok(-f '/usr/share/bash-completion/completions/qcow2-chain', 'bash completion is installed');
 undef $guard;

@@ -86,23 +86,36 @@ _create(file, spec, opts)
   PREINIT:
     qcx_call c;
     qc_create_opts o;
-    SV *v;
   CODE:
-    qc_create_opts_init(&o);
-    o.size = (uint64_t)qcx_opt_uv(aTHX_ spec, "size", 0);
-    o.version = (int)qcx_opt_uv(aTHX_ spec, "version", 3);
-    o.cluster_size = (uint32_t)qcx_opt_uv(aTHX_ spec, "cluster_size", 65536);
-    o.extended_l2 = opt_true(aTHX_ spec, "extended_l2");
-    o.refcount_bits = (uint32_t)qcx_opt_uv(aTHX_ spec, "refcount_bits", 16);
-    o.lazy_refcounts = opt_true(aTHX_ spec, "lazy_refcounts");
-    o.compression_type = (int)qcx_opt_uv(aTHX_ spec, "compression_type", 0);
-    o.preallocation = (int)qcx_opt_uv(aTHX_ spec, "preallocation", 0);
-    if ((v = opt_sv(aTHX_ spec, "backing_file")))
-        o.backing = qcx_cstr(aTHX_ v, "backing file");
-    if ((v = opt_sv(aTHX_ spec, "backing_fmt")))
-        o.backing_fmt = qcx_cstr(aTHX_ v, "backing format");
+    qcx_create_opts(aTHX_ spec, &o);
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
     qcx_check(aTHX_ &c, qc_create(c.ctx, file, &o));
+
+SV *
+_measure(file, fmt, out_fmt, spec, layer, opts)
+    qcx_optstr file
+    qcx_optstr fmt
+    qcx_optstr out_fmt
+    HV *spec
+    int layer
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_create_opts o;
+    qc_measure_info m;
+    HV *h;
+  CODE:
+    qcx_create_opts(aTHX_ spec, &o);
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_measure(c.ctx, &m, file, fmt, out_fmt, &o, layer ? QC_MEASURE_LAYER : 0));
+    h = newHV();
+    (void)hv_stores(h, "required", newSVuv((UV)m.required));
+    (void)hv_stores(h, "fully-allocated", newSVuv((UV)m.fully_allocated));
+    if (m.has_bitmaps)
+        (void)hv_stores(h, "bitmaps", newSVuv((UV)m.bitmaps));
+    RETVAL = newRV_noinc((SV *)h);
+  OUTPUT:
+    RETVAL
 
 SV *
 _check(file, fmt, repair, opts)
@@ -119,6 +132,18 @@ _check(file, fmt, repair, opts)
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
+
+void
+_compact(file, fmt, out, opts)
+    qcx_str file
+    qcx_optstr fmt
+    qcx_optstr out
+    SV *opts
+  PREINIT:
+    qcx_call c;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_compact(c.ctx, file, fmt, out));
 
 void
 _commit(file, fmt, base, keep, opts)
@@ -195,6 +220,21 @@ _snapshot(op, volume, name, target, opts)
     RETVAL
 
 SV *
+_snapshot_file(volume, name)
+    qcx_str volume
+    qcx_str name
+  PREINIT:
+    char *p;
+  CODE:
+    p = qc_volume_snapshot_path(volume, name);
+    if (!p)
+        croak("Out of memory\n");
+    RETVAL = newSVpv(p, 0);
+    free(p);
+  OUTPUT:
+    RETVAL
+
+SV *
 _snapshot_list(volume, opts)
     qcx_str volume
     SV *opts
@@ -215,7 +255,7 @@ _snapshot_list(volume, opts)
 
 void
 _volume_dependent(volume, opts)
-    const char *volume
+    qcx_str volume
     SV *opts
   PREINIT:
     qcx_call c;

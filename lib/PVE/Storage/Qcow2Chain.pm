@@ -64,35 +64,61 @@ sub parse_size {
 
 my %CREATE = map { $_ => 1 } qw(
     size compat cluster_size extended_l2 refcount_bits lazy_refcounts compression_type
-    preallocation backing_file backing_fmt
+    preallocation backing_file backing_fmt backing_unchecked
 );
 
-sub create {
-    my ($file, %opt) = @_;
+my %PREALLOC = (off => 0, metadata => 1, falloc => 2, full => 3);
+
+# Take the image options out of %$opt, in the form the core takes them.
+sub _create_spec {
+    my ($fn, $opt, $preallocs) = @_;
     my %spec;
-    for my $k (keys %opt) {
+    for my $k (keys %$opt) {
         next if !$CREATE{$k};
-        $spec{$k} = delete $opt{$k};
+        $spec{$k} = delete $opt->{$k};
     }
-    my $o = _opts('create', {}, %opt);
     $spec{size} = parse_size($spec{size}) if defined $spec{size};
     $spec{cluster_size} = parse_size($spec{cluster_size}) if defined $spec{cluster_size};
     if (defined(my $c = delete $spec{compat})) {
-        $spec{version} = $c eq '0.10' ? 2 : $c eq '1.1' ? 3 : die "create: compat must be 0.10 or 1.1\n";
+        $spec{version} = $c eq '0.10' ? 2 : $c eq '1.1' ? 3 : die "$fn: compat must be 0.10 or 1.1\n";
     }
     if (defined(my $c = $spec{compression_type})) {
-        $spec{compression_type} = $c eq 'zlib' ? 0 : $c eq 'zstd' ? 1 : die "create: compression_type must be zlib or zstd\n";
+        $spec{compression_type} = $c eq 'zlib' ? 0 : $c eq 'zstd' ? 1 : die "$fn: compression_type must be zlib or zstd\n";
     }
     if (defined(my $p = $spec{preallocation})) {
-        $spec{preallocation} = $p eq 'off' ? 0 : $p eq 'metadata' ? 1
-            : die "create: preallocation must be off or metadata\n";
+        die "$fn: preallocation must be " . join(' or ', @$preallocs) . "\n" if !grep { $_ eq $p } @$preallocs;
+        $spec{preallocation} = $PREALLOC{$p};
     }
-    for my $b (qw(extended_l2 lazy_refcounts)) {
+    for my $b (qw(extended_l2 lazy_refcounts backing_unchecked)) {
         next if !defined $spec{$b};
         my $v = $spec{$b};
         $spec{$b} = ($v && $v !~ /^(off|false|no|0)$/i) ? 1 : 0;
     }
-    _create(_file('create', $file), \%spec, $o);
+    return \%spec;
+}
+
+sub create {
+    my ($file, %opt) = @_;
+    my $spec = _create_spec('create', \%opt, [qw(off metadata)]);
+    my $o = _opts('create', {}, %opt);
+    _create(_file('create', $file), $spec, $o);
+    return;
+}
+
+sub measure {
+    my ($file, %opt) = @_;
+    my $spec = _create_spec('measure', \%opt, [qw(off metadata falloc full)]);
+    my $o = _opts('measure', { output_format => 1, layer => 1 }, %opt);
+    my ($ofmt, $layer) = (delete $o->{output_format}, delete $o->{layer});
+    die "measure: give a file or a size, not both\n" if defined($file) && defined($spec->{size});
+    die "measure: give a file or a size\n" if !defined($file) && !defined($spec->{size});
+    return _measure($file, delete $o->{format}, $ofmt, $spec, $layer ? 1 : 0, $o);
+}
+
+sub compact {
+    my ($file, $out, %opt) = @_;
+    my $o = _opts('compact', {}, %opt);
+    _compact(_file('compact', $file), delete $o->{format}, $out, $o);
     return;
 }
 
@@ -180,10 +206,11 @@ sub volume_forget {
     return;
 }
 
+# the directory store's name for it, from the core (the one place that spells it)
 sub snapshot_file {
     my ($volume, $name) = @_;
-    my ($dir, $file) = $volume =~ m{^(.*/)?([^/]+)$} or die "snapshot_file: bad volume path\n";
-    return ($dir // '') . "snap-$name-$file";
+    die "snapshot_file: bad volume path\n" if !defined($volume) || $volume !~ m{[^/]$};
+    return _snapshot_file($volume, $name // '');
 }
 
 # ---- internal snapshots (the image's own snapshot table) ----
@@ -403,8 +430,43 @@ omitted), C<compat> (C<'1.1'> default or C<'0.10'>), C<cluster_size>
 (512..2M, default 64k), C<extended_l2>, C<refcount_bits> (1..64),
 C<lazy_refcounts>, C<compression_type> (C<zlib>, C<zstd>),
 C<preallocation> (C<off>, C<metadata>), C<backing_file> (stored as
-given, relative to the new image) and C<backing_fmt> (required with a
-backing file). An existing file is never replaced.
+given, relative to the new image), C<backing_fmt> (required with a
+backing file) and C<backing_unchecked> (do not open the backing file,
+which may not exist yet: C<size> is then required). An existing file is
+never replaced. An existing block device receives the image in place,
+if it is large enough (C<measure>); its old header is wiped first and the
+new one written last.
+
+=item measure($file, output_format => 'qcow2', layer => 1, %create_options)
+
+=item measure(undef, size => $bytes, output_format => 'qcow2', %create_options)
+
+C<qemu-img measure>: the bytes a new image needs, C<{ required,
+'fully-allocated' }> (and C<bitmaps> for a qcow2 input written as qcow2
+v3), equal to qemu-img's. Without a file: a new empty image of C<size>
+(an overlay needs as much). With a file: the copy of its guest view, the
+whole chain; with C<layer =E<gt> 1> the layer alone, its own clusters
+without its backing file (what a copy of that layer keeping its backing
+needs). The create options (C<cluster_size>, C<extended_l2>,
+C<refcount_bits>, C<compat>, C<preallocation> C<off>, C<metadata>,
+C<falloc> or C<full>, C<backing_file>) describe the new image;
+C<output_format =E<gt> 'raw'> measures a raw copy.
+
+=item compact($file, $out, progress => sub {...})
+
+Copies the layer C<$file> (a qcow2 file or block device, only read) into
+C<$out>: a new image holding exactly the layer's allocated clusters,
+packed after the metadata, with its zero clusters and subclusters, its
+unallocated ranges (which keep reading from the backing file), the same
+backing name and format, cluster size and extended L2 entries. On the same
+backing file the copy reads exactly as the layer, and it needs at most
+C<measure($file, layer =E<gt> 1, ...)-E<gt>{required}> bytes: a snapshot
+taken on a full-size logical volume shrinks to what it holds. C<$out> is a
+new file (it appears whole, atomically) or another block device (written
+in place). With C<$out> undef a file is compacted in place: replaced in one
+rename under its own name, so its children keep pointing at it. Refused
+for images with internal snapshots, external data files, or marked
+corrupt or dirty.
 
 =item commit($file, base => $base, keep => 1, progress => sub {...}, rate_limit => $bps)
 

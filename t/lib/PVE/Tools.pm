@@ -51,7 +51,24 @@ sub cmd2string {
 #   errmsg: prefix of the error message
 #   noerr: return the exit code instead of dying
 # Returns the exit code (0 on success).
+#
+# Test seam (not in the real module): every sub in @BEFORE_RUN_COMMAND is
+# called with the command (array ref or string) before it runs, every sub
+# in @AFTER_RUN_COMMAND after it ran, whatever its outcome
+# (t/lib/QcLVM.pm stands in for device-mapper this way).
+our (@BEFORE_RUN_COMMAND, @AFTER_RUN_COMMAND);
+
 sub run_command {
+    my ($cmd, %param) = @_;
+    $_->($cmd) for @BEFORE_RUN_COMMAND;
+    my $res = eval { run_command_inner($cmd, %param) };
+    my $err = $@;
+    $_->($cmd) for @AFTER_RUN_COMMAND;
+    die $err if $err;
+    return $res;
+}
+
+sub run_command_inner {
     my ($cmd, %param) = @_;
 
     my $cmdstr = cmd2string($cmd);

@@ -307,6 +307,18 @@ sub parse_config {
     return $cfg;
 }
 
+# LVM names: letters, digits, '-', '_' and '.', not starting or ending
+# with '-', '_' or '.' (the format 'pve-storage-vgname').
+sub parse_lvm_name {
+    my ($name, $noerr) = @_;
+    if ($name !~ m/^[a-z0-9][a-z0-9\-\_\.]*[a-z0-9]$/i) {
+        return undef if $noerr;
+        die "lvm name '$name' contains illegal characters\n";
+    }
+    return $name;
+}
+PVE::JSONSchema::register_format('pve-storage-vgname', \&parse_lvm_name);
+
 # The preallocation mode to use for a new image of format $fmt (undef for
 # formats without one).
 sub preallocation_cmd_opt {

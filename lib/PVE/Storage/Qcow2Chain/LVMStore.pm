@@ -1,0 +1,312 @@
+package PVE::Storage::Qcow2Chain::LVMStore;
+
+# The layer store of a qcow2 volume on a (shared, thick) LVM volume group:
+# where its layers live and what they are called. The one place that knows
+# the names (Proxmox's: the volume LV vm-<vmid>-disk-N.qcow2, snapshot S in
+# the LV snap_vm-<vmid>-disk-N_S.qcow2, our temporaries qc_vm-..._WHAT.qcow2
+# that Proxmox never lists or activates), and the layer operations the
+# volume operations are built on: list, create of a capacity, rename,
+# remove (saferemove as Proxmox does it), resize, activate, in-use,
+# the cluster-wide lock, the journal (a tag of the volume group, which
+# every node sees) and a layer's date (a tag). lvcreate, lvrename and
+# activation are Proxmox's own (PVE::Storage::LVMPlugin).
+
+use strict;
+use warnings;
+
+use MIME::Base64 qw(decode_base64 encode_base64);
+use JSON::PP;
+use PVE::Storage::LVMPlugin;
+use PVE::Tools qw(run_command trim);
+
+my @REPORT = ('--noheadings', '--units', 'b', '--nosuffix', '--unbuffered');
+
+sub new {
+    my ($class, $plugin, $scfg, $storeid, $volname, %o) = @_;
+    my (undef, $name, $vmid) = $plugin->parse_volname($volname);
+    (my $short = $name) =~ s/\.qcow2$//;
+    return bless {
+        plugin => $plugin, scfg => $scfg, storeid => $storeid, vg => $scfg->{vgname},
+        volname => $name, short => $short, vmid => $vmid, locked => $o{locked} ? 1 : 0,
+    }, $class;
+}
+
+# ---- names ----------------------------------------------------------------
+
+# The LV of snapshot $snap ('current' or undef: the volume itself).
+sub layer_name {
+    my ($self, $snap) = @_;
+    return $self->{volname} if !defined($snap) || $snap eq 'current';
+    return "snap_$self->{short}_$snap.qcow2";
+}
+
+# 'current', the snapshot name of a snapshot LV of this volume, or undef.
+sub snap_of {
+    my ($self, $lv) = @_;
+    return 'current' if $lv eq $self->{volname};
+    return $1 if $lv =~ m/^snap_\Q$self->{short}\E_(.+)\.qcow2$/;
+    return undef;
+}
+
+# Temporary LVs of an operation (new overlay, replaced layer, compacted copy).
+sub temp_name {
+    my ($self, $what) = @_;
+    return "qc_$self->{short}_$what.qcow2";
+}
+
+sub is_temp { return $_[1] =~ m/^qc_\Q$_[0]{short}\E_[a-z]+\.qcow2$/ }
+
+sub path {
+    my ($self, $lv) = @_;
+    return "/dev/$self->{vg}/$lv";
+}
+
+# ---- layers ---------------------------------------------------------------
+
+# { lv => { size, tags => [..] } } of this volume's LVs (layers and
+# temporaries), as of the last change this store made.
+sub list {
+    my ($self) = @_;
+    return $self->{lvs} if $self->{lvs};
+    my %lv;
+    run_command(['/sbin/lvs', @REPORT, '--separator', '|', '-o', 'lv_name,lv_size,lv_tags', $self->{vg}],
+        outfunc => sub {
+            my ($name, $size, $tags) = split /\|/, trim($_[0]);
+            return if !defined $name || (!defined($self->snap_of($name)) && !$self->is_temp($name));
+            $lv{$name} = { size => int($size), tags => [grep { length } split /,/, $tags // ''] };
+        },
+        errfunc => sub { });
+    return $self->{lvs} = \%lv;
+}
+
+sub changed {
+    my ($self) = @_;
+    delete $self->{lvs};
+    return;
+}
+
+sub exists_lv {
+    my ($self, $lv) = @_;
+    return exists $self->list->{$lv};
+}
+
+# The group's extent size and tags (the journal), read once per store.
+sub vg_info {
+    my ($self) = @_;
+    return $self->{vginfo} //= do {
+        my ($e, $tags);
+        run_command(['/sbin/vgs', @REPORT, '--separator', '|', '-o', 'vg_extent_size,vg_tags', $self->{vg}],
+            outfunc => sub { ($e, $tags) = split /\|/, trim($_[0]) }, errfunc => sub { });
+        die "no such volume group '$self->{vg}'\n" if !defined $e;
+        { extent => int($e), tags => [grep { length } split /,/, $tags // ''] };
+    };
+}
+
+sub extent { return $_[0]->vg_info->{extent} }
+
+sub round_extent {
+    my ($self, $bytes) = @_;
+    my $e = $self->extent;
+    return int(($bytes + $e - 1) / $e) * $e;
+}
+
+# A new LV of at least $bytes, tagged as Proxmox tags a volume chain's LVs.
+sub create {
+    my ($self, $lv, $bytes) = @_;
+    PVE::Storage::LVMPlugin::lvcreate($self->{vg}, $lv, int(($bytes + 1023) / 1024),
+        ["pve-vm-$self->{vmid}", "\@pve-$self->{volname}"]);
+    $self->changed;
+    return;
+}
+
+sub rename {
+    my ($self, $from, $to) = @_;
+    PVE::Storage::LVMPlugin::lvrename($self->{scfg}, $from, $to);
+    $self->changed;
+    return;
+}
+
+# Remove an LV. With saferemove, as Proxmox: renamed to del-<lv> now, and the
+# returned worker zeroes it and removes it (under the lock) later.
+sub remove {
+    my ($self, $lv) = @_;
+    my $vg = $self->{vg};
+    $self->changed;
+    if (!$self->{scfg}{saferemove}) {
+        run_command(['/sbin/lvremove', '-f', "$vg/$lv"], errmsg => "lvremove '$vg/$lv' error");
+        return undef;
+    }
+    run_command(['/sbin/lvrename', $vg, $lv, "del-$lv"], errmsg => "lvrename '$vg/$lv' error");
+    my $self_copy = { %$self, locked => 0 };
+    return sub {
+        my $path = "/dev/$vg/del-$lv";
+        run_command(['/sbin/lvchange', '-aly', $path], errmsg => "can't activate LV '$path' to zero-out its data");
+        run_command(['/sbin/lvchange', '--refresh', $path], errmsg => "can't refresh LV '$path' to zero-out its data");
+        my $step = ($self->{scfg}{'saferemove-stepsize'} // 32) << 20;
+        eval { run_command(['blkdiscard', $path, '--zeroout', '--step', $step]) };
+        warn $@ if $@;
+        bless($self_copy, ref $self)->lock(sub {
+            run_command(['/sbin/lvremove', '-f', "$vg/del-$lv"], errmsg => "lvremove '$vg/del-$lv' error");
+        });
+    };
+}
+
+# Grow (lvextend) or shrink (lvreduce) an LV to $bytes, rounded up to extents.
+sub resize {
+    my ($self, $lv, $bytes) = @_;
+    my $have = $self->list->{$lv}{size} // die "LV '$lv' does not exist\n";
+    my $want = $self->round_extent($bytes);
+    return if $want == $have;
+    my @cmd = $want > $have ? ('/sbin/lvextend') : ('/sbin/lvreduce', '-f');
+    $self->changed;
+    run_command([@cmd, '-L', "${want}b", $self->path($lv)], errmsg => "error resizing volume '" . $self->path($lv) . "'");
+    return;
+}
+
+sub activate {
+    my ($self, $lv) = @_;
+    my $path = $self->path($lv);
+    run_command(['/sbin/lvchange', '-aey', $path], errmsg => "can't activate LV '$path'");
+    run_command(['/sbin/lvchange', '--refresh', $path], errmsg => "can't refresh LV '$path'");
+    return;
+}
+
+# Does a process of this node have the layer's device open (a running VM:
+# Proxmox's QEMU takes no image locks)?
+sub in_use {
+    my ($self, $lv) = @_;
+    my @st = stat($self->path($lv)) or return 0;
+    my $rdev = $st[6];
+    opendir(my $proc, '/proc') or return 0;
+    for my $pid (grep { /^\d+$/ } readdir $proc) {
+        opendir(my $fds, "/proc/$pid/fd") or next;
+        for my $fd (grep { /^\d+$/ } readdir $fds) {
+            my @f = stat("/proc/$pid/fd/$fd") or next;
+            return 1 if -b _ && $f[6] == $rdev;
+        }
+    }
+    return 0;
+}
+
+# ---- lock, journal, dates -------------------------------------------------
+
+# Run $code under the storage's cluster-wide lock (unless the caller holds it).
+sub lock {
+    my ($self, $code) = @_;
+    return $code->() if $self->{locked};
+    my $p = $self->{plugin};
+    # (no re-reading here: Proxmox's VM lock keeps other operations off this volume)
+    return $p->cluster_lock_storage($self->{storeid}, $self->{scfg}{shared}, undef, sub {
+        local $self->{locked} = 1;
+        $code->();
+    });
+}
+
+sub journal_prefix { return "qcj:$_[0]{volname}:" }
+
+sub journal_tags {
+    my ($self) = @_;
+    my $p = $self->journal_prefix;
+    return grep { index($_, $p) == 0 } @{ $self->vg_info->{tags} };
+}
+
+# The record of an interrupted operation on this volume, or undef.
+sub journal_read {
+    my ($self) = @_;
+    my $p = $self->journal_prefix;
+    my ($tag) = $self->journal_tags;
+    return undef if !defined $tag;
+    my $j = eval { decode_json(decode_base64(substr($tag, length $p))) };
+    die "unreadable journal of an interrupted operation on '$self->{volname}' (volume group tag '$tag'); "
+        . "inspect and remove it by hand\n" if ref($j) ne 'HASH';
+    return $j;
+}
+
+sub journal_write {
+    my ($self, $j) = @_;
+    die "journal written outside the storage lock\n" if !$self->{locked};
+    my @old = $self->journal_tags;
+    my $tag = $self->journal_prefix . encode_base64(JSON::PP->new->canonical->encode($j), '');
+    run_command(['/sbin/vgchange', '--addtag', $tag, (map { ('--deltag', $_) } @old), $self->{vg}],
+        errmsg => "can't record the operation on '$self->{volname}'", outfunc => sub { });
+    my %gone = map { $_ => 1 } @old;
+    $self->vg_info->{tags} = [(grep { !$gone{$_} } @{ $self->vg_info->{tags} }), $tag];
+    return;
+}
+
+sub journal_clear {
+    my ($self) = @_;
+    my @old = $self->journal_tags;
+    return if !@old;
+    run_command(['/sbin/vgchange', (map { ('--deltag', $_) } @old), $self->{vg}],
+        errmsg => "can't clear the journal of '$self->{volname}'", outfunc => sub { });
+    my %gone = map { $_ => 1 } @old;
+    $self->vg_info->{tags} = [grep { !$gone{$_} } @{ $self->vg_info->{tags} }];
+    return;
+}
+
+# When a snapshot was taken (seconds), from its LV's tag; undef if not recorded.
+sub date {
+    my ($self, $lv) = @_;
+    my ($t) = map { /^qc-date-(\d+)$/ ? $1 : () } @{ ($self->list->{$lv} // {})->{tags} // [] };
+    return $t;
+}
+
+sub set_date {
+    my ($self, $lv, $sec) = @_;
+    my @old = grep { /^qc-date-/ } @{ ($self->list->{$lv} // {})->{tags} // [] };
+    my @add = defined($sec) ? ('--addtag', "qc-date-$sec") : ();
+    return if !@add && !@old;
+    $self->changed;
+    run_command(['/sbin/lvchange', @add, (map { ('--deltag', $_) } @old), "$self->{vg}/$lv"], outfunc => sub { },
+        errmsg => "can't tag '$lv'");
+    return;
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+PVE::Storage::Qcow2Chain::LVMStore - the layers of a qcow2 volume on an LVM volume group
+
+=head1 DESCRIPTION
+
+Used by L<PVE::Storage::Qcow2Chain::LVMPlugin>: the naming of a volume's
+logical volumes (Proxmox's), and the layer operations its volume
+operations are built on, each running Proxmox's lvm2 commands.
+
+=head1 METHODS
+
+=over
+
+=item new($plugin_class, $scfg, $storeid, $volname, locked => 1)
+
+C<locked>: the caller already holds the storage lock.
+
+=item layer_name($snap), snap_of($lv), temp_name($what), is_temp($lv), path($lv)
+
+Names: C<layer_name('current')> is the volume's LV, C<layer_name(S)>
+C<snap_E<lt>volumeE<gt>_S.qcow2>; C<snap_of> parses them back.
+
+=item list, changed, exists_lv($lv), vg_info, extent, round_extent($bytes)
+
+This volume's LVs C<{ lv =E<gt> { size, tags } }> (cached until
+C<changed>); the group's extent size and tags.
+
+=item create($lv, $bytes), rename($from, $to), remove($lv), resize($lv, $bytes), activate($lv)
+
+LV operations (C<remove> returns the saferemove worker, if any).
+
+=item in_use($lv)
+
+Whether a process on this node has the LV's device open.
+
+=item lock($code), journal_prefix, journal_tags, journal_read, journal_write($record), journal_clear, date($lv), set_date($lv, $sec)
+
+The storage lock, the volume's journal (a volume group tag), snapshot dates (LV tags).
+
+=back
+
+=cut

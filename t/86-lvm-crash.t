@@ -1,0 +1,134 @@
+# Crash safety of the LVM plugin's snapshot operations: each operation is
+# stopped before each of its lvm2 metadata changes in turn (every later
+# command fails too, as after a crash of the node), then the next
+# operation on the volume recovers from the journal in the volume group.
+# Afterwards the volume is exactly as before the operation or exactly as
+# after it (every layer reading as it did, the same snapshots), every
+# image checks clean (leaks allowed), and no temporary LV or journal is
+# left. Data copies between two metadata steps are the core's, whose
+# crash safety t/35 and t/81 prove.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::Bin/lib";
+
+use QcLVM;
+use QcTest;
+use Test::More;
+
+if (my $why = lvm_usable()) {
+    plan skip_all => $why;
+}
+
+my $dir = scratch();
+chdir $dir or die;
+my $MiB = 1 << 20;
+my ($P, $scfg) = lvm_storage(dir => $dir, pvs => 9, pv_size => 24 * $MiB, extent => '1m');
+my ($vg, $sid) = ($scfg->{vgname}, 'san');
+sub locked { my ($code) = @_; return $P->cluster_lock_storage($sid, 1, undef, $code) }
+sub dev { "/dev/$vg/$_[0]" }
+
+# crash before the n-th metadata change: it and everything after it fail
+my ($crash_at, $changes, $crashed) = (0, 0, 0);
+push @PVE::Tools::BEFORE_RUN_COMMAND, sub {
+    my ($cmd) = @_;
+    die "simulated crash\n" if $crashed;
+    my ($prog, @a) = ref($cmd) ? @$cmd : ($cmd);
+    $prog =~ s{.*/}{};
+    return if $prog =~ /^(lvs|vgs|pvs)$/ || ($prog eq 'lvchange' && grep { $_ eq '--refresh' } @a);
+    $changes++;
+    if ($crash_at && $changes == $crash_at) {
+        $crashed = 1;
+        die "simulated crash\n";
+    }
+};
+
+# snapshot name => guest view, for every layer of the volume
+sub state_of {
+    my ($vol, $activate) = @_;
+    my %v;
+    PVE::Storage::LVMPlugin::activate_volume($P, $sid, $scfg, $vol) if $activate; # (recovery activates)
+    my $info = $P->volume_snapshot_info($scfg, $sid, $vol);
+    for my $s (keys %$info) {
+        unlink 'v.raw';
+        qimg('convert', '-f', 'qcow2', '-O', 'raw', dev($info->{$s}{volname}), 'v.raw');
+        $v{$s} = slurp('v.raw');
+    }
+    return \%v;
+}
+
+sub leftovers {
+    my @bad = grep { /^(qc_|del-)/ } keys %{ lvm_lvs() };
+    my ($tags) = lvm_run('vgs', '--noheadings', '-o', 'vg_tags', $vg);
+    push @bad, 'journal tag' if $tags =~ /qcj:/;
+    return @bad;
+}
+
+sub scenario {
+    my ($name, $build, $op) = @_;
+    my $vol = $build->();
+    lvm_save($name);
+    my $before = state_of($vol, 1);
+    ($crash_at, $changes) = (0, 0);
+    $op->($vol);
+    my $n = $changes;
+    my $after = state_of($vol, 1);
+    ok($n >= 2, "$name: $n metadata changes");
+    my %fail;
+    for my $k (1 .. $n) {
+        lvm_restore($name);
+        ($crash_at, $changes, $crashed) = ($k, 0, 0);
+        eval { $op->($vol) };
+        my $err = $@;
+        ($crash_at, $crashed) = (0, 0);
+        my @f;
+        push @f, "did not stop: $err" if $err !~ /simulated crash/;
+        eval { $P->with_volume($scfg, $sid, $vol, sub { }) };
+        push @f, "recovery failed: $@" if $@;
+        my $now = eval { state_of($vol) } // {};
+        push @f, "unreadable: $@" if $@;
+        my $canon = sub { join ',', map { "$_=" . length($_[0]{$_}) . ':' . unpack('%32C*', $_[0]{$_}) } sort keys %{ $_[0] } };
+        push @f, 'neither as before nor as after: ' . $canon->($now)
+            if $canon->($now) ne $canon->($before) && $canon->($now) ne $canon->($after);
+        my $info = eval { $P->volume_snapshot_info($scfg, $sid, $vol) } // {};
+        for my $s (sort keys %$info) {
+            my ($rc, $o) = qimg_ok('check', '-f', 'qcow2', dev($info->{$s}{volname}));
+            push @f, "$s: check $rc: $o" if $rc != 0 && $rc != 3;
+        }
+        push @f, "left over: @{[leftovers()]}" if leftovers();
+        $fail{"crash before change $k"} = \@f if @f;
+    }
+    is_deeply(\%fail, {}, "$name: a crash before any of its $n metadata changes is recovered") or diag(explain(\%fail));
+    lvm_restore($name);
+    locked(sub { my $w = $P->free_image($sid, $scfg, $vol, 0, 'qcow2'); $w->() if $w });
+}
+
+my $n = 100;
+sub volume {
+    my (@steps) = @_;
+    my $vol = locked(sub { $P->alloc_image($sid, $scfg, $n++, 'qcow2', undef, 8 * 1024) });
+    for my $s (@steps) {
+        if (ref $s) { qio(dev($vol), @$s) } else { $P->volume_snapshot($scfg, $sid, $vol, $s) }
+    }
+    return $vol;
+}
+
+# a snapshot whose layer is then compacted: the snapshot's steps, then the compaction's
+scenario('snapshot of a layer with holes (compacted)',
+    sub { volume(['write -q -P 0x20 7M 64k'], 's0', ['write -q -P 0x21 0 6M', 'discard -q 0 5M']) },
+    sub { $P->volume_snapshot($scfg, $sid, $_[0], 's1') });
+scenario('rollback to the oldest snapshot',
+    sub { volume(['write -q -P 0x31 0 2M'], 's1', ['write -q -P 0x32 1M 2M'], 's2', ['write -q -P 0x33 0 1M']) },
+    sub { $P->volume_snapshot_rollback($scfg, $sid, $_[0], 's1') });
+scenario('delete by commit (the child is smaller)',
+    sub { volume(['write -q -P 0x41 0 4M'], 's1', ['write -q -P 0x42 1M 512k'], 's2', ['write -q -P 0x43 2M 64k']) },
+    sub { $P->volume_snapshot_delete($scfg, $sid, $_[0], 's1') });
+scenario('delete by stream (the snapshot is smaller)',
+    sub { volume(['write -q -P 0x51 0 1M'], 's1', ['write -q -P 0x52 2M 512k'], 's2', ['write -q -P 0x53 0 5M']) },
+    sub { $P->volume_snapshot_delete($scfg, $sid, $_[0], 's2') });
+scenario('rename with a child',
+    sub { volume(['write -q -P 0x61 0 1M'], 's1', ['write -q -P 0x62 0 512k'], 's2') },
+    sub { my ($vol) = @_; locked(sub { $P->rename_snapshot($scfg, $sid, $vol, 's1', 'r1') }) });
+
+done_testing();
