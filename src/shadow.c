@@ -195,13 +195,16 @@ static inline bool freed(const qc_image *img, const uint8_t *old, const uint8_t 
 /*
  * After the switch: give the host back the space of clusters the update
  * freed (committed count > 0, new count 0), as QEMU discards them. The old
- * blocks it compares with are released last. Failure costs space only.
+ * blocks it compares with are released last. All of it in one list, so
+ * that neighbouring runs become one hole (each hole punched costs the file
+ * system a journal transaction); the list holds at most a block's worth
+ * of freed clusters and the old blocks. Failure costs space only.
  */
 static void release_freed(qc_image *img, struct qc_shadow *sh)
 {
     uint64_t per = 1ull << img->rb_bits, nold = 0;
     uint64_t *olds = qc_malloc(img->ctx, (size_t)(sh->old_entries + 1) * 8);
-    uint64_t *run = qc_malloc(img->ctx, (size_t)per * 8);
+    uint64_t *run = qc_malloc(img->ctx, (size_t)(per + sh->old_entries + 1) * 8);
     if (!olds || !run)
         goto out;
     for (uint64_t i = 0; i < sh->old_entries; i++)
@@ -209,6 +212,7 @@ static void release_freed(qc_image *img, struct qc_shadow *sh)
             olds[nold++] = (sh->old_rt[i] & QC_RT_OFFSET_MASK) >> img->cluster_bits;
     qsort(olds, (size_t)nold, 8, cmp_u64);
     uint8_t *old = qc_malloc(img->ctx, (size_t)img->cluster_size), *rb;
+    size_t n = 0;
     for (uint64_t i = 0; old && i < sh->old_entries; i++) {
         if (!sh->cow[i] || !(sh->old_rt[i] & QC_RT_OFFSET_MASK))
             continue;
@@ -218,18 +222,22 @@ static void release_freed(qc_image *img, struct qc_shadow *sh)
         memcpy(old, rb, (size_t)img->cluster_size);
         if (qc_cache_get(img, &img->rbc, img->reftable[i] & QC_RT_OFFSET_MASK, &rb, "refcount block") < 0)
             break;
-        size_t n = 0;
         for (uint64_t j = 0; j < per; j++)
-            if (freed(img, old, rb, j) && !listed(olds, (size_t)nold, i * per + j))
+            if (freed(img, old, rb, j) && !listed(olds, (size_t)nold, i * per + j)) {
+                if (n == per) { /* full: release what is listed */
+                    qc_release(img, run, n);
+                    n = 0;
+                }
                 run[n++] = i * per + j;
-        if (n)
-            qc_release(img, run, n);
+            }
     }
     free(old);
-    for (uint64_t i = 0; i < nold; i++)
+    for (uint64_t i = 0; i < nold; i++) {
         qc_cache_forget(&img->rbc, olds[i] << img->cluster_bits);
-    if (nold)
-        qc_release(img, olds, (size_t)nold);
+        run[n++] = olds[i];
+    }
+    if (n)
+        qc_release(img, run, n);
 out:
     free(olds);
     free(run);
