@@ -73,15 +73,41 @@ static int l2_ok(qc_image *img, uint64_t off)
     return 0;
 }
 
-/* Copy of the L2 table at off (refcount updates may evict it from the cache). */
+/*
+ * Copy of the L2 table at off: the cached one if loaded (it may be newer
+ * than the file), else read straight into buf. A walk reads each table
+ * once: filling a cache slot would only cost a fresh buffer's pages.
+ */
 static int l2_copy(qc_image *img, uint64_t off, uint8_t *buf)
 {
-    uint8_t *t;
     int r = l2_ok(img, off);
-    if (r == 0)
-        r = qc_cache_get(img, &img->l2c, off, &t, "L2 table");
-    if (r == 0)
+    if (r < 0)
+        return r;
+    const uint8_t *t = qc_cache_peek(&img->l2c, off);
+    if (t) {
         memcpy(buf, t, (size_t)img->cluster_size);
+        return 0;
+    }
+    return qc_pread_exact(img->ctx, img->fd, img->filename, buf, (size_t)img->cluster_size, off, "L2 table");
+}
+
+/*
+ * The L2 table buf written at a new cluster y, at once: nothing reads it
+ * before the commit, which makes it durable with the rest.
+ */
+static int l2_write_new(qc_image *img, const uint8_t *buf, uint64_t *y)
+{
+    uint64_t cs = img->cluster_size;
+    int r = qc_alloc_clusters(img, 1, y);
+    if (r == 0)
+        r = qc_overlap_check(img, *y, cs, QC_META_DATA);
+    if (r < 0)
+        return r;
+    qc_cache_forget(&img->l2c, *y);
+    r = qc_pwrite_full(img->ctx, img->fd, img->filename, buf, (size_t)cs, *y);
+    img->unsynced = true;
+    if (r == 0)
+        qc_meta_added(img, *y, QC_META_L2);
     return r;
 }
 
@@ -273,12 +299,8 @@ static int do_create(qc_image *img, qc_snapshot *sn, qc_switch *sw, uint64_t **o
             continue;
         }
         uint64_t y;
-        uint8_t *t;
-        if ((r = qc_alloc_clusters(img, 1, &y)) == 0 && (r = qc_cache_new(img, &img->l2c, y, &t)) == 0) {
-            memcpy(t, buf, (size_t)cs);
-            qc_meta_added(img, y, QC_META_L2);
+        if ((r = l2_write_new(img, buf, &y)) == 0)
             nl1[i] = y | QC_OFLAG_COPIED;
-        }
     }
     if (r == 0 && n)
         r = write_table(img, nl1, n, &sw->l1_offset);
@@ -494,7 +516,7 @@ int qc_snapshot_apply(qc_ctx *ctx, const char *path, const char *id_or_name)
  */
 static int fix_copied(qc_image *img, qc_switch *sw, uint64_t **out_l1, uint8_t *buf, qc_meter *m)
 {
-    uint64_t n = img->l1_size, per = 1ull << img->l2_bits, cs = img->cluster_size;
+    uint64_t n = img->l1_size, per = 1ull << img->l2_bits;
     uint64_t *nl1 = qc_calloc(img->ctx, (size_t)n + 1, 8);
     if (!nl1)
         return QC_ERR_NOMEM;
@@ -529,11 +551,8 @@ static int fix_copied(qc_image *img, qc_switch *sw, uint64_t **out_l1, uint8_t *
         uint64_t ne = rc == 1 ? e | QC_OFLAG_COPIED : e & ~QC_OFLAG_COPIED;
         if (table) {
             uint64_t y;
-            uint8_t *t;
-            if ((r = qc_alloc_clusters(img, 1, &y)) < 0 || (r = qc_cache_new(img, &img->l2c, y, &t)) < 0)
+            if ((r = l2_write_new(img, buf, &y)) < 0)
                 break;
-            memcpy(t, buf, (size_t)cs);
-            qc_meta_added(img, y, QC_META_L2);
             r = qc_refcount_add(img, off >> img->cluster_bits, -1);
             ne = y | QC_OFLAG_COPIED;
         }
