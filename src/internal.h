@@ -306,7 +306,7 @@ int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const
 void qc_cache_forget(qc_cache *c, uint64_t off);
 /* The cached table at off, or NULL (nothing is loaded). */
 uint8_t *qc_cache_peek(qc_cache *c, uint64_t off);
-/* The table at from becomes a dirty table at to, in the same buffer (from is read first if missing). */
+/* The table at from becomes a dirty table at to, in the same buffer (from is read first if missing; it must be clean). */
 int qc_cache_move(qc_image *img, qc_cache *c, uint64_t from, uint64_t to, const char *what);
 /* Write one dirty table (L2 tables first flush refcounts and fsync). */
 int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s);
