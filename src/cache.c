@@ -38,6 +38,26 @@ void qc_cache_forget(qc_cache *c, uint64_t off)
         }
 }
 
+uint8_t *qc_cache_peek(qc_cache *c, uint64_t off)
+{
+    for (unsigned i = 0; off && c->slots && i < c->cap; i++)
+        if (c->slots[i].off == off)
+            return c->slots[i].data;
+    return NULL;
+}
+
+int qc_cache_move(qc_image *img, qc_cache *c, uint64_t from, uint64_t to, const char *what)
+{
+    uint8_t *data;
+    int r = qc_cache_get(img, c, from, &data, what);
+    if (r < 0)
+        return r;
+    qc_cache_forget(c, to);
+    c->slots[c->last].off = to; /* the slot qc_cache_get just used */
+    c->slots[c->last].dirty = true;
+    return 0;
+}
+
 /* Find the slot for off, or the least recently used one to load into. */
 static qc_cached *lookup(qc_cache *c, uint64_t off, bool *hit)
 {
@@ -51,7 +71,6 @@ static qc_cached *lookup(qc_cache *c, uint64_t off, bool *hit)
         qc_cached *s = &c->slots[i];
         if (s->off == off) {
             *hit = true;
-            c->last = i;
             return s;
         }
         if (!s->off) {
@@ -79,6 +98,7 @@ static int take(qc_image *img, qc_cache *c, uint64_t off, qc_cached **slot, bool
         return r;
     qc_cached *s = lookup(c, off, hit);
     s->used = ++c->tick;
+    c->last = (unsigned)(s - c->slots); /* the next lookup is likely for the same table */
     *slot = s;
     if (*hit)
         return 0;
@@ -138,13 +158,23 @@ static int write_slot(qc_image *img, qc_cache *c, qc_cached *s)
 }
 
 /*
+ * An L2 table may point at clusters whose refcounts and data are not yet
+ * on disk. Not in a shadow update: everything it writes is new, unknown to
+ * the committed image until its commit makes all of it durable at once.
+ */
+static bool deps(const qc_image *img, const qc_cache *c)
+{
+    return c == &img->l2c && !img->shadow;
+}
+
+/*
  * Write one dirty table back. An L2 table may point at clusters whose
  * refcounts and data are not yet on disk: those go first (refcount blocks
  * written, then fsync), so a crash can only leak, never corrupt.
  */
 int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s)
 {
-    int r = c == &img->l2c ? qc_meta_deps(img) : 0;
+    int r = deps(img, c) ? qc_meta_deps(img) : 0;
     return r < 0 ? r : write_slot(img, c, s);
 }
 
@@ -155,7 +185,7 @@ int qc_cache_flush(qc_image *img, qc_cache *c)
         any |= c->slots[i].off && c->slots[i].dirty;
     if (!any)
         return 0;
-    if (c == &img->l2c) {
+    if (deps(img, c)) {
         /* Dependencies once for all tables, not once per table. */
         int r = qc_meta_deps(img);
         if (r < 0)

@@ -309,6 +309,10 @@ void qc_cache_free(qc_cache *c);
 /* Table at host offset off; loads it if missing (through qc_pread_exact). */
 int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const char *what);
 void qc_cache_forget(qc_cache *c, uint64_t off);
+/* The cached table at off, or NULL (nothing is loaded). */
+uint8_t *qc_cache_peek(qc_cache *c, uint64_t off);
+/* The table at from becomes a dirty table at to, in the same buffer (from is read first if missing; it must be clean). */
+int qc_cache_move(qc_image *img, qc_cache *c, uint64_t from, uint64_t to, const char *what);
 /* Write one dirty table (L2 tables first flush refcounts and fsync). */
 int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s);
 /* Write every dirty table of the cache. */
@@ -389,12 +393,28 @@ int qc_read_compressed(qc_image *img, uint64_t desc);
 
 /* ---- refcount.c ---- */
 int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc);
-uint64_t qc_rb_get(const qc_image *img, const uint8_t *rb, uint64_t i);
+/* The refcount block of range rti (NULL: none, all counts 0); valid until the next use of the refcount cache. */
+int qc_refcount_block(qc_image *img, uint64_t rti, const uint8_t **rb);
+/* Refcount i of a block (inline: walks read one per cluster). */
+static inline uint64_t qc_rb_get(const qc_image *img, const uint8_t *rb, uint64_t i)
+{
+    switch (img->refcount_bits) {
+    case 1: return rb[i / 8] >> (i % 8) & 1;
+    case 2: return rb[i / 4] >> (2 * (i % 4)) & 3;
+    case 4: return rb[i / 2] >> (4 * (i % 2)) & 15;
+    case 8: return rb[i];
+    case 16: return qc_be16(rb + 2 * i);
+    case 32: return qc_be32(rb + 4 * i);
+    default: return qc_be64(rb + 8 * i);
+    }
+}
 /* Store refcount v at index i of a block of bits-wide entries. */
 void qc_rb_put(unsigned bits, uint8_t *rb, uint64_t i, uint64_t v);
 uint64_t qc_refcount_max(const qc_image *img);
 /* Add delta to a cluster's refcount (creating blocks/growing the table). */
 int qc_refcount_add(qc_image *img, uint64_t cluster, int64_t delta);
+/* The same for clusters [first, first+n), one block at a time (each checked before it changes). */
+int qc_refcount_add_run(qc_image *img, uint64_t first, uint64_t n, int64_t delta);
 /* n contiguous new clusters with refcount 1; host = byte offset. */
 int qc_alloc_clusters(qc_image *img, uint64_t n, uint64_t *host);
 /* Drop one reference to every cluster touched by [off, off+bytes) at the next flush. */

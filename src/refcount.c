@@ -14,19 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t qc_rb_get(const qc_image *img, const uint8_t *rb, uint64_t i)
-{
-    switch (img->refcount_bits) {
-    case 1: return rb[i / 8] >> (i % 8) & 1;
-    case 2: return rb[i / 4] >> (2 * (i % 4)) & 3;
-    case 4: return rb[i / 2] >> (4 * (i % 2)) & 15;
-    case 8: return rb[i];
-    case 16: return qc_be16(rb + 2 * i);
-    case 32: return qc_be32(rb + 4 * i);
-    default: return qc_be64(rb + 8 * i);
-    }
-}
-
 void qc_rb_put(unsigned b, uint8_t *rb, uint64_t i, uint64_t v)
 {
     if (b < 8) {
@@ -50,15 +37,12 @@ uint64_t qc_refcount_max(const qc_image *img)
 
 static int load(qc_image *img) { return img->reftable ? 0 : qc_image_load_tables(img); }
 
-int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc)
+int qc_refcount_block(qc_image *img, uint64_t rti, const uint8_t **rb)
 {
-    *rc = 0;
+    *rb = NULL;
     int r = load(img);
-    if (r < 0)
+    if (r < 0 || rti >= img->rt_entries)
         return r;
-    uint64_t rti = cluster >> img->rb_bits;
-    if (rti >= img->rt_entries)
-        return 0;
     uint64_t rbo = img->reftable[rti] & QC_RT_OFFSET_MASK;
     if (!rbo)
         return 0;
@@ -66,11 +50,18 @@ int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc)
         return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "read",
                        "'%s': corrupt image: refcount block offset %#llx is not cluster aligned",
                        img->filename, (unsigned long long)rbo);
-    uint8_t *rb;
-    if ((r = qc_cache_get(img, &img->rbc, rbo, &rb, "refcount block")) < 0)
-        return r;
-    *rc = qc_rb_get(img, rb, cluster & ((1ull << img->rb_bits) - 1));
-    return 0;
+    uint8_t *b;
+    if ((r = qc_cache_get(img, &img->rbc, rbo, &b, "refcount block")) == 0)
+        *rb = b;
+    return r;
+}
+
+int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc)
+{
+    const uint8_t *rb;
+    int r = qc_refcount_block(img, cluster >> img->rb_bits, &rb);
+    *rc = rb ? qc_rb_get(img, rb, cluster & ((1ull << img->rb_bits) - 1)) : 0;
+    return r;
 }
 
 /* Mark reftable entries [i, i+1) to be written at the next flush. */
@@ -180,15 +171,17 @@ out:
     return r;
 }
 
-int qc_refcount_add(qc_image *img, uint64_t cluster, int64_t delta)
+/*
+ * The refcount block of range rti, loaded and ready to change: made when
+ * missing (or 1 unless make), copied first in a shadow update. rb is valid
+ * until the next use of the refcount cache.
+ */
+static int block_for_change(qc_image *img, uint64_t rti, bool make, uint8_t **rb)
 {
-    int r = load(img);
-    if (r < 0)
-        return r;
-    uint64_t rti = cluster >> img->rb_bits;
+    int r = 0;
     if (rti >= img->rt_entries || !(img->reftable[rti] & QC_RT_OFFSET_MASK)) {
-        if (delta < 0)
-            goto underflow;
+        if (!make)
+            return 1;
         if (rti >= img->rt_entries && (r = grow_reftable(img, rti + 1)) < 0)
             return r;
         if (!(img->reftable[rti] & QC_RT_OFFSET_MASK) && (r = create_refblock(img, rti)) < 0)
@@ -197,23 +190,73 @@ int qc_refcount_add(qc_image *img, uint64_t cluster, int64_t delta)
     /* a shadow update never changes a block of the committed structure */
     if (img->shadow && (r = qc_shadow_cow(img, rti)) < 0)
         return r;
-    uint8_t *rb;
-    if ((r = qc_cache_get(img, &img->rbc, img->reftable[rti] & QC_RT_OFFSET_MASK, &rb, "refcount block")) < 0)
-        return r;
-    uint64_t i = cluster & ((1ull << img->rb_bits) - 1), v = qc_rb_get(img, rb, i);
-    if (delta < 0 && v < (uint64_t)-delta)
-        goto underflow;
-    if (delta > 0 && qc_refcount_max(img) - v < (uint64_t)delta)
-        return qc_fail(img->ctx, QC_ERR_UNSUPPORTED, 0, img->filename, "write",
-                       "'%s': refcount of cluster %llu would overflow %u bits", img->filename,
-                       (unsigned long long)cluster, img->refcount_bits);
-    qc_rb_put(img->refcount_bits, rb, i, v + (uint64_t)delta);
-    qc_cache_mark_dirty(&img->rbc, rb);
-    return 0;
-underflow:
-    return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
-                   "'%s': corrupt image: refcount of cluster %llu would drop below zero",
-                   img->filename, (unsigned long long)cluster);
+    return qc_cache_get(img, &img->rbc, img->reftable[rti] & QC_RT_OFFSET_MASK, rb, "refcount block");
+}
+
+/*
+ * Add delta to entries [i, e) of block rb, all or none: the first entry
+ * that would leave the counts' range, or UINT64_MAX.
+ */
+static uint64_t rb_add(const qc_image *img, uint8_t *rb, uint64_t i, uint64_t e, int64_t delta)
+{
+    uint64_t max = qc_refcount_max(img);
+    if (img->refcount_bits == 16) {
+        /* QEMU's default width, in loops the compiler can vectorise */
+        uint64_t lo = UINT16_MAX, hi = 0;
+        for (uint64_t j = i; j < e; j++) {
+            uint64_t v = qc_be16(rb + 2 * j);
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        if (delta < 0 ? lo >= (uint64_t)-delta : max - hi >= (uint64_t)delta) {
+            for (uint64_t j = i; j < e; j++)
+                qc_put16(rb + 2 * j, (uint16_t)(qc_be16(rb + 2 * j) + delta));
+            return UINT64_MAX;
+        }
+    }
+    for (uint64_t j = i; j < e; j++) {
+        uint64_t v = qc_rb_get(img, rb, j);
+        if (delta < 0 ? v < (uint64_t)-delta : max - v < (uint64_t)delta)
+            return j;
+    }
+    if (delta)
+        for (uint64_t j = i; j < e; j++)
+            qc_rb_put(img->refcount_bits, rb, j, qc_rb_get(img, rb, j) + (uint64_t)delta);
+    return UINT64_MAX;
+}
+
+int qc_refcount_add_run(qc_image *img, uint64_t first, uint64_t n, int64_t delta)
+{
+    int r = load(img);
+    uint64_t per = 1ull << img->rb_bits;
+    while (r == 0 && n) {
+        uint64_t i = first & (per - 1), k = qc_min(n, per - i), bad;
+        uint8_t *rb;
+        if ((r = block_for_change(img, first >> img->rb_bits, delta >= 0, &rb)) != 0)
+            break; /* 1: no block, every count is 0 */
+        if ((bad = rb_add(img, rb, i, i + k, delta)) != UINT64_MAX) {
+            first += bad - i;
+            if (delta > 0)
+                return qc_fail(img->ctx, QC_ERR_UNSUPPORTED, 0, img->filename, "write",
+                               "'%s': refcount of cluster %llu would overflow %u bits", img->filename,
+                               (unsigned long long)first, img->refcount_bits);
+            r = 1;
+            break;
+        }
+        qc_cache_mark_dirty(&img->rbc, rb);
+        first += k;
+        n -= k;
+    }
+    if (r > 0)
+        return qc_fail(img->ctx, QC_ERR_FORMAT, 0, img->filename, "write",
+                       "'%s': corrupt image: refcount of cluster %llu would drop below zero",
+                       img->filename, (unsigned long long)first);
+    return r;
+}
+
+int qc_refcount_add(qc_image *img, uint64_t cluster, int64_t delta)
+{
+    return qc_refcount_add_run(img, cluster, 1, delta);
 }
 
 /* First run of n clusters with refcount 0 at or after the hint (and, in a

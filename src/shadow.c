@@ -113,8 +113,10 @@ int qc_shadow_used(qc_image *img, uint64_t cluster, uint64_t *rc)
 
 /*
  * Block rti is about to change: if it is a committed one, give the range a
- * copy at a free cluster first (returns 1 then). The copy's own refcount
- * and the old block's release are ordinary (shadowed) updates.
+ * copy at a free cluster first (returns 1 then). The copy takes over the
+ * cached block's buffer (unchanged until now: this is its first change);
+ * the committed block stays as it is on disk. The copy's own refcount and
+ * the old block's release are ordinary (shadowed) updates.
  */
 int qc_shadow_cow(qc_image *img, uint64_t rti)
 {
@@ -123,36 +125,27 @@ int qc_shadow_cow(qc_image *img, uint64_t rti)
         return 0;
     uint64_t old = sh->old_rt[rti] & QC_RT_OFFSET_MASK, cs = img->cluster_size;
     sh->cow[rti] = 1;
-    uint8_t *buf = qc_malloc(img->ctx, (size_t)cs), *rb;
-    if (!buf)
-        return QC_ERR_NOMEM;
-    int r = qc_cache_get(img, &img->rbc, old, &rb, "refcount block");
-    if (r < 0)
-        goto out;
-    memcpy(buf, rb, (size_t)cs);
     /* a free cluster whose range already has a block (making one may take the cluster) */
     uint64_t y;
+    int r;
     for (;;) {
         if ((r = qc_find_free(img, 1, &y)) < 0)
-            goto out;
+            return r;
         uint64_t ry = y >> img->rb_bits;
         if (ry < img->rt_entries && (img->reftable[ry] & QC_RT_OFFSET_MASK))
             break;
         if ((r = qc_refcount_add(img, y, 0)) < 0)
-            goto out;
+            return r;
     }
     if ((r = qc_overlap_check(img, y << img->cluster_bits, cs, QC_META_DATA)) < 0)
-        goto out;
+        return r;
     img->free_hint = y + 1;
-    if ((r = qc_cache_new(img, &img->rbc, y << img->cluster_bits, &rb)) < 0)
-        goto out;
-    memcpy(rb, buf, (size_t)cs);
+    if ((r = qc_cache_move(img, &img->rbc, old, y << img->cluster_bits, "refcount block")) < 0)
+        return r;
     img->reftable[rti] = y << img->cluster_bits;
     qc_meta_added(img, y << img->cluster_bits, QC_META_REFBLOCK);
     if ((r = qc_refcount_add(img, y, 1)) == 0)
         r = qc_refcount_add(img, old >> img->cluster_bits, -1);
-out:
-    free(buf);
     return r < 0 ? r : 1;
 }
 
@@ -191,16 +184,27 @@ static bool listed(const uint64_t *v, size_t n, uint64_t x)
     return bsearch(&x, v, n, sizeof(*v), cmp_u64) != NULL;
 }
 
+/* Count j went from nonzero (block old) to zero (block now). */
+static inline bool freed(const qc_image *img, const uint8_t *old, const uint8_t *now, uint64_t j)
+{
+    if (img->refcount_bits == 16) /* the common width, without a call per count */
+        return (old[2 * j] | old[2 * j + 1]) && !(now[2 * j] | now[2 * j + 1]);
+    return qc_rb_get(img, old, j) && !qc_rb_get(img, now, j);
+}
+
 /*
  * After the switch: give the host back the space of clusters the update
  * freed (committed count > 0, new count 0), as QEMU discards them. The old
- * blocks it compares with are released last. Failure costs space only.
+ * blocks it compares with are released last. All of it in one list, so
+ * that neighbouring runs become one hole (each hole punched costs the file
+ * system a journal transaction); the list holds at most a block's worth
+ * of freed clusters and the old blocks. Failure costs space only.
  */
 static void release_freed(qc_image *img, struct qc_shadow *sh)
 {
     uint64_t per = 1ull << img->rb_bits, nold = 0;
     uint64_t *olds = qc_malloc(img->ctx, (size_t)(sh->old_entries + 1) * 8);
-    uint64_t *run = qc_malloc(img->ctx, (size_t)per * 8);
+    uint64_t *run = qc_malloc(img->ctx, (size_t)(per + sh->old_entries + 1) * 8);
     if (!olds || !run)
         goto out;
     for (uint64_t i = 0; i < sh->old_entries; i++)
@@ -208,6 +212,7 @@ static void release_freed(qc_image *img, struct qc_shadow *sh)
             olds[nold++] = (sh->old_rt[i] & QC_RT_OFFSET_MASK) >> img->cluster_bits;
     qsort(olds, (size_t)nold, 8, cmp_u64);
     uint8_t *old = qc_malloc(img->ctx, (size_t)img->cluster_size), *rb;
+    size_t n = 0;
     for (uint64_t i = 0; old && i < sh->old_entries; i++) {
         if (!sh->cow[i] || !(sh->old_rt[i] & QC_RT_OFFSET_MASK))
             continue;
@@ -217,20 +222,22 @@ static void release_freed(qc_image *img, struct qc_shadow *sh)
         memcpy(old, rb, (size_t)img->cluster_size);
         if (qc_cache_get(img, &img->rbc, img->reftable[i] & QC_RT_OFFSET_MASK, &rb, "refcount block") < 0)
             break;
-        size_t n = 0;
-        for (uint64_t j = 0; j < per; j++) {
-            uint64_t c = i * per + j;
-            if (qc_rb_get(img, old, j) && !qc_rb_get(img, rb, j) && !listed(olds, (size_t)nold, c))
-                run[n++] = c;
-        }
-        if (n)
-            qc_release(img, run, n);
+        for (uint64_t j = 0; j < per; j++)
+            if (freed(img, old, rb, j) && !listed(olds, (size_t)nold, i * per + j)) {
+                if (n == per) { /* full: release what is listed */
+                    qc_release(img, run, n);
+                    n = 0;
+                }
+                run[n++] = i * per + j;
+            }
     }
     free(old);
-    for (uint64_t i = 0; i < nold; i++)
+    for (uint64_t i = 0; i < nold; i++) {
         qc_cache_forget(&img->rbc, olds[i] << img->cluster_bits);
-    if (nold)
-        qc_release(img, olds, (size_t)nold);
+        run[n++] = olds[i];
+    }
+    if (n)
+        qc_release(img, run, n);
 out:
     free(olds);
     free(run);

@@ -73,44 +73,80 @@ static int l2_ok(qc_image *img, uint64_t off)
     return 0;
 }
 
-/* Copy of the L2 table at off (refcount updates may evict it from the cache). */
+/*
+ * Copy of the L2 table at off: the cached one if loaded (it may be newer
+ * than the file), else read straight into buf. A walk reads each table
+ * once: filling a cache slot would only cost a fresh buffer's pages.
+ */
 static int l2_copy(qc_image *img, uint64_t off, uint8_t *buf)
 {
-    uint8_t *t;
     int r = l2_ok(img, off);
-    if (r == 0)
-        r = qc_cache_get(img, &img->l2c, off, &t, "L2 table");
-    if (r == 0)
+    if (r < 0)
+        return r;
+    const uint8_t *t = qc_cache_peek(&img->l2c, off);
+    if (t) {
         memcpy(buf, t, (size_t)img->cluster_size);
+        return 0;
+    }
+    return qc_pread_exact(img->ctx, img->fd, img->filename, buf, (size_t)img->cluster_size, off, "L2 table");
+}
+
+/*
+ * The L2 table buf written at a new cluster y, at once: nothing reads it
+ * before the commit, which makes it durable with the rest.
+ */
+static int l2_write_new(qc_image *img, const uint8_t *buf, uint64_t *y)
+{
+    uint64_t cs = img->cluster_size;
+    int r = qc_alloc_clusters(img, 1, y);
+    if (r == 0)
+        r = qc_overlap_check(img, *y, cs, QC_META_DATA);
+    if (r < 0)
+        return r;
+    qc_cache_forget(&img->l2c, *y);
+    r = qc_pwrite_full(img->ctx, img->fd, img->filename, buf, (size_t)cs, *y);
+    img->unsynced = true;
+    if (r == 0)
+        qc_meta_added(img, *y, QC_META_L2);
     return r;
 }
 
-/* Add delta to the refcounts of the host cluster(s) of one L2 entry. */
-static int entry_ref(qc_image *img, uint64_t e, int delta)
+/*
+ * Add delta to the refcounts of the clusters the entries of L2 table t
+ * reach, in runs of contiguous clusters: data written in order lies in
+ * order, so a table of 8192 entries is typically a few updates of a
+ * refcount block, not 8192 lookups.
+ */
+static int table_ref(qc_image *img, const uint8_t *t, int delta)
 {
-    uint64_t off, len;
-    if (e & QC_OFLAG_COMPRESSED) {
-        qc_compressed_range(img, e, &off, &len);
-    } else {
-        off = e & QC_OFFSET_MASK;
-        len = off ? img->cluster_size : 0;
-        if (off & (img->cluster_size - 1))
+    uint64_t cs = img->cluster_size, end = qc_align_up(img->file_size, cs), first = 0, n = 0;
+    int r;
+    for (uint64_t j = 0; j < 1ull << img->l2_bits; j++) {
+        uint64_t e = qc_be64(t + j * img->l2_entry_size), off = e & QC_OFFSET_MASK, len = cs;
+        if (e & QC_OFLAG_COMPRESSED)
+            qc_compressed_range(img, e, &off, &len);
+        else if (!off)
+            continue;
+        else if (off & (cs - 1))
             return corrupt(img, "data cluster offset", off);
+        if (off < cs || qc_past(off, len, end))
+            return corrupt(img, "data cluster offset", off);
+        uint64_t c = off >> img->cluster_bits, k = ((off + len - 1) >> img->cluster_bits) - c + 1;
+        if (n && c == first + n) {
+            n += k;
+            continue;
+        }
+        if (n && (r = qc_refcount_add_run(img, first, n, delta)) < 0)
+            return r;
+        first = c;
+        n = k;
     }
-    if (!len)
-        return 0;
-    if (off < img->cluster_size || qc_past(off, len, qc_align_up(img->file_size, img->cluster_size)))
-        return corrupt(img, "data cluster offset", off);
-    int r = 0;
-    for (uint64_t c = off >> img->cluster_bits; c <= (off + len - 1) >> img->cluster_bits && r == 0; c++)
-        r = qc_refcount_add(img, c, delta);
-    return r;
+    return n ? qc_refcount_add_run(img, first, n, delta) : 0;
 }
 
 /* Add delta to every L2 table and data cluster the L1 table l1 reaches. */
 static int tree_ref(qc_image *img, const uint64_t *l1, uint64_t n, int delta, uint8_t *buf, qc_meter *m)
 {
-    uint64_t per = 1ull << img->l2_bits;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t off = l1[i] & QC_OFFSET_MASK;
         int r = qc_meter_add(img->ctx, m, 1ull << (img->cluster_bits + img->l2_bits), img->filename);
@@ -119,12 +155,8 @@ static int tree_ref(qc_image *img, const uint64_t *l1, uint64_t n, int delta, ui
                 return r;
             continue;
         }
-        r = l2_copy(img, off, buf);
-        for (uint64_t j = 0; j < per && r == 0; j++)
-            r = entry_ref(img, qc_be64(buf + j * img->l2_entry_size), delta);
-        if (r == 0)
-            r = qc_refcount_add(img, off >> img->cluster_bits, delta);
-        if (r < 0)
+        if ((r = l2_copy(img, off, buf)) < 0 || (r = table_ref(img, buf, delta)) < 0 ||
+            (r = qc_refcount_add(img, off >> img->cluster_bits, delta)) < 0)
             return r;
     }
     return 0;
@@ -133,10 +165,8 @@ static int tree_ref(qc_image *img, const uint64_t *l1, uint64_t n, int delta, ui
 /* Add delta to the clusters of [off, off+len) (a table). */
 static int range_ref(qc_image *img, uint64_t off, uint64_t len, int delta)
 {
-    int r = 0;
-    for (uint64_t c = off >> img->cluster_bits; len && c <= (off + len - 1) >> img->cluster_bits && r == 0; c++)
-        r = qc_refcount_add(img, c, delta);
-    return r;
+    uint64_t c = off >> img->cluster_bits;
+    return len ? qc_refcount_add_run(img, c, ((off + len - 1) >> img->cluster_bits) - c + 1, delta) : 0;
 }
 
 /* A new table of n host-endian entries in free clusters. */
@@ -252,30 +282,25 @@ static int do_create(qc_image *img, qc_snapshot *sn, qc_switch *sw, uint64_t **o
             continue;
         if ((r = l2_copy(img, off, buf)) < 0)
             break;
+        if ((r = table_ref(img, buf, 1)) < 0)
+            break;
         bool copy = e & QC_OFLAG_COPIED;
-        for (uint64_t j = 0; j < per && r == 0; j++) {
+        for (uint64_t j = 0; j < per; j++) {
             uint8_t *p = buf + j * img->l2_entry_size;
             uint64_t le = qc_be64(p);
             if (le & QC_OFLAG_COPIED) {
                 copy = true;
                 qc_put64(p, le & ~QC_OFLAG_COPIED);
             }
-            r = entry_ref(img, le, 1);
         }
-        if (r < 0)
-            break;
         if (!copy) {
             r = qc_refcount_add(img, off >> img->cluster_bits, 1);
             nl1[i] = off;
             continue;
         }
         uint64_t y;
-        uint8_t *t;
-        if ((r = qc_alloc_clusters(img, 1, &y)) == 0 && (r = qc_cache_new(img, &img->l2c, y, &t)) == 0) {
-            memcpy(t, buf, (size_t)cs);
-            qc_meta_added(img, y, QC_META_L2);
+        if ((r = l2_write_new(img, buf, &y)) == 0)
             nl1[i] = y | QC_OFLAG_COPIED;
-        }
     }
     if (r == 0 && n)
         r = write_table(img, nl1, n, &sw->l1_offset);
@@ -415,13 +440,14 @@ static int do_apply(qc_image *img, const qc_snapshot *s, qc_switch *sw, uint64_t
             continue;
         if ((r = l2_copy(img, off, buf)) < 0)
             break;
+        if ((r = table_ref(img, buf, 1)) < 0)
+            break;
         bool flagged = false;
-        for (uint64_t j = 0; j < per && r == 0; j++) {
+        for (uint64_t j = 0; j < per; j++) {
             uint8_t *p = buf + j * img->l2_entry_size;
             uint64_t le = qc_be64(p);
             flagged |= !!(le & QC_OFLAG_COPIED);
             qc_put64(p, le & ~QC_OFLAG_COPIED);
-            r = entry_ref(img, le, 1);
         }
         if (r == 0 && flagged) {
             uint8_t *t;
@@ -490,7 +516,7 @@ int qc_snapshot_apply(qc_ctx *ctx, const char *path, const char *id_or_name)
  */
 static int fix_copied(qc_image *img, qc_switch *sw, uint64_t **out_l1, uint8_t *buf, qc_meter *m)
 {
-    uint64_t n = img->l1_size, per = 1ull << img->l2_bits, cs = img->cluster_size;
+    uint64_t n = img->l1_size, per = 1ull << img->l2_bits;
     uint64_t *nl1 = qc_calloc(img->ctx, (size_t)n + 1, 8);
     if (!nl1)
         return QC_ERR_NOMEM;
@@ -504,13 +530,16 @@ static int fix_copied(qc_image *img, qc_switch *sw, uint64_t **out_l1, uint8_t *
         if ((r = l2_copy(img, off, buf)) < 0 || (r = qc_refcount_get(img, off >> img->cluster_bits, &rc)) < 0)
             break;
         bool table = false;
+        const uint8_t *rb = NULL;
+        uint64_t at = UINT64_MAX; /* the range rb covers: no other use of the refcount cache in this loop */
         for (uint64_t j = 0; j < per && r == 0 && rc == 1; j++) {
             uint8_t *p = buf + j * img->l2_entry_size;
-            uint64_t le = qc_be64(p), host = le & QC_OFFSET_MASK, drc;
+            uint64_t le = qc_be64(p), host = le & QC_OFFSET_MASK, c = host >> img->cluster_bits;
             if ((le & QC_OFLAG_COMPRESSED) || !host)
                 continue;
-            if ((r = qc_refcount_get(img, host >> img->cluster_bits, &drc)) < 0)
+            if (c >> img->rb_bits != at && (r = qc_refcount_block(img, at = c >> img->rb_bits, &rb)) < 0)
                 break;
+            uint64_t drc = rb ? qc_rb_get(img, rb, c & ((1ull << img->rb_bits) - 1)) : 0;
             uint64_t ne = drc == 1 ? le | QC_OFLAG_COPIED : le & ~QC_OFLAG_COPIED;
             if (ne != le) {
                 qc_put64(p, ne);
@@ -522,11 +551,8 @@ static int fix_copied(qc_image *img, qc_switch *sw, uint64_t **out_l1, uint8_t *
         uint64_t ne = rc == 1 ? e | QC_OFLAG_COPIED : e & ~QC_OFLAG_COPIED;
         if (table) {
             uint64_t y;
-            uint8_t *t;
-            if ((r = qc_alloc_clusters(img, 1, &y)) < 0 || (r = qc_cache_new(img, &img->l2c, y, &t)) < 0)
+            if ((r = l2_write_new(img, buf, &y)) < 0)
                 break;
-            memcpy(t, buf, (size_t)cs);
-            qc_meta_added(img, y, QC_META_L2);
             r = qc_refcount_add(img, off >> img->cluster_bits, -1);
             ne = y | QC_OFLAG_COPIED;
         }

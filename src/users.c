@@ -40,23 +40,25 @@ static void comm_of(int pid, char *buf, size_t n)
     fclose(f);
 }
 
-/* Is any of the open descriptors in /proc/PID/fd (dirfd fdd) one of the files? */
-static int scan_fds(int fdd, const struct stat *files, size_t n, size_t *which)
+/* Is any of the open descriptors in /proc/PID/fd (path p) one of the files? */
+static int scan_fds(const char *p, const struct stat *files, size_t n, size_t *which)
 {
-    DIR *d = fdopendir(fdd);
-    if (!d) {
-        close(fdd);
+    DIR *d = opendir(p);
+    if (!d)
         return 0;
-    }
     struct dirent *de;
     int hit = 0;
     while (!hit && (de = readdir(d))) {
         /* the identity of what the descriptor refers to, from cached
          * attributes: never a round trip to an NFS server */
         struct statx sx;
-        if (de->d_name[0] == '.' ||
-            statx(fdd, de->d_name, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, STATX_INO, &sx) < 0)
+        if (de->d_name[0] == '.')
             continue;
+        if (statx(dirfd(d), de->d_name, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT, STATX_INO, &sx) < 0) {
+            if (errno == EACCES)
+                break; /* the access check is per process: none of its descriptors can be seen */
+            continue;
+        }
         dev_t dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
         for (size_t i = 0; i < n && !hit; i++)
             if (dev == files[i].st_dev && sx.stx_ino == files[i].st_ino) {
@@ -83,8 +85,7 @@ int qc_users_posix(void *u, const struct stat *files, size_t n, qc_user *found)
             continue;
         char p[64];
         snprintf(p, sizeof(p), "/proc/%ld/fd", pid);
-        int fdd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fdd >= 0 && scan_fds(fdd, files, n, &found->file)) {
+        if (scan_fds(p, files, n, &found->file)) {
             found->pid = (int)pid;
             comm_of(found->pid, found->comm, sizeof(found->comm));
             hit = 1;
