@@ -292,6 +292,7 @@ typedef struct qcx_image {
     qc_image *img;
 } qcx_image;
 
+/* The typemap's PVE::Storage::Qcow2Chain::Image: an open handle, or croak. */
 typedef qcx_image *PVE__Storage__Qcow2Chain__Image;
 
 static qcx_image *qcx_image_from(pTHX_ SV *sv)
@@ -302,6 +303,13 @@ static qcx_image *qcx_image_from(pTHX_ SV *sv)
     if (!h || !h->img)
         croak("PVE::Storage::Qcow2Chain::Image: the image is closed\n");
     return h;
+}
+
+/* Raise the error of a failed call on an open handle. */
+static void qcx_image_check(pTHX_ qcx_image *h, int r)
+{
+    if (r < 0)
+        qcx_croak_ctx(aTHX_ h->call.ctx, r);
 }
 
 /* Integer option from a hash, with a default. */
@@ -329,6 +337,44 @@ static void qcx_create_opts(pTHX_ HV *spec, qc_create_opts *o)
     if ((v = opt_sv(aTHX_ spec, "backing_fmt")))
         o->backing_fmt = qcx_cstr(aTHX_ v, "backing format");
     o->backing_unchecked = opt_true(aTHX_ spec, "backing_unchecked");
+}
+
+/* Options of the volume operations, then the call context. */
+static void qcx_volume_begin(pTHX_ qcx_call *c, qc_volume_opts *so, SV *opts)
+{
+    HV *o = qcx_opts(aTHX_ opts);
+    SV *v;
+    qc_volume_opts_init(so);
+    so->cluster_size = (uint32_t)qcx_opt_uv(aTHX_ o, "cluster_size", so->cluster_size);
+    if (opt_sv(aTHX_ o, "extended_l2"))
+        so->extended_l2 = opt_true(aTHX_ o, "extended_l2");
+    so->preallocation = (int)qcx_opt_uv(aTHX_ o, "preallocation", (UV)so->preallocation);
+    so->running = opt_true(aTHX_ o, "running");
+    so->delete_method = (int)qcx_opt_uv(aTHX_ o, "delete_method", 0);
+    so->lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", so->lock_timeout_ms);
+    if ((v = opt_sv(aTHX_ o, "images_dir")))
+        so->images_dir = qcx_cstr(aTHX_ v, "images directory");
+    qcx_begin(aTHX_ c, o);
+}
+
+/* Options of the conversions between internal and external snapshots (names: "old=new"). */
+static void qcx_convert_begin(pTHX_ qcx_call *c, qc_convert_opts *co, AV *names, int drop_vm_state, SV *opts)
+{
+    HV *o = qcx_opts(aTHX_ opts);
+    SSize_t n = av_len(names) + 1;
+    const char **nm;
+    Newxz(nm, n + 1, const char *);
+    SAVEFREEPV(nm);
+    for (SSize_t i = 0; i < n; i++) {
+        SV **e = av_fetch(names, i, 0);
+        nm[i] = e ? qcx_cstr(aTHX_ *e, "names") : "";
+    }
+    memset(co, 0, sizeof(*co));
+    co->names = nm;
+    co->nnames = (size_t)n;
+    co->drop_vm_state = drop_vm_state;
+    co->lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", 0);
+    qcx_begin(aTHX_ c, o);
 }
 
 MODULE = PVE::Storage::Qcow2Chain   PACKAGE = PVE::Storage::Qcow2Chain

@@ -162,24 +162,24 @@ sub _snap_opts {
 
 sub snapshot_create {
     my ($volume, $name, %opt) = @_;
-    _snapshot('create', _file('snapshot_create', $volume), $name // '', undef, _snap_opts('snapshot_create', %opt));
+    _snapshot_create(_file('snapshot_create', $volume), $name // '', _snap_opts('snapshot_create', %opt));
     return;
 }
 
 sub snapshot_rollback {
     my ($volume, $name, %opt) = @_;
-    _snapshot('rollback', _file('snapshot_rollback', $volume), $name // '', undef, _snap_opts('snapshot_rollback', %opt));
+    _snapshot_rollback(_file('snapshot_rollback', $volume), $name // '', _snap_opts('snapshot_rollback', %opt));
     return;
 }
 
 sub snapshot_delete {
     my ($volume, $name, %opt) = @_;
-    return _snapshot('delete', _file('snapshot_delete', $volume), $name // '', undef, _snap_opts('snapshot_delete', %opt));
+    return _snapshot_delete(_file('snapshot_delete', $volume), $name // '', _snap_opts('snapshot_delete', %opt));
 }
 
 sub snapshot_rename {
     my ($volume, $from, $to, %opt) = @_;
-    _snapshot('rename', _file('snapshot_rename', $volume), $from // '', $to // '', _snap_opts('snapshot_rename', %opt));
+    _snapshot_rename(_file('snapshot_rename', $volume), $from // '', $to // '', _snap_opts('snapshot_rename', %opt));
     return;
 }
 
@@ -196,13 +196,13 @@ sub volume_dependent {
 
 sub volume_recover {
     my ($volume, %opt) = @_;
-    _snapshot('recover', _file('volume_recover', $volume), '', undef, _snap_opts('volume_recover', %opt));
+    _volume_recover(_file('volume_recover', $volume), _snap_opts('volume_recover', %opt));
     return;
 }
 
 sub volume_forget {
     my ($volume, %opt) = @_;
-    _snapshot('forget', _file('volume_forget', $volume), '', undef, _snap_opts('volume_forget', %opt));
+    _volume_forget(_file('volume_forget', $volume), _snap_opts('volume_forget', %opt));
     return;
 }
 
@@ -217,19 +217,19 @@ sub snapshot_file {
 
 sub internal_snapshot_create {
     my ($file, $name, %opt) = @_;
-    _internal_snapshot('create', _file('internal_snapshot_create', $file), $name // '', _opts('internal_snapshot_create', {}, %opt));
+    _internal_snapshot_create(_file('internal_snapshot_create', $file), $name // '', _opts('internal_snapshot_create', {}, %opt));
     return;
 }
 
 sub internal_snapshot_apply {
     my ($file, $name, %opt) = @_;
-    _internal_snapshot('apply', _file('internal_snapshot_apply', $file), $name // '', _opts('internal_snapshot_apply', {}, %opt));
+    _internal_snapshot_apply(_file('internal_snapshot_apply', $file), $name // '', _opts('internal_snapshot_apply', {}, %opt));
     return;
 }
 
 sub internal_snapshot_delete {
     my ($file, $name, %opt) = @_;
-    _internal_snapshot('delete', _file('internal_snapshot_delete', $file), $name // '', _opts('internal_snapshot_delete', {}, %opt));
+    _internal_snapshot_delete(_file('internal_snapshot_delete', $file), $name // '', _opts('internal_snapshot_delete', {}, %opt));
     return;
 }
 
@@ -247,18 +247,18 @@ sub snapshot_split {
 }
 
 sub _convert {
-    my ($to, $fn, $volume, %opt) = @_;
+    my ($xsub, $fn, $volume, %opt) = @_;
     my $o = _opts($fn, { names => 1, drop_vm_state => 1, lock_timeout_ms => 1 }, %opt);
     my $names = delete($o->{names}) // {};
     die "$fn: names must be a hash reference (old => new)\n" if ref($names) ne 'HASH';
     my $drop = delete($o->{drop_vm_state}) ? 1 : 0;
-    _volume_convert($to, _file($fn, $volume), [map { "$_=$names->{$_}" } sort keys %$names], $drop, $o);
+    $xsub->(_file($fn, $volume), [map { "$_=$names->{$_}" } sort keys %$names], $drop, $o);
     return;
 }
 
-sub volume_to_external { my ($volume, %opt) = @_; return _convert('external', 'volume_to_external', $volume, %opt) }
+sub volume_to_external { my ($volume, %opt) = @_; return _convert(\&_volume_to_external, 'volume_to_external', $volume, %opt) }
 
-sub volume_to_internal { my ($volume, %opt) = @_; return _convert('internal', 'volume_to_internal', $volume, %opt) }
+sub volume_to_internal { my ($volume, %opt) = @_; return _convert(\&_volume_to_internal, 'volume_to_internal', $volume, %opt) }
 
 sub import_check {
     my ($file, %opt) = @_;
