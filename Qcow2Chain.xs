@@ -384,3 +384,5 @@ PROTOTYPES: DISABLE
 INCLUDE: xs/Qcow2Chain.xs
 
 INCLUDE: xs/Image.xs
+
+INCLUDE: xs/TestHooks.xs

@@ -15,7 +15,9 @@ _open(class, file, fmt, rw, opts)
   CODE:
     Newxz(h, 1, qcx_image);
     qcx_begin(aTHX_ &h->call, qcx_opts(aTHX_ opts));
-    h->call.progress = NULL; /* no callbacks on handles */
+    /* no callbacks on handles: the callback belongs to the options of open */
+    qc_ctx_set_progress(h->call.ctx, NULL, NULL);
+    h->call.progress = NULL;
     r = qc_image_open(h->call.ctx, &h->img, file, fmt,
                       rw ? QC_OPEN_RDWR : QC_OPEN_SHARE);
     if (r < 0) {
