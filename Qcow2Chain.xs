@@ -15,13 +15,19 @@
 #include <errno.h>
 #include <string.h>
 
-/* What a call needs besides the context: progress callback and fault stats. */
+/* What a call needs besides the context: progress callback, injected fault. */
 typedef struct qcx_call {
     qc_ctx *ctx;
     qc_fault *fault;
     SV *progress;
-    HV *fault_stats;
 } qcx_call;
+
+/*
+ * Test hooks (xs/TestHooks.xs, for t/lib/QcHooks.pm only): a fault armed
+ * for the next call, and the fault counters of the last call that had one.
+ */
+static struct { bool armed; int mode; uint64_t nth; int err; uint64_t seed; } qcx_next_fault;
+static struct { UV count; IV fired; UV writebacks; } qcx_last_fault;
 
 static int qcx_progress(void *user, uint64_t done, uint64_t total)
 {
@@ -154,32 +160,20 @@ static void qcx_begin(pTHX_ qcx_call *c, HV *o)
         c->progress = v;
         qc_ctx_set_progress(c->ctx, qcx_progress, c);
     }
-    /* Test hook: fault => [mode, nth, errno, seed], fault_stats => \%out */
-    if ((v = opt_sv(aTHX_ o, "fault")) && SvROK(v) && SvTYPE(SvRV(v)) == SVt_PVAV) {
-        AV *a = (AV *)SvRV(v);
-        SV **m = av_fetch(a, 0, 0), **n = av_fetch(a, 1, 0), **e = av_fetch(a, 2, 0),
-           **s = av_fetch(a, 3, 0);
-        const char *mode = m ? SvPV_nolen(*m) : "none";
-        int md = !strcmp(mode, "crash") ? QC_FAULT_CRASH
-               : !strcmp(mode, "error") ? QC_FAULT_ERROR
-               : !strcmp(mode, "short") ? QC_FAULT_SHORT : QC_FAULT_NONE;
-        c->fault = qc_fault_new(md, n ? (uint64_t)SvUV(*n) : 0, e ? (int)SvIV(*e) : EIO,
-                                s ? (uint64_t)SvUV(*s) : 0);
+    if (qcx_next_fault.armed) {
+        qcx_next_fault.armed = false;
+        c->fault = qc_fault_new(qcx_next_fault.mode, qcx_next_fault.nth, qcx_next_fault.err, qcx_next_fault.seed);
         if (c->fault)
             qc_ctx_set_fault(c->ctx, c->fault);
     }
-    if ((v = opt_sv(aTHX_ o, "fault_stats")) && SvROK(v) && SvTYPE(SvRV(v)) == SVt_PVHV)
-        c->fault_stats = (HV *)SvRV(v);
 }
 
 static void qcx_end(pTHX_ qcx_call *c)
 {
     if (c->fault) {
-        if (c->fault_stats) {
-            (void)hv_stores(c->fault_stats, "count", newSVuv((UV)qc_fault_count(c->fault)));
-            (void)hv_stores(c->fault_stats, "fired", newSViv(qc_fault_fired(c->fault)));
-            (void)hv_stores(c->fault_stats, "writebacks", newSVuv((UV)qc_fault_writebacks(c->fault)));
-        }
+        qcx_last_fault.count = (UV)qc_fault_count(c->fault);
+        qcx_last_fault.fired = qc_fault_fired(c->fault);
+        qcx_last_fault.writebacks = (UV)qc_fault_writebacks(c->fault);
         qc_fault_free(c->fault);
     }
     qc_ctx_free(c->ctx);

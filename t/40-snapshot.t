@@ -9,6 +9,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use PVE::Storage::Qcow2Chain;
@@ -288,12 +289,11 @@ for my $seed (1 .. 3) {
         PVE::Storage::Qcow2Chain::snapshot_create($vol, 'x');
         qio($vol, 'write -q -P 2 0 2M');
     };
-    my %st;
     $setup->();
-    PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x', fault => ['none'], fault_stats => \%st);
-    for (my $k = $st{count}; $k > 0; $k--) {
+    my $st = with_fault(['none'], sub { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x') });
+    for (my $k = $st->{count}; $k > 0; $k--) {
         $setup->();
-        eval { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x', fault => ['crash', $k, 5]) };
+        eval { with_fault(['crash', $k, 5], sub { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x') }) };
         last if -e "rec/.vm-100-disk-0.qcow2.journal";
     }
     ok(-e "rec/.vm-100-disk-0.qcow2.journal", 'a power cut late in a delete leaves its journal');

@@ -14,6 +14,7 @@ use lib "$FindBin::Bin/lib";
 
 use POSIX qw(EIO);
 use QcBlock;
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use PVE::Storage::Qcow2Chain;
@@ -120,9 +121,7 @@ sub check_clean {
     my $old = slurp($backing_file{cc});
     my $old_view = guest_view($d);
     my $mk = sub { PVE::Storage::Qcow2Chain::create($d, size => '12M', cluster_size => '4k', @_) };
-    my %st;
-    $mk->(fault => ['none'], fault_stats => \%st);
-    my $n = $st{count};
+    my $n = with_fault(['none'], $mk)->{count};
     ok($n >= 4, "create on a device: $n mutating calls");
     my %bad;
     for my $mode (['crash', 0], ['crash', 7]) {
@@ -130,7 +129,7 @@ sub check_clean {
             open(my $fh, '+<:raw', $d) or die;
             print $fh $old;
             close $fh;
-            eval { $mk->(fault => [$mode->[0], $k, EIO, $mode->[1]]) };
+            eval { with_fault([$mode->[0], $k, EIO, $mode->[1]], $mk) };
             my $info = eval { qimg_json('info', '--output=json', $d) } // {};
             my $label = "$mode->[0] $mode->[1] at $k";
             next if ($info->{format} // '') ne 'qcow2';
@@ -261,15 +260,13 @@ sub build_chain {
     };
     my $view = guest_view('ct2');
     my $run = sub { PVE::Storage::Qcow2Chain::commit('cm', @_) };
-    my %st;
-    $run->(fault => ['none'], fault_stats => \%st);
-    my $n = $st{count};
+    my $n = with_fault(['none'], $run)->{count};
     my @points = $n <= 24 ? (1 .. $n) : (1 .. 8, map({ 8 + int($_ * ($n - 16) / 9) } 1 .. 8), $n - 7 .. $n);
     my (%fails, $runs);
     for my $mode (['crash', 0], ['crash', 5]) {
         for my $k (@points) {
             $restore->();
-            eval { $run->(fault => [$mode->[0], $k, EIO, $mode->[1]]) };
+            eval { with_fault([$mode->[0], $k, EIO, $mode->[1]], $run) };
             $runs++;
             my $label = "$mode->[0] $mode->[1] at call $k";
             for my $f (qw(cb cm ct2)) {

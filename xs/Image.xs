@@ -108,15 +108,6 @@ flush(self)
     qcx_image_check(aTHX_ self, qc_image_flush(self->img));
 
 void
-fault_stats(self)
-    PVE::Storage::Qcow2Chain::Image self
-  PPCODE:
-    if (self->call.fault) {
-        mXPUSHu((UV)qc_fault_count(self->call.fault));
-        mXPUSHi(qc_fault_fired(self->call.fault));
-    }
-
-void
 close(self)
     PVE::Storage::Qcow2Chain::Image self
   PREINIT:

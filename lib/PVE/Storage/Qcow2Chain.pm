@@ -14,7 +14,7 @@ XSLoader::load('PVE::Storage::Qcow2Chain', $VERSION);
 # Options understood by every function; anything else is a caller bug.
 my %COMMON = map { $_ => 1 } qw(
     format max_depth probe_backing_format allow_data_file allow_absolute_backing
-    force_share no_lock cache_size rate_limit allowed_dirs foreign_backing progress fault fault_stats
+    force_share no_lock cache_size rate_limit allowed_dirs foreign_backing progress
 );
 
 sub _opts {
