@@ -38,10 +38,10 @@ sub info {
     return _info(_file('info', $file), delete $o->{format}, $chain ? 1 : 0, $o);
 }
 
-sub map {
+sub map_image {
     my ($file, %opt) = @_;
-    my $o = _opts('map', {}, %opt);
-    return _map(_file('map', $file), delete $o->{format}, $o);
+    my $o = _opts('map_image', {}, %opt);
+    return _map(_file('map_image', $file), delete $o->{format}, $o);
 }
 
 sub convert_raw {
@@ -282,12 +282,20 @@ sub check {
     return $r;
 }
 
-sub read {
+sub read_image {
     my ($file, $offset, $length, %opt) = @_;
-    my $o = _opts('read', {}, %opt);
-    die "read: offset and length must be non-negative integers\n"
+    my $o = _opts('read_image', {}, %opt);
+    die "read_image: offset and length must be non-negative integers\n"
         if ($offset // '') !~ /^\d+$/ || ($length // '') !~ /^\d+$/;
-    return _read(_file('read', $file), delete $o->{format}, $offset, $length, $o);
+    return _read(_file('read_image', $file), delete $o->{format}, $offset, $length, $o);
+}
+
+# The old names, kept for compatibility. Assigned at run time, so no sub named
+# like a builtin exists in this package while it compiles.
+{
+    no warnings 'once'; ## no critic (TestingAndDebugging::ProhibitNoWarnings) -- each old name appears once
+    *map = \&map_image;
+    *read = \&read_image;
 }
 
 1;
@@ -308,9 +316,9 @@ PVE::Storage::Qcow2Chain - native qcow2 backing chains for Proxmox VE storage pl
         print "$layer->{filename}: $layer->{'virtual-size'} bytes\n";
     }
 
-    my $extents = PVE::Storage::Qcow2Chain::map($path);   # like `qemu-img map`
+    my $extents = PVE::Storage::Qcow2Chain::map_image($path);   # like `qemu-img map`
     PVE::Storage::Qcow2Chain::convert_raw($path, "/tmp/disk.raw");
-    my $bytes = PVE::Storage::Qcow2Chain::read($path, 0, 4096);
+    my $bytes = PVE::Storage::Qcow2Chain::read_image($path, 0, 4096);
 
 =head1 DESCRIPTION
 
@@ -324,7 +332,7 @@ the current directory. The backing format must be recorded in the overlay
 (unless C<probe_backing_format> is set); C<json:> and protocol names are
 refused; loops and chains deeper than C<max_depth> are errors.
 
-Opening takes QEMU's image locks: inspection (C<info>, C<map>, C<read>) only
+Opening takes QEMU's image locks: inspection (C<info>, C<map_image>, C<read_image>) only
 takes the shared lock, so it works while a VM runs; C<convert_raw> takes
 the normal read lock and fails while another process writes the image.
 
@@ -406,20 +414,28 @@ C<backing_chain =E<gt> 1> returns an array of such hashes, top first.
 Booleans are C<$JSON::PP::true> and C<$JSON::PP::false>, as C<decode_json>
 of qemu-img's output would give them.
 
-=item map($file, %opt)
+=item map_image($file, %opt)
 
 Returns the extents of C<qemu-img map --output=json>: an array of hashes
 with C<start>, C<length>, C<depth>, C<present>, C<zero>, C<data> and, where
 the data has a host position, C<offset>.
+
+=item map($file, %opt)
+
+Alias of C<map_image>, kept for compatibility.
 
 =item convert_raw($file, $out, %opt)
 
 Writes the guest view of the whole chain to C<$out> (created or truncated)
 as a sparse raw file.
 
-=item read($file, $offset, $length, %opt)
+=item read_image($file, $offset, $length, %opt)
 
 Returns C<$length> bytes of the guest view starting at C<$offset>.
+
+=item read($file, $offset, $length, %opt)
+
+Alias of C<read_image>, kept for compatibility.
 
 =item create($file, %opt)
 
