@@ -249,7 +249,7 @@ for my $switch ('external-snapshots', 'snapshot-as-volume-chain') {
                 if sprintf('%d:%d %04o', @s[4, 5], $s[2] & 07777) ne '1234:5678 0640' || view($p5) ne $live;
             PVE::Storage::Qcow2Chain::snapshot_delete($p5, 'o2') if -e path_of($cfg, $vid5, 'o2');
         }
-        ok($stats{count} > 5, "$t a snapshot of it takes $stats{count} steps");
+        ok($stats->{count} > 5, "$t a snapshot of it takes $stats->{count} steps");
         is_deeply(\@bad, [], "$t a power cut at any of them keeps the live disk's data, owner and mode");
     }
     {
