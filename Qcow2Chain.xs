@@ -15,13 +15,19 @@
 #include <errno.h>
 #include <string.h>
 
-/* What a call needs besides the context: progress callback and fault stats. */
+/* What a call needs besides the context: progress callback, injected fault. */
 typedef struct qcx_call {
     qc_ctx *ctx;
     qc_fault *fault;
     SV *progress;
-    HV *fault_stats;
 } qcx_call;
+
+/*
+ * Test hooks (xs/TestHooks.xs, for t/lib/QcHooks.pm only): a fault armed
+ * for the next call, and the fault counters of the last call that had one.
+ */
+static struct { bool armed; int mode; uint64_t nth; int err; uint64_t seed; } qcx_next_fault;
+static struct { UV count; IV fired; UV writebacks; } qcx_last_fault;
 
 static int qcx_progress(void *user, uint64_t done, uint64_t total)
 {
@@ -154,32 +160,20 @@ static void qcx_begin(pTHX_ qcx_call *c, HV *o)
         c->progress = v;
         qc_ctx_set_progress(c->ctx, qcx_progress, c);
     }
-    /* Test hook: fault => [mode, nth, errno, seed], fault_stats => \%out */
-    if ((v = opt_sv(aTHX_ o, "fault")) && SvROK(v) && SvTYPE(SvRV(v)) == SVt_PVAV) {
-        AV *a = (AV *)SvRV(v);
-        SV **m = av_fetch(a, 0, 0), **n = av_fetch(a, 1, 0), **e = av_fetch(a, 2, 0),
-           **s = av_fetch(a, 3, 0);
-        const char *mode = m ? SvPV_nolen(*m) : "none";
-        int md = !strcmp(mode, "crash") ? QC_FAULT_CRASH
-               : !strcmp(mode, "error") ? QC_FAULT_ERROR
-               : !strcmp(mode, "short") ? QC_FAULT_SHORT : QC_FAULT_NONE;
-        c->fault = qc_fault_new(md, n ? (uint64_t)SvUV(*n) : 0, e ? (int)SvIV(*e) : EIO,
-                                s ? (uint64_t)SvUV(*s) : 0);
+    if (qcx_next_fault.armed) {
+        qcx_next_fault.armed = false;
+        c->fault = qc_fault_new(qcx_next_fault.mode, qcx_next_fault.nth, qcx_next_fault.err, qcx_next_fault.seed);
         if (c->fault)
             qc_ctx_set_fault(c->ctx, c->fault);
     }
-    if ((v = opt_sv(aTHX_ o, "fault_stats")) && SvROK(v) && SvTYPE(SvRV(v)) == SVt_PVHV)
-        c->fault_stats = (HV *)SvRV(v);
 }
 
 static void qcx_end(pTHX_ qcx_call *c)
 {
     if (c->fault) {
-        if (c->fault_stats) {
-            (void)hv_stores(c->fault_stats, "count", newSVuv((UV)qc_fault_count(c->fault)));
-            (void)hv_stores(c->fault_stats, "fired", newSViv(qc_fault_fired(c->fault)));
-            (void)hv_stores(c->fault_stats, "writebacks", newSVuv((UV)qc_fault_writebacks(c->fault)));
-        }
+        qcx_last_fault.count = (UV)qc_fault_count(c->fault);
+        qcx_last_fault.fired = qc_fault_fired(c->fault);
+        qcx_last_fault.writebacks = (UV)qc_fault_writebacks(c->fault);
         qc_fault_free(c->fault);
     }
     qc_ctx_free(c->ctx);
@@ -292,6 +286,7 @@ typedef struct qcx_image {
     qc_image *img;
 } qcx_image;
 
+/* The typemap's PVE::Storage::Qcow2Chain::Image: an open handle, or croak. */
 typedef qcx_image *PVE__Storage__Qcow2Chain__Image;
 
 static qcx_image *qcx_image_from(pTHX_ SV *sv)
@@ -302,6 +297,13 @@ static qcx_image *qcx_image_from(pTHX_ SV *sv)
     if (!h || !h->img)
         croak("PVE::Storage::Qcow2Chain::Image: the image is closed\n");
     return h;
+}
+
+/* Raise the error of a failed call on an open handle. */
+static void qcx_image_check(pTHX_ qcx_image *h, int r)
+{
+    if (r < 0)
+        qcx_croak_ctx(aTHX_ h->call.ctx, r);
 }
 
 /* Integer option from a hash, with a default. */
@@ -331,6 +333,44 @@ static void qcx_create_opts(pTHX_ HV *spec, qc_create_opts *o)
     o->backing_unchecked = opt_true(aTHX_ spec, "backing_unchecked");
 }
 
+/* Options of the volume operations, then the call context. */
+static void qcx_volume_begin(pTHX_ qcx_call *c, qc_volume_opts *so, SV *opts)
+{
+    HV *o = qcx_opts(aTHX_ opts);
+    SV *v;
+    qc_volume_opts_init(so);
+    so->cluster_size = (uint32_t)qcx_opt_uv(aTHX_ o, "cluster_size", so->cluster_size);
+    if (opt_sv(aTHX_ o, "extended_l2"))
+        so->extended_l2 = opt_true(aTHX_ o, "extended_l2");
+    so->preallocation = (int)qcx_opt_uv(aTHX_ o, "preallocation", (UV)so->preallocation);
+    so->running = opt_true(aTHX_ o, "running");
+    so->delete_method = (int)qcx_opt_uv(aTHX_ o, "delete_method", 0);
+    so->lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", so->lock_timeout_ms);
+    if ((v = opt_sv(aTHX_ o, "images_dir")))
+        so->images_dir = qcx_cstr(aTHX_ v, "images directory");
+    qcx_begin(aTHX_ c, o);
+}
+
+/* Options of the conversions between internal and external snapshots (names: "old=new"). */
+static void qcx_convert_begin(pTHX_ qcx_call *c, qc_convert_opts *co, AV *names, int drop_vm_state, SV *opts)
+{
+    HV *o = qcx_opts(aTHX_ opts);
+    SSize_t n = av_len(names) + 1;
+    const char **nm;
+    Newxz(nm, n + 1, const char *);
+    SAVEFREEPV(nm);
+    for (SSize_t i = 0; i < n; i++) {
+        SV **e = av_fetch(names, i, 0);
+        nm[i] = e ? qcx_cstr(aTHX_ *e, "names") : "";
+    }
+    memset(co, 0, sizeof(*co));
+    co->names = nm;
+    co->nnames = (size_t)n;
+    co->drop_vm_state = drop_vm_state;
+    co->lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", 0);
+    qcx_begin(aTHX_ c, o);
+}
+
 MODULE = PVE::Storage::Qcow2Chain   PACKAGE = PVE::Storage::Qcow2Chain
 
 PROTOTYPES: DISABLE
@@ -338,3 +378,5 @@ PROTOTYPES: DISABLE
 INCLUDE: xs/Qcow2Chain.xs
 
 INCLUDE: xs/Image.xs
+
+INCLUDE: xs/TestHooks.xs

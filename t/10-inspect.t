@@ -171,7 +171,7 @@ for my $img (@images) {
     is_deeply($rc == 0 ? decode_json($out) : $err, qimg_json('map', @f, '--output=json', $img),
         "$img: CLI map equals qemu-img's");
 
-    is_deeply(PVE::Storage::Qcow2Chain::map($img, format => $fmt), qimg_json('map', @f, '--output=json', $img),
+    is_deeply(PVE::Storage::Qcow2Chain::map_image($img, format => $fmt), qimg_json('map', @f, '--output=json', $img),
         "$img: map (Perl) equals qemu-img's");
 
     qimg('convert', @f, '-O', 'raw', $img, 'theirs.raw');

@@ -12,6 +12,7 @@ use lib "$FindBin::Bin/lib";
 
 use File::Copy qw(copy);
 use POSIX qw(EIO ENOSPC);
+use QcHooks qw(with_fault image_fault_stats);
 use QcTest;
 use constant MiB => 1 << 20;
 use Test::More;
@@ -29,9 +30,10 @@ sub export_raw {
 
 # Run the ops on $f; returns the error of the first failing op (or undef).
 sub run_ops {
-    my ($f, $ops, %fault) = @_;
-    my $err;
-    my $img = eval { PVE::Storage::Qcow2Chain::Image->open($f, rw => 1, %fault) };
+    my ($f, $ops, $fault) = @_;
+    my ($err, $img);
+    my $open = sub { $img = PVE::Storage::Qcow2Chain::Image->open($f, rw => 1) };
+    eval { $fault ? with_fault($fault, $open) : $open->() };
     return ("$@", 0) if !$img;
     for my $op (@$ops) {
         my ($k, $off, $len, $pat) = @$op;
@@ -44,7 +46,7 @@ sub run_ops {
     }
     eval { $img->flush };
     $err //= $@ if $@;
-    my ($count) = $img->fault_stats;
+    my ($count) = image_fault_stats($img);
     eval { $img->close };
     return ($err, $count // 0);
 }
@@ -121,12 +123,12 @@ for my $s (@scenarios) {
     my $new = expected($old, $ops);
     my $restore = sub { copy($_, s/\.orig$//r) or die for glob("*.qcow2.orig") };
 
-    my ($err, $n) = run_ops('img.qcow2', $ops, fault => ['none']);
+    my ($err, $n) = run_ops('img.qcow2', $ops, ['none']);
     is($err, undef, "$name: runs without faults");
     is(export_raw('img.qcow2'), $new, "$name: content as expected");
     ok($n > 3, "$name: $n mutating I/O calls");
     $restore->();
-    ($err) = run_ops('img.qcow2', $ops, fault => ['short']);
+    ($err) = run_ops('img.qcow2', $ops, ['short']);
     is($err, undef, "$name: short writes everywhere are completed");
     is(export_raw('img.qcow2'), $new, "$name: .. and give the same content");
     my ($src) = qimg_ok('check', 'img.qcow2');
@@ -138,7 +140,7 @@ for my $s (@scenarios) {
         for my $k (@points) {
             $restore->();
             my @f = ($mode->[0], $k, $mode->[1] || EIO, $mode->[2] // 0);
-            my ($e) = run_ops('img.qcow2', $ops, fault => \@f);
+            my ($e) = run_ops('img.qcow2', $ops, \@f);
             $runs++;
             my $label = "$f[0]" . ($f[0] eq 'error' ? "($f[2])" : "(seed $f[3])") . " at call $k";
             my ($rc, $o, $ce) = qimg_ok('check', 'img.qcow2');

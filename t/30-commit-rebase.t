@@ -80,7 +80,7 @@ chdir 'ours'; my @c = ('commit', 'top.qcow2'); chdir '..';
 both('020: commit into the backing file', ['commit', 'ours/top.qcow2'], ['commit', '-q', 'top.qcow2'],
     'base.qcow2', 'top.qcow2');
 {
-    my $top = PVE::Storage::Qcow2Chain::map('ours/top.qcow2');
+    my $top = PVE::Storage::Qcow2Chain::map_image('ours/top.qcow2');
     ok(!grep({ $_->{depth} == 0 && $_->{present} } @$top), '020: the top is empty after commit');
 }
 

@@ -10,6 +10,7 @@ use lib "$FindBin::Bin/lib";
 
 use File::Copy qw(copy);
 use POSIX qw(EIO ENOSPC);
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use PVE::Storage::Qcow2Chain;
@@ -61,8 +62,7 @@ for my $op (@ops) {
     copy($_, "$_.orig") or die for glob('*.qcow2');
     my $restore = sub { copy($_, s/\.orig$//r) or die for glob('*.qcow2.orig') };
     my $view = view($file);
-    my %stats;
-    $run->(fault => ['none'], fault_stats => \%stats);
+    my %stats = %{ with_fault(['none'], $run) };
     my $n = $stats{count};
     ok($n > 5, "$name: $n mutating I/O calls");
     is(view($file), $view, "$name: guest view kept without faults");
@@ -74,7 +74,7 @@ for my $op (@ops) {
     for my $mode (@modes) {
         for my $k (@points) {
             $restore->();
-            eval { $run->(fault => [$mode->[0], $k, $mode->[1], $mode->[2] // 0]) };
+            eval { with_fault([$mode->[0], $k, $mode->[1], $mode->[2] // 0], $run) };
             $runs++;
             my $label = "$mode->[0] at call $k" . (defined $mode->[2] ? " seed $mode->[2]" : " errno $mode->[1]");
             for my $f (glob('*.qcow2')) {

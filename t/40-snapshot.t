@@ -9,6 +9,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use PVE::Storage::Qcow2Chain;
@@ -45,7 +46,8 @@ sub verify {
     return @bad;
 }
 
-sub guest_write {
+# A guest write through qemu-io or our API, applied to the model in $cur too.
+sub model_write {
     my ($vol, $cur, $off, $len, $byte, $via_qemu) = @_;
     if ($via_qemu) {
         qio($vol, sprintf('write -q -P 0x%02x %d %d', $byte, $off, $len));
@@ -74,7 +76,7 @@ for my $seed (1 .. 3) {
             my $off = int(rand($SIZE - 1));
             my $len = 1 + int(rand(rand() < 0.5 ? 8192 : 300000));
             $len = $SIZE - $off if $off + $len > $SIZE;
-            guest_write($vol, \$cur, $off, $len, 1 + int(rand(255)), rand() < 0.5);
+            model_write($vol, \$cur, $off, $len, 1 + int(rand(255)), rand() < 0.5);
             $what = "write $off+$len";
         } elsif ($r < 0.6 || !@snaps) {
             my $name = 's' . ++$n . (rand() < 0.3 ? '-with-dash' : '');
@@ -107,18 +109,18 @@ for my $seed (1 .. 3) {
     my $vol = 'vm-200-disk-0.qcow2';
     qimg('create', '-q', '-f', 'qcow2', $vol, $SIZE);
     my $cur = "\0" x $SIZE;
-    guest_write($vol, \$cur, 0, 1 << 20, 0x11);
+    model_write($vol, \$cur, 0, 1 << 20, 0x11);
     PVE::Storage::Qcow2Chain::snapshot_create($vol, 'root');
     my %model = (root => $cur);
-    guest_write($vol, \$cur, 100000, 5000, 0x22);
+    model_write($vol, \$cur, 100000, 5000, 0x22);
     PVE::Storage::Qcow2Chain::snapshot_create($vol, 'a');
     $model{a} = $cur;
     PVE::Storage::Qcow2Chain::snapshot_rollback($vol, 'root');
     $cur = $model{root};
-    guest_write($vol, \$cur, 200000, 7000, 0x33);
+    model_write($vol, \$cur, 200000, 7000, 0x33);
     PVE::Storage::Qcow2Chain::snapshot_create($vol, 'b');
     $model{b} = $cur;
-    guest_write($vol, \$cur, 300000, 9000, 0x44);
+    model_write($vol, \$cur, 300000, 9000, 0x44);
     my $tree = PVE::Storage::Qcow2Chain::snapshot_list($vol);
     my ($root) = grep { ($_->{name} // '') eq 'root' } @{ $tree->{nodes} };
     is_deeply([sort @{ $root->{children} }], ['a', 'b'], 'a branch: root has two children');
@@ -288,12 +290,11 @@ for my $seed (1 .. 3) {
         PVE::Storage::Qcow2Chain::snapshot_create($vol, 'x');
         qio($vol, 'write -q -P 2 0 2M');
     };
-    my %st;
     $setup->();
-    PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x', fault => ['none'], fault_stats => \%st);
-    for (my $k = $st{count}; $k > 0; $k--) {
+    my $st = with_fault(['none'], sub { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x') });
+    for (my $k = $st->{count}; $k > 0; $k--) {
         $setup->();
-        eval { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x', fault => ['crash', $k, 5]) };
+        eval { with_fault(['crash', $k, 5], sub { PVE::Storage::Qcow2Chain::snapshot_delete($vol, 'x') }) };
         last if -e "rec/.vm-100-disk-0.qcow2.journal";
     }
     ok(-e "rec/.vm-100-disk-0.qcow2.journal", 'a power cut late in a delete leaves its journal');

@@ -12,6 +12,7 @@ use lib "$FindBin::Bin/lib";
 
 use File::Copy qw(copy);
 use POSIX qw(EIO ENOSPC);
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use PVE::Storage::Qcow2Chain;
@@ -63,15 +64,14 @@ for my $op (@ops) {
         unlink glob('*.qcow2'), glob('.*.qcow2.*');
         copy($_, s{^orig/}{}r) or die for glob('orig/*.qcow2');
     };
-    my %stats;
-    $run->(fault => ['none'], fault_stats => \%stats);
+    my %stats = %{ with_fault(['none'], $run) };
     my $n = $stats{count};
     my @points = $n <= 40 ? (1 .. $n) : (1 .. 10, map({ 10 + int($_ * ($n - 20) / 20) } 1 .. 19), $n - 9 .. $n);
     my (%fails, $runs);
     for my $mode (['error', EIO], ['crash', EIO, 0], ['crash', EIO, 5]) {
         for my $k (@points) {
             $restore->();
-            eval { $run->(fault => [$mode->[0], $k, $mode->[1], $mode->[2] // 0]) };
+            eval { with_fault([$mode->[0], $k, $mode->[1], $mode->[2] // 0], $run) };
             $runs++;
             my $label = "$mode->[0] at $k" . (defined $mode->[2] ? " seed $mode->[2]" : '');
             eval { PVE::Storage::Qcow2Chain::volume_recover($V) };

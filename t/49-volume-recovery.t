@@ -12,6 +12,7 @@ use Cwd qw(getcwd);
 use File::Copy qw(copy);
 use File::Path qw(make_path);
 use POSIX qw(EIO);
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use PVE::Storage;
@@ -48,17 +49,16 @@ my @ops = (
 );
 for my $op (@ops) {
     my ($name, $run) = @$op;
-    my %stats;
     unlink glob('*.qcow2'), glob('.*.qcow2.*');
     copy($_, s{^orig/}{}r) or die for glob('orig/*.qcow2');
-    $run->($V, fault => ['none'], fault_stats => \%stats);
+    my $stats = with_fault(['none'], sub { $run->($V) });
     my (@fails, $journaled);
-    for my $k (1 .. $stats{count}) {
+    for my $k (1 .. $stats->{count}) {
         for my $spell ([$V, $ABS], [$ABS, $V]) {
             my ($by, $then) = @$spell;
             unlink glob('*.qcow2'), glob('.*.qcow2.*');
             copy($_, s{^orig/}{}r) or die for glob('orig/*.qcow2');
-            eval { $run->($by, fault => ['crash', $k, EIO, 0]) };
+            eval { with_fault(['crash', $k, EIO, 0], sub { $run->($by) }) };
             next if !-e ".$V.journal";
             $journaled++;
             my $label = "crash at $k through " . ($by eq $V ? 'relative' : 'absolute') . ' path';
@@ -102,13 +102,12 @@ for my $op (@ops) {
 {
     setup();
     # a power cut just before the journal's rename leaves it
-    my %stats;
     my $tmp = ".$V.journal.tmp";
     my $left;
-    PVE::Storage::Qcow2Chain::snapshot_delete($V, 'c', fault => ['none'], fault_stats => \%stats);
-    for my $k (1 .. $stats{count}) {
+    my $stats = with_fault(['none'], sub { PVE::Storage::Qcow2Chain::snapshot_delete($V, 'c') });
+    for my $k (1 .. $stats->{count}) {
         setup();
-        eval { PVE::Storage::Qcow2Chain::snapshot_delete($V, 'c', fault => ['crash', $k, EIO, 0]) };
+        eval { with_fault(['crash', $k, EIO, 0], sub { PVE::Storage::Qcow2Chain::snapshot_delete($V, 'c') }) };
         if (-e $tmp && !-e ".$V.journal") { $left = $k; last }
     }
     ok($left, "a power cut at the journal's rename leaves $tmp");

@@ -14,6 +14,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use POSIX ();
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use Time::HiRes qw(sleep);
@@ -237,19 +238,18 @@ for my $switch ('external-snapshots', 'snapshot-as-volume-chain') {
     # afterwards the live disk reads as before and keeps its owner and mode
     if ($switch eq 'external-snapshots') {
         my $live = view($p5);
-        my %stats;
-        PVE::Storage::Qcow2Chain::snapshot_create($p5, 'o2', fault => ['none'], fault_stats => \%stats);
+        my $stats = with_fault(['none'], sub { PVE::Storage::Qcow2Chain::snapshot_create($p5, 'o2') });
         PVE::Storage::Qcow2Chain::snapshot_delete($p5, 'o2');
         my @bad;
-        for my $n (1 .. $stats{count}) {
-            eval { PVE::Storage::Qcow2Chain::snapshot_create($p5, 'o2', fault => ['crash', $n]) };
+        for my $n (1 .. $stats->{count}) {
+            eval { with_fault(['crash', $n], sub { PVE::Storage::Qcow2Chain::snapshot_create($p5, 'o2') }) };
             PVE::Storage::Qcow2Chain::volume_recover($p5);
             my @s = stat($p5);
             push @bad, "$n: " . sprintf('%d:%d %04o', @s[4, 5], $s[2] & 07777)
                 if sprintf('%d:%d %04o', @s[4, 5], $s[2] & 07777) ne '1234:5678 0640' || view($p5) ne $live;
             PVE::Storage::Qcow2Chain::snapshot_delete($p5, 'o2') if -e path_of($cfg, $vid5, 'o2');
         }
-        ok($stats{count} > 5, "$t a snapshot of it takes $stats{count} steps");
+        ok($stats->{count} > 5, "$t a snapshot of it takes $stats->{count} steps");
         is_deeply(\@bad, [], "$t a power cut at any of them keeps the live disk's data, owner and mode");
     }
     {

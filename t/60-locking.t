@@ -48,7 +48,7 @@ sub holders {
 
     my $i = eval { PVE::Storage::Qcow2Chain::info($V, backing_chain => 1) };
     ok($i && @$i == 2, "$what: info works next to it") or diag($@);
-    ok(eval { PVE::Storage::Qcow2Chain::map($V) }, "$what: map works next to it") or diag($@);
+    ok(eval { PVE::Storage::Qcow2Chain::map_image($V) }, "$what: map works next to it") or diag($@);
 
     my %refused = (
         'guest write' => sub { my $img = PVE::Storage::Qcow2Chain::Image->open($V, rw => 1); $img->write(0, 'x') },

@@ -14,6 +14,7 @@ use lib "$FindBin::Bin/lib";
 
 use IO::Socket::UNIX;
 use POSIX ();
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use Time::HiRes qw(sleep);
@@ -193,13 +194,13 @@ for my $how (qw(commit stream)) {
 # next to a writer then reports it and changes nothing; once the writer is
 # gone a listing completes it. Where no journal stays, nothing was done.
 setup();
-my $whole = do { my %s; PVE::Storage::Qcow2Chain::snapshot_delete($V, 's1', delete_method => 'commit', fault => ['none'], fault_stats => \%s); $s{count} };
+my $whole = with_fault(['none'], sub { PVE::Storage::Qcow2Chain::snapshot_delete($V, 's1', delete_method => 'commit') })->{count};
 my (@untold, @unclean, $pending_checked);
 my ($told, $back) = (0, 0);
 for my $n (1 .. $whole) {
     setup();
     my ($v0, $s2v) = (view($V), view(sf('s2')));
-    eval { PVE::Storage::Qcow2Chain::snapshot_delete($V, 's1', delete_method => 'commit', fault => ['error', $n, POSIX::EIO]) };
+    eval { with_fault(['error', $n, POSIX::EIO], sub { PVE::Storage::Qcow2Chain::snapshot_delete($V, 's1', delete_method => 'commit') }) };
     my $e = "$@";
     next if $e eq ''; # a step whose failure the delete survives
     if (-e ".$V.journal") {

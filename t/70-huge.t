@@ -33,7 +33,7 @@ $peak{'write overlay'} = peak_mib(sub {
     $img->write($_, "\x6b" x 4096) for 4096, 12 * $T, 16 * $T - 4096;
     $img->close;
 });
-$peak{map} = peak_mib(sub { PVE::Storage::Qcow2Chain::map($V) });
+$peak{map} = peak_mib(sub { PVE::Storage::Qcow2Chain::map_image($V) });
 $peak{'info chain'} = peak_mib(sub { PVE::Storage::Qcow2Chain::info($V, backing_chain => 1) });
 $peak{check} = peak_mib(sub { PVE::Storage::Qcow2Chain::check($V) });
 $peak{'snapshot list'} = peak_mib(sub { PVE::Storage::Qcow2Chain::snapshot_list($V) });
@@ -50,6 +50,6 @@ is($img->read(16 * $T - 4096, 4096), "\x6b" x 4096, 'data at the very end');
 is($img->read(8 * $T, 16), "\x5a" x 16, 'data in the middle');
 is($img->read(4 * $T, 16), "\0" x 16, 'zeros elsewhere');
 $img->close;
-is_deeply(PVE::Storage::Qcow2Chain::map($V), qimg_json('map', '--output=json', $V), 'map equals qemu-img map');
+is_deeply(PVE::Storage::Qcow2Chain::map_image($V), qimg_json('map', '--output=json', $V), 'map equals qemu-img map');
 ok((stat $V)[12] * 512 < 64 << 20, 'the file stays small on disk');
 done_testing();

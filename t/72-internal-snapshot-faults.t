@@ -14,6 +14,7 @@ use lib "$FindBin::Bin/lib";
 use Digest::SHA qw(sha1_hex);
 use File::Copy qw(copy);
 use POSIX qw(EIO);
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use PVE::Storage::Qcow2Chain;
@@ -59,8 +60,7 @@ my $before = state_of();
 for my $op (@ops) {
     my ($name, $run) = @$op;
     copy('orig.qcow2', $F) or die;
-    my %stats;
-    $run->(fault => ['none'], fault_stats => \%stats);
+    my %stats = %{ with_fault(['none'], $run) };
     my $n = $stats{count};
     my $after = state_of();
     # the first and last calls, and an even spread between (every call for short operations)
@@ -69,7 +69,7 @@ for my $op (@ops) {
     for my $mode (['error', EIO], ['crash', EIO, 0], ['crash', EIO, 3]) {
         for my $k (@points) {
             copy('orig.qcow2', $F) or die;
-            eval { $run->(fault => [$mode->[0], $k, $mode->[1], $mode->[2] // 0]) };
+            eval { with_fault([$mode->[0], $k, $mode->[1], $mode->[2] // 0], $run) };
             $runs++;
             my $label = "$mode->[0]" . ($mode->[0] eq 'error' ? "($mode->[1])" : "(seed $mode->[2])") . " at call $k";
             my ($rc, $o, $e) = qimg_ok('check', $F);

@@ -19,6 +19,7 @@ use File::Copy qw(copy);
 use IO::Socket::UNIX;
 use JSON::PP;
 use POSIX qw(EIO);
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use PVE::Storage::Qcow2Chain;
@@ -198,8 +199,7 @@ for my $op (['to-external', \&PVE::Storage::Qcow2Chain::volume_to_external, sub 
     copy($_, "orig/$_") or die for glob('*.qcow2');
     my $restore = sub { unlink glob('*.qcow2'), glob('.vm-100*'); copy($_, s{^orig/}{}r) or die for glob('orig/*.qcow2') };
     my $before = state_of();
-    my %stats;
-    $run->($V, fault => ['none'], fault_stats => \%stats);
+    my %stats = %{ with_fault(['none'], sub { $run->($V) }) };
     my $after = state_of();
     my $n = $stats{count};
     my @points = $n <= 16 ? (1 .. $n) : (1 .. 4, map({ 4 + int($_ * ($n - 8) / 8) } 1 .. 7), $n - 3 .. $n);
@@ -207,7 +207,7 @@ for my $op (['to-external', \&PVE::Storage::Qcow2Chain::volume_to_external, sub 
     for my $mode (['error', EIO], ['crash', EIO, 5]) {
         for my $k (@points) {
             $restore->();
-            eval { $run->($V, fault => [$mode->[0], $k, $mode->[1], $mode->[2] // 0]) };
+            eval { with_fault([$mode->[0], $k, $mode->[1], $mode->[2] // 0], sub { $run->($V) }) };
             $runs++;
             my $label = "$mode->[0] at call $k" . (defined $mode->[2] ? " seed $mode->[2]" : '');
             eval { PVE::Storage::Qcow2Chain::volume_recover($V) };

@@ -14,6 +14,7 @@ use lib "$FindBin::Bin/lib";
 
 use POSIX qw(EIO);
 use QcBlock;
+use QcHooks qw(with_fault);
 use QcTest;
 use Test::More;
 use PVE::Storage::Qcow2Chain;
@@ -60,14 +61,14 @@ sub check_clean {
     my $theirs = qimg_json('info', '--output=json', '-f', 'qcow2', $d);
     my $ours = PVE::Storage::Qcow2Chain::info($d);
     is(json_canon($ours), json_canon($theirs), 'info of an image on a device equals qemu-img info');
-    is(json_canon(PVE::Storage::Qcow2Chain::map($d)), json_canon(qimg_json('map', '--output=json', '-f', 'qcow2', $d)),
+    is(json_canon(PVE::Storage::Qcow2Chain::map_image($d)), json_canon(qimg_json('map', '--output=json', '-f', 'qcow2', $d)),
         'map of an image on a device equals qemu-img map');
     my $c = PVE::Storage::Qcow2Chain::check($d);
     my $qc = qimg_json('check', '--output=json', '-f', 'qcow2', $d);
     is_deeply([@$c{qw(image-end-offset allocated-clusters total-clusters)}],
         [@$qc{qw(image-end-offset allocated-clusters total-clusters)}], 'check of an image on a device counts as qemu-img check');
     is($c->{status}, 'clean', 'and finds it clean');
-    is(PVE::Storage::Qcow2Chain::read($d, 7 * $MiB, 70 * 1024), "\x22" x (70 * 1024), 'guest reads on a device');
+    is(PVE::Storage::Qcow2Chain::read_image($d, 7 * $MiB, 70 * 1024), "\x22" x (70 * 1024), 'guest reads on a device');
     PVE::Storage::Qcow2Chain::convert_raw($d, 'q.raw');
     is(slurp('q.raw'), guest_view($d), 'the raw export of an image on a device equals qemu-img convert');
 }
@@ -120,9 +121,7 @@ sub check_clean {
     my $old = slurp($backing_file{cc});
     my $old_view = guest_view($d);
     my $mk = sub { PVE::Storage::Qcow2Chain::create($d, size => '12M', cluster_size => '4k', @_) };
-    my %st;
-    $mk->(fault => ['none'], fault_stats => \%st);
-    my $n = $st{count};
+    my $n = with_fault(['none'], $mk)->{count};
     ok($n >= 4, "create on a device: $n mutating calls");
     my %bad;
     for my $mode (['crash', 0], ['crash', 7]) {
@@ -130,7 +129,7 @@ sub check_clean {
             open(my $fh, '+<:raw', $d) or die;
             print $fh $old;
             close $fh;
-            eval { $mk->(fault => [$mode->[0], $k, EIO, $mode->[1]]) };
+            eval { with_fault([$mode->[0], $k, EIO, $mode->[1]], $mk) };
             my $info = eval { qimg_json('info', '--output=json', $d) } // {};
             my $label = "$mode->[0] $mode->[1] at $k";
             next if ($info->{format} // '') ne 'qcow2';
@@ -161,7 +160,7 @@ sub check_clean {
     qio($d, 'read -q -P 0x55 0 1M', 'read -q -P 0 1M 64k', 'read -q -P 0x55 1088k 1984k', 'read -q -P 0x66 10485883 5000');
     pass('qemu-io reads our guest writes on a device');
     qio($d, 'write -q -P 0x77 4M 1M');
-    is(PVE::Storage::Qcow2Chain::read($d, 4 * $MiB, $MiB), "\x77" x $MiB, 'we read qemu-io writes on a device');
+    is(PVE::Storage::Qcow2Chain::read_image($d, 4 * $MiB, $MiB), "\x77" x $MiB, 'we read qemu-io writes on a device');
 
     # discard gives the clusters back with BLKDISCARD: the loop device punches the file
     my $blocks = (stat $backing_file{w})[12];
@@ -171,7 +170,7 @@ sub check_clean {
     cmp_ok((stat $backing_file{w})[12] * 512, '<=', $blocks * 512 - 2 * $MiB, 'discarded clusters are discarded on the device');
     is(-s "w.dev", 8 * $MiB, 'and the device is as large as before (no truncation)');
     check_clean($d, 'after discard on a device');
-    is(PVE::Storage::Qcow2Chain::read($d, 0, 65536), "\0" x 65536, 'discarded range reads as zeros');
+    is(PVE::Storage::Qcow2Chain::read_image($d, 0, 65536), "\0" x 65536, 'discarded range reads as zeros');
 
     # filling it: the write that does not fit is refused before it is written
     $img = PVE::Storage::Qcow2Chain::Image->open($d, rw => 1);
@@ -186,8 +185,8 @@ sub check_clean {
     like(ref($@) && $@->code, qr/^nospc$/, 'with the code nospc');
     $img->close;
     check_clean($d, 'a device filled up');
-    is(PVE::Storage::Qcow2Chain::read($d, $at - $MiB, $MiB), "\x88" x $MiB, 'the last write that fitted is there');
-    is(PVE::Storage::Qcow2Chain::read($d, 4 * $MiB, $MiB), "\x77" x $MiB, 'and older data too');
+    is(PVE::Storage::Qcow2Chain::read_image($d, $at - $MiB, $MiB), "\x88" x $MiB, 'the last write that fitted is there');
+    is(PVE::Storage::Qcow2Chain::read_image($d, 4 * $MiB, $MiB), "\x77" x $MiB, 'and older data too');
 }
 
 # ---- commit and rebase with every layer on a device --------------------
@@ -261,15 +260,13 @@ sub build_chain {
     };
     my $view = guest_view('ct2');
     my $run = sub { PVE::Storage::Qcow2Chain::commit('cm', @_) };
-    my %st;
-    $run->(fault => ['none'], fault_stats => \%st);
-    my $n = $st{count};
+    my $n = with_fault(['none'], $run)->{count};
     my @points = $n <= 24 ? (1 .. $n) : (1 .. 8, map({ 8 + int($_ * ($n - 16) / 9) } 1 .. 8), $n - 7 .. $n);
     my (%fails, $runs);
     for my $mode (['crash', 0], ['crash', 5]) {
         for my $k (@points) {
             $restore->();
-            eval { $run->(fault => [$mode->[0], $k, EIO, $mode->[1]]) };
+            eval { with_fault([$mode->[0], $k, EIO, $mode->[1]], $run) };
             $runs++;
             my $label = "$mode->[0] $mode->[1] at call $k";
             for my $f (qw(cb cm ct2)) {

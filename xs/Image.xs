@@ -15,7 +15,9 @@ _open(class, file, fmt, rw, opts)
   CODE:
     Newxz(h, 1, qcx_image);
     qcx_begin(aTHX_ &h->call, qcx_opts(aTHX_ opts));
-    h->call.progress = NULL; /* no callbacks on handles */
+    /* no callbacks on handles: the callback belongs to the options of open */
+    qc_ctx_set_progress(h->call.ctx, NULL, NULL);
+    h->call.progress = NULL;
     r = qc_image_open(h->call.ctx, &h->img, file, fmt,
                       rw ? QC_OPEN_RDWR : QC_OPEN_SHARE);
     if (r < 0) {
@@ -31,143 +33,95 @@ _open(class, file, fmt, rw, opts)
 
 UV
 size(self)
-    SV *self
+    PVE::Storage::Qcow2Chain::Image self
   CODE:
-    RETVAL = (UV)qc_image_size(qcx_image_from(aTHX_ self)->img);
+    RETVAL = (UV)qc_image_size(self->img);
   OUTPUT:
     RETVAL
 
 const char *
 filename(self)
-    SV *self
+    PVE::Storage::Qcow2Chain::Image self
   CODE:
-    RETVAL = qc_image_filename(qcx_image_from(aTHX_ self)->img);
+    RETVAL = qc_image_filename(self->img);
   OUTPUT:
     RETVAL
 
 SV *
 read(self, offset, length)
-    SV *self
+    PVE::Storage::Qcow2Chain::Image self
     UV offset
     UV length
   PREINIT:
-    qcx_image *h;
     int r;
   CODE:
-    h = qcx_image_from(aTHX_ self);
     RETVAL = newSV(length ? length : 1);
     SvPOK_on(RETVAL);
-    r = qc_image_read(h->img, SvPVX(RETVAL), offset, length);
-    if (r < 0) {
+    r = qc_image_read(self->img, SvPVX(RETVAL), offset, length);
+    if (r < 0)
         SvREFCNT_dec(RETVAL);
-        qcx_croak_ctx(aTHX_ h->call.ctx, r);
-    }
+    qcx_image_check(aTHX_ self, r);
     SvCUR_set(RETVAL, length);
   OUTPUT:
     RETVAL
 
 void
 write(self, offset, data)
-    SV *self
+    PVE::Storage::Qcow2Chain::Image self
     UV offset
     SV *data
   PREINIT:
-    qcx_image *h;
     STRLEN n;
     const char *p;
-    int r;
   CODE:
-    h = qcx_image_from(aTHX_ self);
     p = SvPVbyte(data, n);
-    r = qc_image_write(h->img, p, offset, n);
-    if (r < 0)
-        qcx_croak_ctx(aTHX_ h->call.ctx, r);
+    qcx_image_check(aTHX_ self, qc_image_write(self->img, p, offset, n));
 
 void
 write_zeroes(self, offset, length, unmap = 0)
-    SV *self
+    PVE::Storage::Qcow2Chain::Image self
     UV offset
     UV length
     int unmap
-  PREINIT:
-    qcx_image *h;
-    int r;
   CODE:
-    h = qcx_image_from(aTHX_ self);
-    r = qc_image_write_zeroes(h->img, offset, length, unmap ? QC_ZERO_UNMAP : 0);
-    if (r < 0)
-        qcx_croak_ctx(aTHX_ h->call.ctx, r);
+    qcx_image_check(aTHX_ self, qc_image_write_zeroes(self->img, offset, length, unmap ? QC_ZERO_UNMAP : 0));
 
 void
 discard(self, offset, length)
-    SV *self
+    PVE::Storage::Qcow2Chain::Image self
     UV offset
     UV length
-  PREINIT:
-    qcx_image *h;
-    int r;
   CODE:
-    h = qcx_image_from(aTHX_ self);
-    r = qc_image_discard(h->img, offset, length);
-    if (r < 0)
-        qcx_croak_ctx(aTHX_ h->call.ctx, r);
+    qcx_image_check(aTHX_ self, qc_image_discard(self->img, offset, length));
 
 void
 grow(self, size)
-    SV *self
+    PVE::Storage::Qcow2Chain::Image self
     UV size
-  PREINIT:
-    qcx_image *h;
-    int r;
   CODE:
-    h = qcx_image_from(aTHX_ self);
-    r = qc_image_grow(h->img, size);
-    if (r < 0)
-        qcx_croak_ctx(aTHX_ h->call.ctx, r);
+    qcx_image_check(aTHX_ self, qc_image_grow(self->img, size));
 
 void
 flush(self)
-    SV *self
-  PREINIT:
-    qcx_image *h;
-    int r;
+    PVE::Storage::Qcow2Chain::Image self
   CODE:
-    h = qcx_image_from(aTHX_ self);
-    r = qc_image_flush(h->img);
-    if (r < 0)
-        qcx_croak_ctx(aTHX_ h->call.ctx, r);
-
-void
-fault_stats(self)
-    SV *self
-  PREINIT:
-    qcx_image *h;
-  PPCODE:
-    if (!sv_isobject(self) || !sv_derived_from(self, "PVE::Storage::Qcow2Chain::Image"))
-        croak("not a PVE::Storage::Qcow2Chain::Image object\n");
-    h = INT2PTR(qcx_image *, SvIV(SvRV(self)));
-    if (h && h->call.fault) {
-        mXPUSHu((UV)qc_fault_count(h->call.fault));
-        mXPUSHi(qc_fault_fired(h->call.fault));
-    }
+    qcx_image_check(aTHX_ self, qc_image_flush(self->img));
 
 void
 close(self)
-    SV *self
+    PVE::Storage::Qcow2Chain::Image self
   PREINIT:
-    qcx_image *h;
     int r;
   CODE:
-    h = qcx_image_from(aTHX_ self);
-    r = qc_image_flush(h->img);
+    r = qc_image_flush(self->img);
     if (r < 0) {
-        qc_error e = *qc_ctx_error(h->call.ctx);
-        qc_image_close(h->img);
-        h->img = NULL;
+        qc_error e = *qc_ctx_error(self->call.ctx);
+        qc_image_close(self->img);
+        self->img = NULL;
         qcx_croak_msg(aTHX_ qc_strerror(e.code), e.sys_errno, e.path, e.op, e.msg);
     }
-    qc_image_close(h->img);
-    h->img = NULL;
+    qc_image_close(self->img);
+    self->img = NULL;
 
 void
 DESTROY(self)

@@ -174,50 +174,80 @@ _rebase(file, fmt, backing, backing_fmt, unsafe, opts)
     qcx_check(aTHX_ &c, qc_rebase(c.ctx, file, fmt, backing,
                                   backing_fmt, unsafe ? QC_REBASE_UNSAFE : 0));
 
-SV *
-_snapshot(op, volume, name, target, opts)
-    qcx_str op
+void
+_snapshot_create(volume, name, opts)
     qcx_str volume
     qcx_str name
-    qcx_optstr target
     SV *opts
   PREINIT:
     qcx_call c;
     qc_volume_opts so;
-    HV *o;
-    int r;
-    json_object *res = NULL;
   CODE:
-    o = qcx_opts(aTHX_ opts);
-    qc_volume_opts_init(&so);
-    so.cluster_size = (uint32_t)qcx_opt_uv(aTHX_ o, "cluster_size", so.cluster_size);
-    if (opt_sv(aTHX_ o, "extended_l2"))
-        so.extended_l2 = opt_true(aTHX_ o, "extended_l2");
-    so.preallocation = (int)qcx_opt_uv(aTHX_ o, "preallocation", (UV)so.preallocation);
-    so.running = opt_true(aTHX_ o, "running");
-    so.delete_method = (int)qcx_opt_uv(aTHX_ o, "delete_method", 0);
-    so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ o, "lock_timeout_ms", so.lock_timeout_ms);
-    if (opt_sv(aTHX_ o, "images_dir"))
-        so.images_dir = SvPV_nolen(opt_sv(aTHX_ o, "images_dir"));
-    qcx_begin(aTHX_ &c, o);
-    if (!strcmp(op, "create"))
-        r = qc_volume_snapshot(c.ctx, volume, name, &so);
-    else if (!strcmp(op, "rollback"))
-        r = qc_volume_rollback(c.ctx, volume, name, &so);
-    else if (!strcmp(op, "delete"))
-        r = qc_volume_delete_snapshot(c.ctx, &res, volume, name, &so);
-    else if (!strcmp(op, "rename"))
-        r = qc_volume_rename_snapshot(c.ctx, volume, name, target ? target : "", &so);
-    else if (!strcmp(op, "recover"))
-        r = qc_volume_recover(c.ctx, volume, &so);
-    else if (!strcmp(op, "forget"))
-        r = qc_volume_forget(c.ctx, volume, &so);
-    else
-        croak("unknown snapshot operation '%s'\n", op);
-    qcx_check(aTHX_ &c, r);
-    RETVAL = res ? SvREFCNT_inc(qcx_json_result(aTHX_ res)) : newSV(0);
+    qcx_volume_begin(aTHX_ &c, &so, opts);
+    qcx_check(aTHX_ &c, qc_volume_snapshot(c.ctx, volume, name, &so));
+
+void
+_snapshot_rollback(volume, name, opts)
+    qcx_str volume
+    qcx_str name
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_volume_opts so;
+  CODE:
+    qcx_volume_begin(aTHX_ &c, &so, opts);
+    qcx_check(aTHX_ &c, qc_volume_rollback(c.ctx, volume, name, &so));
+
+SV *
+_snapshot_delete(volume, name, opts)
+    qcx_str volume
+    qcx_str name
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_volume_opts so;
+    json_object *o = NULL;
+  CODE:
+    qcx_volume_begin(aTHX_ &c, &so, opts);
+    qcx_check(aTHX_ &c, qc_volume_delete_snapshot(c.ctx, &o, volume, name, &so));
+    RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
     RETVAL
+
+void
+_snapshot_rename(volume, name, target, opts)
+    qcx_str volume
+    qcx_str name
+    qcx_str target
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_volume_opts so;
+  CODE:
+    qcx_volume_begin(aTHX_ &c, &so, opts);
+    qcx_check(aTHX_ &c, qc_volume_rename_snapshot(c.ctx, volume, name, target, &so));
+
+void
+_volume_recover(volume, opts)
+    qcx_str volume
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_volume_opts so;
+  CODE:
+    qcx_volume_begin(aTHX_ &c, &so, opts);
+    qcx_check(aTHX_ &c, qc_volume_recover(c.ctx, volume, &so));
+
+void
+_volume_forget(volume, opts)
+    qcx_str volume
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_volume_opts so;
+  CODE:
+    qcx_volume_begin(aTHX_ &c, &so, opts);
+    qcx_check(aTHX_ &c, qc_volume_forget(c.ctx, volume, &so));
 
 SV *
 _snapshot_file(volume, name)
@@ -242,12 +272,8 @@ _snapshot_list(volume, opts)
     qcx_call c;
     qc_volume_opts so;
     json_object *o = NULL;
-    HV *h;
   CODE:
-    h = qcx_opts(aTHX_ opts);
-    qc_volume_opts_init(&so);
-    so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ h, "lock_timeout_ms", so.lock_timeout_ms);
-    qcx_begin(aTHX_ &c, h);
+    qcx_volume_begin(aTHX_ &c, &so, opts);
     qcx_check(aTHX_ &c, qc_volume_list(c.ctx, &o, volume, &so));
     RETVAL = SvREFCNT_inc(qcx_json_result(aTHX_ o));
   OUTPUT:
@@ -261,17 +287,9 @@ _volume_dependent(volume, opts)
     qcx_call c;
     qc_volume_opts so;
     char *image = NULL, *file = NULL;
-    HV *h;
-    int r;
   PPCODE:
-    h = qcx_opts(aTHX_ opts);
-    qc_volume_opts_init(&so);
-    so.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ h, "lock_timeout_ms", so.lock_timeout_ms);
-    if (opt_sv(aTHX_ h, "images_dir"))
-        so.images_dir = SvPV_nolen(opt_sv(aTHX_ h, "images_dir"));
-    qcx_begin(aTHX_ &c, h);
-    r = qc_volume_find_dependent(c.ctx, &image, &file, volume, &so);
-    qcx_check(aTHX_ &c, r);
+    qcx_volume_begin(aTHX_ &c, &so, opts);
+    qcx_check(aTHX_ &c, qc_volume_find_dependent(c.ctx, &image, &file, volume, &so));
     if (image) {
         mXPUSHp(image, strlen(image));
         mXPUSHp(file, strlen(file));
@@ -295,27 +313,37 @@ _import_check(file, fmt, opts)
     RETVAL
 
 void
-_internal_snapshot(op, file, name, opts)
-    const char *op
+_internal_snapshot_create(file, name, opts)
     qcx_str file
     qcx_str name
     SV *opts
   PREINIT:
     qcx_call c;
-    int r;
   CODE:
     qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
-    if (!strcmp(op, "create"))
-        r = qc_snapshot_create(c.ctx, file, name);
-    else if (!strcmp(op, "apply"))
-        r = qc_snapshot_apply(c.ctx, file, name);
-    else if (!strcmp(op, "delete"))
-        r = qc_snapshot_delete(c.ctx, file, name);
-    else {
-        qcx_end(aTHX_ &c);
-        croak("unknown internal snapshot operation '%s'\n", op);
-    }
-    qcx_check(aTHX_ &c, r);
+    qcx_check(aTHX_ &c, qc_snapshot_create(c.ctx, file, name));
+
+void
+_internal_snapshot_apply(file, name, opts)
+    qcx_str file
+    qcx_str name
+    SV *opts
+  PREINIT:
+    qcx_call c;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_snapshot_apply(c.ctx, file, name));
+
+void
+_internal_snapshot_delete(file, name, opts)
+    qcx_str file
+    qcx_str name
+    SV *opts
+  PREINIT:
+    qcx_call c;
+  CODE:
+    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
+    qcx_check(aTHX_ &c, qc_snapshot_delete(c.ctx, file, name));
 
 SV *
 _internal_snapshot_list(file, opts)
@@ -355,8 +383,7 @@ _snapshot_split(file, snap, out, base, backing, backing_fmt, opts)
     RETVAL
 
 void
-_volume_convert(to, volume, names, drop_vm_state, opts)
-    const char *to
+_volume_to_external(volume, names, drop_vm_state, opts)
     qcx_str volume
     AV *names
     int drop_vm_state
@@ -364,22 +391,19 @@ _volume_convert(to, volume, names, drop_vm_state, opts)
   PREINIT:
     qcx_call c;
     qc_convert_opts co;
-    const char **nm;
-    SSize_t i, n;
-    int r;
   CODE:
-    memset(&co, 0, sizeof(co));
-    n = av_len(names) + 1;
-    Newxz(nm, n + 1, const char *);
-    SAVEFREEPV(nm);
-    for (i = 0; i < n; i++) {
-        SV **e = av_fetch(names, i, 0);
-        nm[i] = e ? qcx_cstr(aTHX_ *e, "names") : "";
-    }
-    co.names = nm;
-    co.nnames = (size_t)n;
-    co.drop_vm_state = drop_vm_state;
-    co.lock_timeout_ms = (unsigned)qcx_opt_uv(aTHX_ qcx_opts(aTHX_ opts), "lock_timeout_ms", 0);
-    qcx_begin(aTHX_ &c, qcx_opts(aTHX_ opts));
-    r = !strcmp(to, "external") ? qc_volume_to_external(c.ctx, volume, &co) : qc_volume_to_internal(c.ctx, volume, &co);
-    qcx_check(aTHX_ &c, r);
+    qcx_convert_begin(aTHX_ &c, &co, names, drop_vm_state, opts);
+    qcx_check(aTHX_ &c, qc_volume_to_external(c.ctx, volume, &co));
+
+void
+_volume_to_internal(volume, names, drop_vm_state, opts)
+    qcx_str volume
+    AV *names
+    int drop_vm_state
+    SV *opts
+  PREINIT:
+    qcx_call c;
+    qc_convert_opts co;
+  CODE:
+    qcx_convert_begin(aTHX_ &c, &co, names, drop_vm_state, opts);
+    qcx_check(aTHX_ &c, qc_volume_to_internal(c.ctx, volume, &co));

@@ -217,10 +217,23 @@ sub lvm_setup {
     ($vg{extent}) = lvm_run('vgs', '--noheadings', '--units', 'b', '--nosuffix', '-o', 'vg_extent_size', $name) =~ /(\d+)/;
     remove_tree("/dev/$name");
     make_path("/dev/$name");
-    push @PVE::Tools::BEFORE_RUN_COMMAND, \&lvm_before;
+    push @PVE::Tools::BEFORE_RUN_COMMAND, \&lvm_before, \&quiet_begin;
+    unshift @PVE::Tools::AFTER_RUN_COMMAND, \&quiet_end;
     push @PVE::Tools::AFTER_RUN_COMMAND, \&lvm_refresh;
     return $name;
 }
+
+# lvm2 warns on every command here ("Activation disabled": no kernel
+# device-mapper; "metadata update is NOT backed up": backup = 0) and no
+# lvm.conf setting silences it: the stderr of the lvm commands the code
+# under test runs goes to QcTest's log, shown only if the test fails.
+sub quiet_begin {
+    my ($cmd) = @_;
+    QcTest::stderr_to_log() if $vg{name} && ref($cmd) eq 'ARRAY' && $cmd->[0] =~ m{(^|/)(lvm|lv\w+|vg\w+|pv\w+)$};
+    return;
+}
+
+sub quiet_end { QcTest::stderr_back(); return }
 
 # Save the whole group (its PV files: metadata and every LV's data) as $tag.
 sub lvm_save {

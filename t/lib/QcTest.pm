@@ -16,6 +16,7 @@ use Test::More;
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
     asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder branched_volume peak_mib
+    quietly
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -223,6 +224,42 @@ sub peak_mib {
     waitpid($pid, 0);
     die "child failed\n" if $?;
     return slurp('peak') / 1024;
+}
+
+# This process's stderr goes to a log from stderr_to_log to stderr_back, for
+# what is expected there (tools that warn on every run, the errors a reference
+# tool prints for a case we provoke); the log is shown only if the test fails.
+my ($stderr_log, $saved_stderr);
+
+sub stderr_to_log {
+    $stderr_log //= File::Temp->new(TEMPLATE => 'qc-stderr-XXXXXX', TMPDIR => 1);
+    open($saved_stderr, '>&', \*STDERR) or die "dup stderr: $!";
+    open(STDERR, '>>', "$stderr_log") or die "$stderr_log: $!";
+    return;
+}
+
+sub stderr_back {
+    return if !$saved_stderr;
+    open(STDERR, '>&', $saved_stderr) or die "restore stderr: $!";
+    undef $saved_stderr;
+    return;
+}
+
+# $code's results, its stderr in the log.
+sub quietly {
+    my ($code) = @_;
+    stderr_to_log();
+    my @r = eval { $code->() };
+    my $err = $@;
+    stderr_back();
+    die $err if $err;
+    return wantarray ? @r : $r[0];
+}
+
+END {
+    if ($stderr_log && -s "$stderr_log" && !Test::More->builder->is_passing) {
+        diag("stderr kept out of the output:\n" . slurp("$stderr_log"));
+    }
 }
 
 # The probe driver built with AddressSanitizer and UBSan (built once).

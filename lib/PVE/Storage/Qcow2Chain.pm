@@ -14,7 +14,7 @@ XSLoader::load('PVE::Storage::Qcow2Chain', $VERSION);
 # Options understood by every function; anything else is a caller bug.
 my %COMMON = map { $_ => 1 } qw(
     format max_depth probe_backing_format allow_data_file allow_absolute_backing
-    force_share no_lock cache_size rate_limit allowed_dirs foreign_backing progress fault fault_stats
+    force_share no_lock cache_size rate_limit allowed_dirs foreign_backing progress
 );
 
 sub _opts {
@@ -38,10 +38,10 @@ sub info {
     return _info(_file('info', $file), delete $o->{format}, $chain ? 1 : 0, $o);
 }
 
-sub map {
+sub map_image {
     my ($file, %opt) = @_;
-    my $o = _opts('map', {}, %opt);
-    return _map(_file('map', $file), delete $o->{format}, $o);
+    my $o = _opts('map_image', {}, %opt);
+    return _map(_file('map_image', $file), delete $o->{format}, $o);
 }
 
 sub convert_raw {
@@ -162,24 +162,24 @@ sub _snap_opts {
 
 sub snapshot_create {
     my ($volume, $name, %opt) = @_;
-    _snapshot('create', _file('snapshot_create', $volume), $name // '', undef, _snap_opts('snapshot_create', %opt));
+    _snapshot_create(_file('snapshot_create', $volume), $name // '', _snap_opts('snapshot_create', %opt));
     return;
 }
 
 sub snapshot_rollback {
     my ($volume, $name, %opt) = @_;
-    _snapshot('rollback', _file('snapshot_rollback', $volume), $name // '', undef, _snap_opts('snapshot_rollback', %opt));
+    _snapshot_rollback(_file('snapshot_rollback', $volume), $name // '', _snap_opts('snapshot_rollback', %opt));
     return;
 }
 
 sub snapshot_delete {
     my ($volume, $name, %opt) = @_;
-    return _snapshot('delete', _file('snapshot_delete', $volume), $name // '', undef, _snap_opts('snapshot_delete', %opt));
+    return _snapshot_delete(_file('snapshot_delete', $volume), $name // '', _snap_opts('snapshot_delete', %opt));
 }
 
 sub snapshot_rename {
     my ($volume, $from, $to, %opt) = @_;
-    _snapshot('rename', _file('snapshot_rename', $volume), $from // '', $to // '', _snap_opts('snapshot_rename', %opt));
+    _snapshot_rename(_file('snapshot_rename', $volume), $from // '', $to // '', _snap_opts('snapshot_rename', %opt));
     return;
 }
 
@@ -196,13 +196,13 @@ sub volume_dependent {
 
 sub volume_recover {
     my ($volume, %opt) = @_;
-    _snapshot('recover', _file('volume_recover', $volume), '', undef, _snap_opts('volume_recover', %opt));
+    _volume_recover(_file('volume_recover', $volume), _snap_opts('volume_recover', %opt));
     return;
 }
 
 sub volume_forget {
     my ($volume, %opt) = @_;
-    _snapshot('forget', _file('volume_forget', $volume), '', undef, _snap_opts('volume_forget', %opt));
+    _volume_forget(_file('volume_forget', $volume), _snap_opts('volume_forget', %opt));
     return;
 }
 
@@ -217,19 +217,19 @@ sub snapshot_file {
 
 sub internal_snapshot_create {
     my ($file, $name, %opt) = @_;
-    _internal_snapshot('create', _file('internal_snapshot_create', $file), $name // '', _opts('internal_snapshot_create', {}, %opt));
+    _internal_snapshot_create(_file('internal_snapshot_create', $file), $name // '', _opts('internal_snapshot_create', {}, %opt));
     return;
 }
 
 sub internal_snapshot_apply {
     my ($file, $name, %opt) = @_;
-    _internal_snapshot('apply', _file('internal_snapshot_apply', $file), $name // '', _opts('internal_snapshot_apply', {}, %opt));
+    _internal_snapshot_apply(_file('internal_snapshot_apply', $file), $name // '', _opts('internal_snapshot_apply', {}, %opt));
     return;
 }
 
 sub internal_snapshot_delete {
     my ($file, $name, %opt) = @_;
-    _internal_snapshot('delete', _file('internal_snapshot_delete', $file), $name // '', _opts('internal_snapshot_delete', {}, %opt));
+    _internal_snapshot_delete(_file('internal_snapshot_delete', $file), $name // '', _opts('internal_snapshot_delete', {}, %opt));
     return;
 }
 
@@ -247,18 +247,18 @@ sub snapshot_split {
 }
 
 sub _convert {
-    my ($to, $fn, $volume, %opt) = @_;
+    my ($xsub, $fn, $volume, %opt) = @_;
     my $o = _opts($fn, { names => 1, drop_vm_state => 1, lock_timeout_ms => 1 }, %opt);
     my $names = delete($o->{names}) // {};
     die "$fn: names must be a hash reference (old => new)\n" if ref($names) ne 'HASH';
     my $drop = delete($o->{drop_vm_state}) ? 1 : 0;
-    _volume_convert($to, _file($fn, $volume), [map { "$_=$names->{$_}" } sort keys %$names], $drop, $o);
+    $xsub->(_file($fn, $volume), [map { "$_=$names->{$_}" } sort keys %$names], $drop, $o);
     return;
 }
 
-sub volume_to_external { my ($volume, %opt) = @_; return _convert('external', 'volume_to_external', $volume, %opt) }
+sub volume_to_external { my ($volume, %opt) = @_; return _convert(\&_volume_to_external, 'volume_to_external', $volume, %opt) }
 
-sub volume_to_internal { my ($volume, %opt) = @_; return _convert('internal', 'volume_to_internal', $volume, %opt) }
+sub volume_to_internal { my ($volume, %opt) = @_; return _convert(\&_volume_to_internal, 'volume_to_internal', $volume, %opt) }
 
 sub import_check {
     my ($file, %opt) = @_;
@@ -282,12 +282,20 @@ sub check {
     return $r;
 }
 
-sub read {
+sub read_image {
     my ($file, $offset, $length, %opt) = @_;
-    my $o = _opts('read', {}, %opt);
-    die "read: offset and length must be non-negative integers\n"
+    my $o = _opts('read_image', {}, %opt);
+    die "read_image: offset and length must be non-negative integers\n"
         if ($offset // '') !~ /^\d+$/ || ($length // '') !~ /^\d+$/;
-    return _read(_file('read', $file), delete $o->{format}, $offset, $length, $o);
+    return _read(_file('read_image', $file), delete $o->{format}, $offset, $length, $o);
+}
+
+# The old names, kept for compatibility. Assigned at run time, so no sub named
+# like a builtin exists in this package while it compiles.
+{
+    no warnings 'once'; ## no critic (TestingAndDebugging::ProhibitNoWarnings) -- each old name appears once
+    *map = \&map_image;
+    *read = \&read_image;
 }
 
 1;
@@ -308,9 +316,9 @@ PVE::Storage::Qcow2Chain - native qcow2 backing chains for Proxmox VE storage pl
         print "$layer->{filename}: $layer->{'virtual-size'} bytes\n";
     }
 
-    my $extents = PVE::Storage::Qcow2Chain::map($path);   # like `qemu-img map`
+    my $extents = PVE::Storage::Qcow2Chain::map_image($path);   # like `qemu-img map`
     PVE::Storage::Qcow2Chain::convert_raw($path, "/tmp/disk.raw");
-    my $bytes = PVE::Storage::Qcow2Chain::read($path, 0, 4096);
+    my $bytes = PVE::Storage::Qcow2Chain::read_image($path, 0, 4096);
 
 =head1 DESCRIPTION
 
@@ -324,7 +332,7 @@ the current directory. The backing format must be recorded in the overlay
 (unless C<probe_backing_format> is set); C<json:> and protocol names are
 refused; loops and chains deeper than C<max_depth> are errors.
 
-Opening takes QEMU's image locks: inspection (C<info>, C<map>, C<read>) only
+Opening takes QEMU's image locks: inspection (C<info>, C<map_image>, C<read_image>) only
 takes the shared lock, so it works while a VM runs; C<convert_raw> takes
 the normal read lock and fails while another process writes the image.
 
@@ -406,20 +414,28 @@ C<backing_chain =E<gt> 1> returns an array of such hashes, top first.
 Booleans are C<$JSON::PP::true> and C<$JSON::PP::false>, as C<decode_json>
 of qemu-img's output would give them.
 
-=item map($file, %opt)
+=item map_image($file, %opt)
 
 Returns the extents of C<qemu-img map --output=json>: an array of hashes
 with C<start>, C<length>, C<depth>, C<present>, C<zero>, C<data> and, where
 the data has a host position, C<offset>.
+
+=item map($file, %opt)
+
+Alias of C<map_image>, kept for compatibility.
 
 =item convert_raw($file, $out, %opt)
 
 Writes the guest view of the whole chain to C<$out> (created or truncated)
 as a sparse raw file.
 
-=item read($file, $offset, $length, %opt)
+=item read_image($file, $offset, $length, %opt)
 
 Returns C<$length> bytes of the guest view starting at C<$offset>.
+
+=item read($file, $offset, $length, %opt)
+
+Alias of C<read_image>, kept for compatibility.
 
 =item create($file, %opt)
 

@@ -94,11 +94,6 @@ Makes every write so far durable.
 Flushes and closes; raises the flush error if any. Dropping the object
 closes too (errors are then lost).
 
-=item fault_stats
-
-For tests opened with the C<fault> option: the number of mutating I/O
-calls so far and whether the fault fired.
-
 =back
 
 =cut
