@@ -58,10 +58,12 @@ qc_policy *qc_ctx_policy(qc_ctx *ctx) { return &ctx->pol; }
 
 int qc_ctx_allow_dir(qc_ctx *ctx, const char *dir)
 {
-    char *real = realpath(dir, NULL);
+    int e;
+    char *real = qc_sys_realpath(ctx, dir, &e);
     if (!real)
-        return qc_fail(ctx, qc_errno_code(errno), errno, dir, "policy",
-                       "Could not resolve allowed directory '%s': %s", dir, strerror(errno));
+        return e ? qc_fail(ctx, qc_errno_code(e), e, dir, "policy", "Could not resolve allowed directory '%s': %s",
+                           dir, strerror(e))
+                 : QC_ERR_NOMEM;
     char **n = realloc(ctx->dirs, (ctx->ndirs + 1) * sizeof(*n));
     if (!n) {
         free(real);

@@ -253,6 +253,14 @@ int qc_sys_fstat(qc_ctx *ctx, int fd, const char *path, struct stat *st);
 int qc_sys_size(qc_ctx *ctx, int fd, const char *path, uint64_t *size, bool *blockdev);
 /* BLKDISCARD a block device range; -errno (harmless: space only). */
 int qc_sys_discard(qc_ctx *ctx, int fd, uint64_t off, uint64_t len);
+/* Each entry of dir but "." and "..": fn's first non-zero return, 0 at the
+ * end, or the error (recorded) when dir cannot be listed. */
+typedef int (*qc_dirent_fn)(void *arg, const char *name, unsigned char type);
+int qc_sys_listdir(qc_ctx *ctx, const char *dir, qc_dirent_fn fn, void *arg);
+/* Real path of path (malloc'd); NULL with *err the errno, or 0 when out of memory (recorded). */
+char *qc_sys_realpath(qc_ctx *ctx, const char *path, int *err);
+/* Is the entry path of listdir type type a symlink (lstat when type is DT_UNKNOWN)? */
+bool qc_sys_is_symlink(qc_ctx *ctx, const char *path, unsigned char type);
 
 /* ---- util.c ---- */
 static inline uint16_t qc_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }

@@ -433,11 +433,30 @@ static int f_discard(void *v, int fd, uint64_t off, uint64_t len)
     return P()->discard(NULL, fd, off, len);
 }
 
+static int f_lstat(void *v, const char *path, struct stat *st)
+{
+    qc_fault *f = v;
+    return f->crashed ? -EIO : P()->lstat(NULL, path, st);
+}
+
+static int f_listdir(void *v, const char *dir, int (*fn)(void *arg, const char *name, unsigned char type),
+                     void *arg)
+{
+    qc_fault *f = v;
+    return f->crashed ? -EIO : P()->listdir(NULL, dir, fn, arg);
+}
+
+static int f_realpath(void *v, const char *path, char *out)
+{
+    qc_fault *f = v;
+    return f->crashed ? -EIO : P()->realpath(NULL, path, out);
+}
+
 static const qc_io fault_io = {
     f_open, f_close, f_pread, f_pwrite, f_fsync, f_ftruncate, f_fstat, f_stat,
     f_rename, f_unlink, f_copy_range, f_lock, f_seek, f_fallocate, f_link,
     f_getxattr, f_setxattr, f_writeback, f_fchown, f_fchmod, f_users,
-    f_open_beneath, f_devsize, f_discard,
+    f_open_beneath, f_devsize, f_discard, f_lstat, f_listdir, f_realpath,
 };
 
 void qc_ctx_set_fault(qc_ctx *ctx, qc_fault *f)

@@ -141,6 +141,17 @@ typedef struct qc_io {
     /* block devices (NULL: the size from lseek, no discard) */
     int (*devsize)(void *u, int fd, uint64_t *bytes);                /* BLKGETSIZE64 */
     int (*discard)(void *u, int fd, uint64_t off, uint64_t len);     /* BLKDISCARD */
+    /* stat that does not follow a final symlink */
+    int (*lstat)(void *u, const char *path, struct stat *st);
+    /* fn(arg, name, type) for each entry of directory dir, "." and ".."
+     * perhaps among them; type is a DT_* value, DT_UNKNOWN when the file
+     * system does not say. Stops at fn's first non-zero return and returns
+     * it; -errno when dir cannot be listed */
+    int (*listdir)(void *u, const char *dir, int (*fn)(void *arg, const char *name, unsigned char type),
+                   void *arg);
+    /* the absolute path of path with every symlink, "." and ".." resolved,
+     * into out (PATH_MAX bytes) */
+    int (*realpath)(void *u, const char *path, char *out);
 } qc_io;
 
 /* A process that has a file open (files[file] of a users call). */

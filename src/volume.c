@@ -11,7 +11,6 @@
  */
 #include "internal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +268,29 @@ static int create_undo(qc_volume *v, const char *snap, const char *tmp)
     return r;
 }
 
+typedef struct link_drop {
+    qc_volume *v;
+    struct stat live;
+} link_drop;
+
+/* Remove entry name if it is a snapshot name linked to the live file. */
+static int drop_live_link(void *arg, const char *name, unsigned char type)
+{
+    link_drop *l = arg;
+    (void)type;
+    if (!qc_volume_is_snap_entry(l->v, name))
+        return 0;
+    char *p = qc_volume_file(l->v, name);
+    if (!p)
+        return QC_ERR_NOMEM;
+    struct stat ss;
+    int r = 0;
+    if (exists(l->v->ctx, p, &ss) && ss.st_dev == l->live.st_dev && ss.st_ino == l->live.st_ino)
+        r = do_unlink(l->v, p);
+    free(p);
+    return r;
+}
+
 /*
  * Create and rollback keep no journal: what they leave behind tells. A new
  * overlay still under its temporary name means the rename did not happen;
@@ -280,20 +302,9 @@ static int recover_state(qc_volume *v)
     char *tn = tmp_name(v, "new"), *tr = tmp_name(v, "rollback");
     int r = tn && tr ? 0 : QC_ERR_NOMEM;
     if (r == 0 && exists(ctx, tn, NULL)) {
-        struct stat vs;
-        DIR *d = exists(ctx, v->path, &vs) ? opendir(v->dir) : NULL;
-        struct dirent *de;
-        while (r == 0 && d && (de = readdir(d))) {
-            if (!qc_volume_is_snap_entry(v, de->d_name))
-                continue;
-            char *p = qc_volume_file(v, de->d_name);
-            struct stat ss;
-            if (p && exists(ctx, p, &ss) && ss.st_dev == vs.st_dev && ss.st_ino == vs.st_ino)
-                r = do_unlink(v, p);
-            free(p);
-        }
-        if (d)
-            closedir(d);
+        link_drop l = {v, {0}};
+        if (exists(ctx, v->path, &l.live))
+            r = qc_sys_listdir(ctx, v->dir, drop_live_link, &l);
         if (r == 0)
             r = do_unlink(v, tn);
     }
