@@ -168,13 +168,17 @@ const qc_io *qc_io_posix(void);
 void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
 
 /*
- * Fault injection for tests, layered over POSIX. Counts the mutating calls
+ * Fault injection for tests, layered over an I/O table (POSIX by default).
+ * Counts the mutating calls
  * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate, link,
  * fchown, fchmod, discard).
  * mode QC_FAULT_ERROR: call number nth fails with err, later calls succeed.
  * mode QC_FAULT_CRASH: call number nth and every later call fail with EIO,
  *   and writes not yet made durable by fsync are undone (all of them, or a
- *   seeded random subset when seed != 0) as a power cut would.
+ *   seeded random subset when seed != 0) as a power cut would; so are
+ *   directory changes (new files, link, unlink, rename) that no fsync of
+ *   the directory holding the name made durable (all, or with a seed the
+ *   newest of them from a random point on).
  * mode QC_FAULT_SHORT: every write and in-kernel copy does only part of
  *   what was asked (as a signal or a full pipe may make it); callers must
  *   loop.
@@ -182,6 +186,9 @@ void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
 enum { QC_FAULT_NONE = 0, QC_FAULT_ERROR = 1, QC_FAULT_CRASH = 2, QC_FAULT_SHORT = 3 };
 typedef struct qc_fault qc_fault;
 qc_fault *qc_fault_new(int mode, uint64_t nth, int err, uint64_t seed);
+/* The same over table lower (NULL: POSIX), called with lower_user. */
+qc_fault *qc_fault_new_over(const qc_io *lower, void *lower_user, int mode, uint64_t nth, int err,
+                            uint64_t seed);
 void qc_fault_free(qc_fault *f);
 /* Mutating calls seen so far; whether the fault fired. */
 uint64_t qc_fault_count(const qc_fault *f);
