@@ -41,26 +41,24 @@ static size_t find_fid(const qc_fid *f, size_t n, const struct stat *st)
     return i;
 }
 
-char *qc_peek_backing(qc_ctx *ctx, const char *path)
+bool qc_peek_backing(qc_ctx *ctx, const char *path, char name[QC_PEEK_MAX])
 {
     int fd = ctx->io->open(ctx->io_user, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
     if (fd < 0)
-        return NULL;
+        return false;
     struct stat st;
     uint8_t h[20];
-    char *name = NULL;
+    bool found = false;
     if (ctx->io->fstat(ctx->io_user, fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 72 &&
         ctx->io->pread(ctx->io_user, fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && qc_be32(h) == QC_MAGIC) {
         uint64_t off = qc_be64(h + 8);
         uint32_t len = qc_be32(h + 16);
-        if (off && len && len <= 1023 && off <= (uint64_t)st.st_size - len && (name = calloc(1, len + 1)) &&
-            ctx->io->pread(ctx->io_user, fd, name, len, off) != (ssize_t)len) {
-            free(name);
-            name = NULL;
-        }
+        found = off && len && len < QC_PEEK_MAX && off <= (uint64_t)st.st_size - len &&
+                ctx->io->pread(ctx->io_user, fd, name, len, off) == (ssize_t)len;
+        name[found ? len : 0] = 0;
     }
     ctx->io->close(ctx->io_user, fd);
-    return name;
+    return found;
 }
 
 /* Is the regular file at path (identity st) built on a target? */
@@ -68,11 +66,10 @@ static int check_file(dep_scan *s, const char *path, const struct stat *st)
 {
     if (find_fid(s->targets, s->ntargets, st) < s->ntargets || find_fid(s->skip, s->nskip, st) < s->nskip)
         return 0;
-    char *b = qc_peek_backing(s->ctx, path);
-    if (!b)
+    char b[QC_PEEK_MAX];
+    if (!qc_peek_backing(s->ctx, path, b))
         return 0;
     char *full = qc_path_combine(s->ctx, path, b);
-    free(b);
     if (!full)
         return QC_ERR_NOMEM;
     struct stat bs;

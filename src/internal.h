@@ -223,6 +223,8 @@ struct qc_ctx {
     void *progress_user;
     uint64_t rate_limit;
     uint64_t copied;           /* data bytes long copies wrote (qc_copied) */
+    const qc_alloc *alloc;     /* NULL: malloc and realloc */
+    void *alloc_user;
 };
 
 /* ---- error.c ---- */
@@ -283,6 +285,7 @@ static inline bool qc_past(uint64_t a, uint64_t b, uint64_t limit) { return a > 
 
 void *qc_malloc(qc_ctx *ctx, size_t n);
 void *qc_calloc(qc_ctx *ctx, size_t n, size_t m);
+void *qc_realloc(qc_ctx *ctx, void *p, size_t n); /* p stays valid when this fails */
 char *qc_strdup(qc_ctx *ctx, const char *s);
 char *qc_strndup(qc_ctx *ctx, const char *s, size_t n);
 /* Join the directory of base with rel (QEMU's rule); absolute rel is kept. */
@@ -557,8 +560,10 @@ typedef struct qc_fid {
  */
 int qc_find_dependent(qc_ctx *ctx, char **image, size_t *which, const char *vol_dir, const char *images_dir,
                       const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip);
-/* The backing name in a regular file's qcow2 header; NULL if none, not qcow2 or unreadable. */
-char *qc_peek_backing(qc_ctx *ctx, const char *path);
+/* The backing name in a regular file's qcow2 header into name; false if none, not qcow2 or
+ * unreadable. No allocation: running out of memory cannot pass for "no backing file". */
+#define QC_PEEK_MAX 1024
+bool qc_peek_backing(qc_ctx *ctx, const char *path, char name[QC_PEEK_MAX]);
 /* ---- store.c: the directory store's names ---- */
 /* "snap-NAME-BASE": snapshot NAME of the volume file BASE (ctx NULL: plain malloc). */
 char *qc_store_snap_entry(qc_ctx *ctx, const char *base, const char *name);

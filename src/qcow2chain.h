@@ -95,6 +95,19 @@ void qc_ctx_set_progress(qc_ctx *ctx, qc_progress_fn fn, void *user);
 /* Limit copy operations to this many bytes per second (0 = unlimited). */
 void qc_ctx_set_rate_limit(qc_ctx *ctx, uint64_t bytes_per_sec);
 
+/*
+ * Allocation: every buffer the core allocates for a context comes from
+ * these (NULL members: malloc, realloc), so a test can fail each in turn.
+ * They must return memory that free(3) releases: the core and its callers
+ * release it with free(). Wrap the system allocator (count, limit, fail),
+ * do not replace it. json-c allocates its objects itself.
+ */
+typedef struct qc_alloc {
+    void *(*malloc)(void *u, size_t n);
+    void *(*realloc)(void *u, void *p, size_t n);
+} qc_alloc;
+void qc_ctx_set_alloc(qc_ctx *ctx, const qc_alloc *a, void *user); /* a stays owned by the caller */
+
 /* ---- I/O seam ------------------------------------------------------- */
 
 struct qc_user;

@@ -38,9 +38,9 @@ void qc_vtree_free(qc_vtree *t)
     memset(t, 0, sizeof(*t));
 }
 
-static qc_vnode *add(qc_vtree *t)
+static qc_vnode *add(qc_ctx *ctx, qc_vtree *t)
 {
-    qc_vnode *n = realloc(t->n, (t->count + 1) * sizeof(*n));
+    qc_vnode *n = qc_realloc(ctx, t->n, (t->count + 1) * sizeof(*n));
     if (!n)
         return NULL;
     t->n = n;
@@ -65,11 +65,10 @@ static int probe(qc_ctx *ctx, qc_vnode *n, const char *fmt, unsigned flags)
         n->size = img->size;
         n->fmt = img->fmt;
         /* a backing name the policy refuses makes the file unusable here */
-        if ((r = qc_backing_allowed(img)) == 0 && img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name) {
-            n->backing = qc_strdup(ctx, img->hdr.backing_name);
-            if (img->hdr.backing_fmt)
-                n->backing_fmt = qc_strdup(ctx, img->hdr.backing_fmt);
-        }
+        if ((r = qc_backing_allowed(img)) == 0 && img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name &&
+            (!(n->backing = qc_strdup(ctx, img->hdr.backing_name)) ||
+             (img->hdr.backing_fmt && !(n->backing_fmt = qc_strdup(ctx, img->hdr.backing_fmt)))))
+            r = QC_ERR_NOMEM; /* not a file without backing */
     }
     qc_image_close(img);
     return r;
@@ -161,15 +160,18 @@ static int read_entry(void *arg, const char *name, unsigned char type)
         free(path);
         return 0;
     }
-    qc_vnode *n = add(t);
+    qc_vnode *n = add(ctx, t);
     if (!n) {
         free(path);
         return QC_ERR_NOMEM;
     }
     n->path = path;
+    int r;
     if (!snap) {
         n->kind = QC_VN_OTHER;
-        if (probe(ctx, n, NULL, QC_OPEN_NOFOLLOW) < 0)
+        if ((r = probe(ctx, n, NULL, QC_OPEN_NOFOLLOW)) == QC_ERR_NOMEM)
+            return r;
+        if (r < 0)
             qc_ctx_clear_error(ctx); /* claims nothing */
         return 0;
     }
@@ -178,7 +180,9 @@ static int read_entry(void *arg, const char *name, unsigned char type)
         return QC_ERR_NOMEM;
     n->kind = QC_VN_SNAPSHOT;
     n->member = recorded_owner(ctx, path, v->base);
-    if (probe(ctx, n, "qcow2", QC_OPEN_NOFOLLOW) < 0) { /* snapshots are qcow2 images, always */
+    if ((r = probe(ctx, n, "qcow2", QC_OPEN_NOFOLLOW)) == QC_ERR_NOMEM)
+        return r; /* not a stray: we could not look */
+    if (r < 0) { /* snapshots are qcow2 images, always */
         n->kind = QC_VN_STRAY;
         n->error = qc_strdup(ctx, ctx->err.msg);
         qc_ctx_clear_error(ctx);
@@ -308,10 +312,10 @@ static int membership(qc_volume *v, qc_vtree *t)
 }
 
 /* Keep this volume's files; another file ours are built on stays as an external node. */
-static int compact(qc_vtree *t)
+static int compact(qc_ctx *ctx, qc_vtree *t)
 {
     size_t k = 0;
-    int *map = malloc(t->count * sizeof(*map));
+    int *map = qc_malloc(ctx, t->count * sizeof(*map));
     if (!map)
         return QC_ERR_NOMEM;
     for (size_t i = 0; i < t->count; i++) {
@@ -369,7 +373,7 @@ static int externals(qc_ctx *ctx, qc_vtree *t)
             if (j != i && t->n[j].dev == st.st_dev && t->n[j].ino == st.st_ino)
                 p = (int)j;
         if (p < 0) {
-            qc_vnode *e = add(t);
+            qc_vnode *e = add(ctx, t);
             if (!e) {
                 free(full);
                 return QC_ERR_NOMEM;
@@ -392,7 +396,7 @@ int qc_vtree_scan(qc_volume *v, qc_vtree *t)
 {
     qc_ctx *ctx = v->ctx;
     memset(t, 0, sizeof(*t));
-    qc_vnode *cur = add(t);
+    qc_vnode *cur = add(ctx, t);
     if (!cur || !(cur->name = qc_strdup(ctx, "current")) || !(cur->path = qc_strdup(ctx, v->path)))
         return QC_ERR_NOMEM;
     cur->kind = QC_VN_CURRENT;
@@ -402,7 +406,7 @@ int qc_vtree_scan(qc_volume *v, qc_vtree *t)
     for (size_t i = 0; i < t->count; i++)
         if (t->n[i].backing)
             t->n[i].parent = find_parent(ctx, t, i, &t->n[i].missing_backing);
-    if ((r = membership(v, t)) < 0 || (r = compact(t)) < 0 || (r = externals(ctx, t)) < 0)
+    if ((r = membership(v, t)) < 0 || (r = compact(ctx, t)) < 0 || (r = externals(ctx, t)) < 0)
         return r;
     for (int i = 0, guard = 0; i >= 0 && guard <= (int)t->count; i = t->n[i].parent, guard++)
         t->n[i].live = true;

@@ -93,12 +93,24 @@ static int peek(qc_ctx *ctx, const char *path, uint64_t *size, int *fmt, char **
     *size = img->size;
     if (fmt)
         *fmt = img->fmt;
-    if (backing)
-        *backing = img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name ? qc_strdup(ctx, img->hdr.backing_name) : NULL;
-    if (bfmt)
-        *bfmt = img->fmt == QC_FMT_QCOW2 && img->hdr.backing_fmt ? qc_strdup(ctx, img->hdr.backing_fmt) : NULL;
+    /* out of memory must not pass for "no backing file" */
+    bool q = img->fmt == QC_FMT_QCOW2;
+    char *b = NULL, *bf = NULL;
+    if (backing && q && img->hdr.backing_name && !(b = qc_strdup(ctx, img->hdr.backing_name)))
+        r = QC_ERR_NOMEM;
+    if (bfmt && q && img->hdr.backing_fmt && !(bf = qc_strdup(ctx, img->hdr.backing_fmt)))
+        r = QC_ERR_NOMEM;
     qc_image_close(img);
-    return 0;
+    if (r < 0) {
+        free(b);
+        free(bf);
+        b = bf = NULL;
+    }
+    if (backing)
+        *backing = b;
+    if (bfmt)
+        *bfmt = bf;
+    return r;
 }
 
 /*
@@ -502,10 +514,9 @@ static int journal(qc_volume *v, json_object *j)
 static unsigned chain_depth(qc_ctx *ctx, const char *path, unsigned limit)
 {
     unsigned depth = 0;
-    char *p = qc_strdup(ctx, path), *b;
-    while (p && depth <= limit && (b = qc_peek_backing(ctx, p))) {
+    char *p = qc_strdup(ctx, path), b[QC_PEEK_MAX];
+    while (p && depth <= limit && qc_peek_backing(ctx, p, b)) {
         char *full = qc_path_combine(ctx, p, b);
-        free(b);
         free(p);
         p = full;
         depth++;
@@ -620,6 +631,10 @@ static int delete_child(qc_volume *v, const char *how, const char *x, const char
     if (r < 0)
         return r;
     char *full = b ? qc_path_combine(ctx, child, b) : NULL;
+    if (b && !full) {
+        free(b);
+        return QC_ERR_NOMEM; /* not "done already": X must stay */
+    }
     struct stat a, xs;
     bool on_x = full && exists(ctx, full, &a) && exists(ctx, x, &xs) && a.st_dev == xs.st_dev && a.st_ino == xs.st_ino;
     free(full);

@@ -32,6 +32,7 @@ my %progs = (
     'qc-probe' => ["$root/t/c/qc-probe.c"],
     'test-core' => ["$root/t/c/test-core.c"],
     'test-seam' => ["$root/t/c/test-seam.c", "$root/fuzz/memfs.c"],
+    'test-oom' => ["$root/t/c/test-oom.c", "$root/fuzz/memfs.c"],
     map { ("replay-$_" => ["$root/fuzz/replay.c", "$root/fuzz/fuzz_$_.c", "$root/fuzz/memfs.c"]) }
         qw(header open chain check volume),
 );
@@ -50,7 +51,7 @@ exit 0 if grep { $_ eq '--build-only' } @ARGV;
 $ENV{ASAN_OPTIONS} = 'detect_leaks=1';
 # one TAP stream: each program numbers its own tests, the caller reads the lines
 my $rc = 0;
-for my $t (qw(test-core test-seam)) {
+for my $t (qw(test-core test-seam test-oom)) {
     system("$bin/$t") == 0 or $rc = 1;
 }
 exit $rc;
