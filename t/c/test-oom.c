@@ -82,16 +82,31 @@ static int fill(qc_ctx *ctx, const char *path, int byte, uint64_t off, size_t n)
     return r;
 }
 
-/* base.qcow2 (1s in [0, 16k)) <- top.qcow2 (2s in [8k, 24k)), 512-byte clusters: many tables */
-static void setup_chain(void)
+/* An empty memfs with directory v, and create options of cluster size cs. */
+static qc_ctx *setup_start(qc_create_opts *o, uint32_t cs)
 {
     memfs_reset();
     memfs_mkdir("v");
-    qc_ctx *ctx = mem_ctx();
+    qc_create_opts_init(o);
+    o->size = 1 << 20;
+    o->cluster_size = cs;
+    return mem_ctx();
+}
+
+static void setup_end(qc_ctx *ctx, int r)
+{
+    if (r < 0) {
+        printf("Bail out! setup: %s\n", qc_ctx_error(ctx)->msg);
+        exit(1);
+    }
+    qc_ctx_free(ctx);
+}
+
+/* base.qcow2 (1s in [0, 16k)) <- top.qcow2 (2s in [8k, 24k)), 512-byte clusters: many tables */
+static void setup_chain(void)
+{
     qc_create_opts o;
-    qc_create_opts_init(&o);
-    o.size = 1 << 20;
-    o.cluster_size = 512;
+    qc_ctx *ctx = setup_start(&o, 512);
     int r = qc_create(ctx, "v/base.qcow2", &o);
     o.backing = "base.qcow2";
     o.backing_fmt = "qcow2";
@@ -101,23 +116,14 @@ static void setup_chain(void)
         r = fill(ctx, "v/base.qcow2", 1, 0, 16384);
     if (r == 0)
         r = fill(ctx, "v/top.qcow2", 2, 8192, 16384);
-    if (r < 0) {
-        printf("Bail out! setup: %s\n", qc_ctx_error(ctx)->msg);
-        exit(1);
-    }
-    qc_ctx_free(ctx);
+    setup_end(ctx, r);
 }
 
 /* the chain as a volume: snap-a (1s) <- snap-b (2s) <- live (3s in [16k, 24k)) */
 static void setup_volume(void)
 {
-    memfs_reset();
-    memfs_mkdir("v");
-    qc_ctx *ctx = mem_ctx();
     qc_create_opts o;
-    qc_create_opts_init(&o);
-    o.size = 1 << 20;
-    o.cluster_size = 16384;
+    qc_ctx *ctx = setup_start(&o, 16384);
     o.extended_l2 = true;
     qc_volume_opts vo = vopts();
     int r = qc_create(ctx, VOL, &o);
@@ -131,11 +137,7 @@ static void setup_volume(void)
         r = qc_volume_snapshot(ctx, VOL, "b", &vo);
     if (r == 0)
         r = fill(ctx, VOL, 3, 16384, 8192);
-    if (r < 0) {
-        printf("Bail out! setup: %s\n", qc_ctx_error(ctx)->msg);
-        exit(1);
-    }
-    qc_ctx_free(ctx);
+    setup_end(ctx, r);
 }
 
 /* The first VIEW bytes of path's guest view (with its chain); false if it cannot be read. */
