@@ -44,4 +44,29 @@ qemu-img rebase -u -b sub/d.qcow2 -F qcow2 "$t/a"
 { cat "$t/a"; printf '%s' "$sep"; cat "$t/snap"; printf '%s' "$sep"; cat "$t/zlib"; printf '%s' "$sep"; cat "$t/x16k"; } > corpus/chain/to-sub
 qemu-img rebase -u -b a.qcow2 -F qcow2 "$t/a"
 cp "$t/a" corpus/chain/self-loop
-echo "seeds: $(ls corpus/*/ | wc -l) files"
+
+# volume: live disk, snapshots a and b, journal, leftover overlay, script (see fuzz_volume.c)
+mkdir -p corpus/volume
+A=snap-a-vm-1-disk-0.qcow2 B=snap-b-vm-1-disk-0.qcow2
+mk "$A" cluster_size=512 64k 'write -P 1 0 1k' 'write -P 2 32k 512'
+qemu-img create -q -f qcow2 -b "$A" -F qcow2 -o cluster_size=512 "$t/$B" 64k
+qemu-io -c 'write -P 3 512 1k' "$t/$B" >/dev/null
+qemu-img create -q -f qcow2 -b "$B" -F qcow2 -o cluster_size=512 "$t/live-b" 64k
+qemu-io -c 'write -P 4 1k 1k' "$t/live-b" >/dev/null
+qemu-img create -q -f qcow2 -b "$A" -F qcow2 -o cluster_size=512 "$t/live-a" 64k
+vol() { # out live a b journal new script(printf format)
+    { cat "$2"; printf '%s' "$sep"; cat "$3"; printf '%s' "$sep"; cat "$4"; printf '%s' "$sep"
+      printf '%s' "$5"; printf '%s' "$sep"; cat "$6"; printf '%s' "$sep"; printf "$7"; } > corpus/volume/"$1"
+}
+vol alone "$t/live-b" /dev/null /dev/null '' /dev/null '\000\000\004\001'
+vol chain "$t/live-b" "$t/$A" "$t/$B" '' /dev/null '\000\002\012\023\004'
+vol crash-delete "$t/live-b" "$t/$A" "$t/$B" '' /dev/null '\005\002\004'
+vol crash-snap "$t/live-a" "$t/$A" /dev/null '' /dev/null '\003\020\004'
+vol journal-delete "$t/live-b" "$t/$A" "$t/$B" \
+    '{"op":"delete","snap":"b","file":"snap-b-vm-1-disk-0.qcow2","how":"commit","parent":"snap-a-vm-1-disk-0.qcow2","parent_fmt":"qcow2","children":["vm-1-disk-0.qcow2"]}' \
+    /dev/null '\000\006\004'
+vol journal-rename "$t/live-b" "$t/$A" "$t/$B" \
+    '{"op":"rename","snap":"a","file":"snap-a-vm-1-disk-0.qcow2","to":"snap-c-vm-1-disk-0.qcow2","fmt":"qcow2","children":["snap-b-vm-1-disk-0.qcow2"]}' \
+    /dev/null '\000\006\004'
+vol leftover "$t/live-a" "$t/$A" /dev/null '' "$t/live-b" '\000\004\007'
+echo "volume seeds: $(ls corpus/volume | wc -l) files"

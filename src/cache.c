@@ -31,7 +31,7 @@ void qc_cache_free(qc_cache *c)
 
 void qc_cache_forget(qc_cache *c, uint64_t off)
 {
-    for (unsigned i = 0; i < c->cap; i++)
+    for (unsigned i = 0; c->slots && i < c->cap; i++)
         if (c->slots[i].off == off) {
             c->slots[i].off = 0;
             c->slots[i].dirty = false;
@@ -181,7 +181,7 @@ int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s)
 int qc_cache_flush(qc_image *img, qc_cache *c)
 {
     bool any = false;
-    for (unsigned i = 0; i < c->cap; i++)
+    for (unsigned i = 0; c->slots && i < c->cap; i++) /* no slots: their allocation failed */
         any |= c->slots[i].off && c->slots[i].dirty;
     if (!any)
         return 0;

@@ -21,7 +21,10 @@ static int check_foreign(qc_ctx *ctx, const char *real, const char *overlay)
 {
     if (!ctx->foreign_prefix)
         return 0;
-    char *ov = realpath(overlay, NULL);
+    int e;
+    char *ov = qc_sys_realpath(ctx, overlay, &e);
+    if (!ov && !e)
+        return QC_ERR_NOMEM;
     const char *os = ov ? strrchr(ov, '/') : NULL, *bs = strrchr(real, '/');
     int r = 0;
     if (!os || !bs || os - ov != bs - real || strncmp(ov, real, (size_t)(bs - real)))
@@ -61,9 +64,10 @@ static int check_dirs(qc_ctx *ctx, const char *p, const char *overlay)
 {
     if (!ctx->ndirs)
         return 0;
-    char *real = realpath(p, NULL);
+    int e;
+    char *real = qc_sys_realpath(ctx, p, &e);
     if (!real)
-        return 0; /* the open reports the missing file */
+        return e ? 0 : QC_ERR_NOMEM; /* the open reports the missing file */
     const char *rel;
     int r = allowed_root(ctx, real, &rel) ? check_foreign(ctx, real, overlay) : outside(ctx, overlay, p, real);
     free(real);
@@ -77,9 +81,11 @@ static int check_dirs(qc_ctx *ctx, const char *p, const char *overlay)
  */
 static int open_confined(qc_ctx *ctx, const char *p, int oflags)
 {
-    char *real = realpath(p, NULL);
+    int e;
+    char *real = qc_sys_realpath(ctx, p, &e);
     if (!real)
-        return qc_fail(ctx, qc_errno_code(errno), errno, p, "open", "Could not open '%s': %s", p, strerror(errno));
+        return e ? qc_fail(ctx, qc_errno_code(e), e, p, "open", "Could not open '%s': %s", p, strerror(e))
+                 : QC_ERR_NOMEM;
     const char *rel, *dir = allowed_root(ctx, real, &rel);
     int fd = dir ? ctx->io->open_beneath(ctx->io_user, dir, rel, oflags, 0)
                  : qc_fail(ctx, QC_ERR_POLICY, 0, p, "open",

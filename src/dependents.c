@@ -41,26 +41,24 @@ static size_t find_fid(const qc_fid *f, size_t n, const struct stat *st)
     return i;
 }
 
-char *qc_peek_backing(qc_ctx *ctx, const char *path)
+bool qc_peek_backing(qc_ctx *ctx, const char *path, char name[QC_PEEK_MAX])
 {
     int fd = ctx->io->open(ctx->io_user, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
     if (fd < 0)
-        return NULL;
+        return false;
     struct stat st;
     uint8_t h[20];
-    char *name = NULL;
+    bool found = false;
     if (ctx->io->fstat(ctx->io_user, fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 72 &&
         ctx->io->pread(ctx->io_user, fd, h, sizeof(h), 0) == (ssize_t)sizeof(h) && qc_be32(h) == QC_MAGIC) {
         uint64_t off = qc_be64(h + 8);
         uint32_t len = qc_be32(h + 16);
-        if (off && len && len <= 1023 && off <= (uint64_t)st.st_size - len && (name = calloc(1, len + 1)) &&
-            ctx->io->pread(ctx->io_user, fd, name, len, off) != (ssize_t)len) {
-            free(name);
-            name = NULL;
-        }
+        found = off && len && len < QC_PEEK_MAX && off <= (uint64_t)st.st_size - len &&
+                ctx->io->pread(ctx->io_user, fd, name, len, off) == (ssize_t)len;
+        name[found ? len : 0] = 0;
     }
     ctx->io->close(ctx->io_user, fd);
-    return name;
+    return found;
 }
 
 /* Is the regular file at path (identity st) built on a target? */
@@ -68,11 +66,10 @@ static int check_file(dep_scan *s, const char *path, const struct stat *st)
 {
     if (find_fid(s->targets, s->ntargets, st) < s->ntargets || find_fid(s->skip, s->nskip, st) < s->nskip)
         return 0;
-    char *b = qc_peek_backing(s->ctx, path);
-    if (!b)
+    char b[QC_PEEK_MAX];
+    if (!qc_peek_backing(s->ctx, path, b))
         return 0;
     char *full = qc_path_combine(s->ctx, path, b);
-    free(b);
     if (!full)
         return QC_ERR_NOMEM;
     struct stat bs;
@@ -84,40 +81,50 @@ static int check_file(dep_scan *s, const char *path, const struct stat *st)
     return r;
 }
 
+static int scan_dir(dep_scan *s, const char *dir, int depth);
+
+typedef struct dir_walk {
+    dep_scan *s;
+    const char *dir;
+    int depth;
+    bool files; /* look at its files (not for the volume's directory, met again) */
+} dir_walk;
+
+static int scan_entry(void *arg, const char *name, unsigned char type)
+{
+    dir_walk *w = arg;
+    dep_scan *s = w->s;
+    qc_ctx *ctx = s->ctx;
+    if (name[0] == '.') /* our own temporary files */
+        return 0;
+    size_t n = strlen(w->dir) + strlen(name) + 2;
+    char *p = qc_malloc(ctx, n);
+    if (!p)
+        return QC_ERR_NOMEM;
+    /* a volume given without a directory keeps its siblings without one */
+    bool here = !strcmp(w->dir, ".");
+    snprintf(p, n, "%s%s%s", here ? "" : w->dir, here ? "" : "/", name);
+    struct stat st;
+    int r = 0;
+    bool link = qc_sys_is_symlink(ctx, p, type);
+    if (ctx->io->stat(ctx->io_user, p, &st) == 0) {
+        if (S_ISREG(st.st_mode) && w->files)
+            r = check_file(s, p, &st);
+        else if (S_ISDIR(st.st_mode) && !link && w->depth > 0)
+            r = scan_dir(s, p, w->depth - 1);
+    }
+    free(p);
+    return r ? r : s->found != NULL;
+}
+
 static int scan_dir(dep_scan *s, const char *dir, int depth)
 {
     qc_ctx *ctx = s->ctx;
-    DIR *d = opendir(dir);
-    if (!d)
-        return qc_fail(ctx, qc_errno_code(errno), errno, dir, "scan", "Could not list '%s': %s", dir, strerror(errno));
     /* the volume's directory, met again inside the named tree: its subdirectories only */
     struct stat ds;
-    bool files = !(fstat(dirfd(d), &ds) == 0 && same(s->done_dir, &ds));
-    struct dirent *de;
-    int r = 0;
-    while (r == 0 && !s->found && (de = readdir(d))) {
-        if (de->d_name[0] == '.') /* ., .., and our own temporary files */
-            continue;
-        size_t n = strlen(dir) + strlen(de->d_name) + 2;
-        char *p = qc_malloc(ctx, n);
-        if (!p) {
-            r = QC_ERR_NOMEM;
-            break;
-        }
-        /* a volume given without a directory keeps its siblings without one */
-        snprintf(p, n, "%s%s%s", strcmp(dir, ".") ? dir : "", strcmp(dir, ".") ? "/" : "", de->d_name);
-        struct stat st;
-        bool link = de->d_type == DT_LNK || (de->d_type == DT_UNKNOWN && lstat(p, &st) == 0 && S_ISLNK(st.st_mode));
-        if (ctx->io->stat(ctx->io_user, p, &st) == 0) {
-            if (S_ISREG(st.st_mode) && files)
-                r = check_file(s, p, &st);
-            else if (S_ISDIR(st.st_mode) && !link && depth > 0)
-                r = scan_dir(s, p, depth - 1);
-        }
-        free(p);
-    }
-    closedir(d);
-    return r;
+    dir_walk w = {s, dir, depth, !(ctx->io->stat(ctx->io_user, dir, &ds) == 0 && same(s->done_dir, &ds))};
+    int r = qc_sys_listdir(ctx, dir, scan_entry, &w);
+    return r > 0 ? 0 : r;
 }
 
 int qc_find_dependent(qc_ctx *ctx, char **image, size_t *which, const char *vol_dir, const char *images_dir,

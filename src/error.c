@@ -58,11 +58,13 @@ qc_policy *qc_ctx_policy(qc_ctx *ctx) { return &ctx->pol; }
 
 int qc_ctx_allow_dir(qc_ctx *ctx, const char *dir)
 {
-    char *real = realpath(dir, NULL);
+    int e;
+    char *real = qc_sys_realpath(ctx, dir, &e);
     if (!real)
-        return qc_fail(ctx, qc_errno_code(errno), errno, dir, "policy",
-                       "Could not resolve allowed directory '%s': %s", dir, strerror(errno));
-    char **n = realloc(ctx->dirs, (ctx->ndirs + 1) * sizeof(*n));
+        return e ? qc_fail(ctx, qc_errno_code(e), e, dir, "policy", "Could not resolve allowed directory '%s': %s",
+                           dir, strerror(e))
+                 : QC_ERR_NOMEM;
+    char **n = qc_realloc(ctx, ctx->dirs, (ctx->ndirs + 1) * sizeof(*n));
     if (!n) {
         free(real);
         return qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, dir, "policy", "Out of memory");
@@ -74,7 +76,7 @@ int qc_ctx_allow_dir(qc_ctx *ctx, const char *dir)
 
 int qc_ctx_foreign_backing(qc_ctx *ctx, const char *prefix)
 {
-    char *p = prefix ? strdup(prefix) : NULL;
+    char *p = prefix ? qc_strdup(ctx, prefix) : NULL;
     if (prefix && !p)
         return qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, prefix, "policy", "Out of memory");
     free(ctx->foreign_prefix);

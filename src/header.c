@@ -109,7 +109,7 @@ static int parse_extensions(qc_ctx *ctx, qc_header *h, const uint8_t *buf,
             }
             break;
         default: {
-            qc_ext *n = realloc(h->unknown, (h->n_unknown + 1) * sizeof(*n));
+            qc_ext *n = qc_realloc(ctx, h->unknown, (h->n_unknown + 1) * sizeof(*n));
             if (!n)
                 return qc_fail(ctx, QC_ERR_NOMEM, 0, path, "open", "Out of memory");
             h->unknown = n;

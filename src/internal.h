@@ -223,6 +223,8 @@ struct qc_ctx {
     void *progress_user;
     uint64_t rate_limit;
     uint64_t copied;           /* data bytes long copies wrote (qc_copied) */
+    const qc_alloc *alloc;     /* NULL: malloc and realloc */
+    void *alloc_user;
 };
 
 /* ---- error.c ---- */
@@ -253,6 +255,14 @@ int qc_sys_fstat(qc_ctx *ctx, int fd, const char *path, struct stat *st);
 int qc_sys_size(qc_ctx *ctx, int fd, const char *path, uint64_t *size, bool *blockdev);
 /* BLKDISCARD a block device range; -errno (harmless: space only). */
 int qc_sys_discard(qc_ctx *ctx, int fd, uint64_t off, uint64_t len);
+/* Each entry of dir but "." and "..": fn's first non-zero return, 0 at the
+ * end, or the error (recorded) when dir cannot be listed. */
+typedef int (*qc_dirent_fn)(void *arg, const char *name, unsigned char type);
+int qc_sys_listdir(qc_ctx *ctx, const char *dir, qc_dirent_fn fn, void *arg);
+/* Real path of path (malloc'd); NULL with *err the errno, or 0 when out of memory (recorded). */
+char *qc_sys_realpath(qc_ctx *ctx, const char *path, int *err);
+/* Is the entry path of listdir type type a symlink (lstat when type is DT_UNKNOWN)? */
+bool qc_sys_is_symlink(qc_ctx *ctx, const char *path, unsigned char type);
 
 /* ---- util.c ---- */
 static inline uint16_t qc_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -275,6 +285,7 @@ static inline bool qc_past(uint64_t a, uint64_t b, uint64_t limit) { return a > 
 
 void *qc_malloc(qc_ctx *ctx, size_t n);
 void *qc_calloc(qc_ctx *ctx, size_t n, size_t m);
+void *qc_realloc(qc_ctx *ctx, void *p, size_t n); /* p stays valid when this fails */
 char *qc_strdup(qc_ctx *ctx, const char *s);
 char *qc_strndup(qc_ctx *ctx, const char *s, size_t n);
 /* Join the directory of base with rel (QEMU's rule); absolute rel is kept. */
@@ -569,8 +580,10 @@ typedef struct qc_fid {
  */
 int qc_find_dependent(qc_ctx *ctx, char **image, size_t *which, const char *vol_dir, const char *images_dir,
                       const qc_fid *targets, size_t ntargets, const qc_fid *skip, size_t nskip);
-/* The backing name in a regular file's qcow2 header; NULL if none, not qcow2 or unreadable. */
-char *qc_peek_backing(qc_ctx *ctx, const char *path);
+/* The backing name in a regular file's qcow2 header into name; false if none, not qcow2 or
+ * unreadable. No allocation: running out of memory cannot pass for "no backing file". */
+#define QC_PEEK_MAX 1024
+bool qc_peek_backing(qc_ctx *ctx, const char *path, char name[QC_PEEK_MAX]);
 /* ---- store.c: the directory store's names ---- */
 /* "snap-NAME-BASE": snapshot NAME of the volume file BASE (ctx NULL: plain malloc). */
 char *qc_store_snap_entry(qc_ctx *ctx, const char *base, const char *name);

@@ -1,9 +1,12 @@
 /* io.c - the I/O seam: the POSIX table and checked wrappers over it. */
 #include "internal.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <linux/fs.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
@@ -229,12 +232,39 @@ static int p_discard(void *u, int fd, uint64_t off, uint64_t len)
     return ioctl(fd, BLKDISCARD, range) < 0 ? -errno : 0;
 }
 
+static int p_lstat(void *u, const char *path, struct stat *st)
+{
+    (void)u;
+    return lstat(path, st) < 0 ? -errno : 0;
+}
+
+static int p_listdir(void *u, const char *dir, int (*fn)(void *arg, const char *name, unsigned char type),
+                     void *arg)
+{
+    (void)u;
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    struct dirent *de;
+    int r = 0;
+    while (r == 0 && (de = readdir(d)))
+        r = fn(arg, de->d_name, de->d_type);
+    closedir(d);
+    return r;
+}
+
+static int p_realpath(void *u, const char *path, char *out)
+{
+    (void)u;
+    return realpath(path, out) ? 0 : -errno;
+}
+
 static const qc_io posix_io = {
     p_open, p_close, p_pread, p_pwrite, p_fsync, p_ftruncate, p_fstat, p_stat,
     p_rename, p_unlink, p_copy_range, p_lock, p_seek, p_fallocate, p_link,
     p_getxattr, p_setxattr, p_writeback, p_fchown, p_fchmod, qc_users_posix,
     p_open_beneath,
-    p_devsize, p_discard,
+    p_devsize, p_discard, p_lstat, p_listdir, p_realpath,
 };
 
 const qc_io *qc_io_posix(void) { return &posix_io; }
@@ -365,4 +395,44 @@ int qc_sys_discard(qc_ctx *ctx, int fd, uint64_t off, uint64_t len)
     if (!ctx->io->discard)
         return -EOPNOTSUPP;
     return ctx->io->discard(ctx->io_user, fd, off, len);
+}
+
+/* listdir's own failure told apart from the callback's stop value */
+typedef struct list_call {
+    qc_dirent_fn fn;
+    void *arg;
+    int stop;
+} list_call;
+
+static int list_one(void *arg, const char *name, unsigned char type)
+{
+    list_call *c = arg;
+    if (!strcmp(name, ".") || !strcmp(name, ".."))
+        return 0;
+    return c->stop = c->fn(c->arg, name, type);
+}
+
+int qc_sys_listdir(qc_ctx *ctx, const char *dir, qc_dirent_fn fn, void *arg)
+{
+    list_call c = {fn, arg, 0};
+    int r = ctx->io->listdir(ctx->io_user, dir, list_one, &c);
+    if (c.stop || r == 0)
+        return c.stop;
+    return qc_fail(ctx, qc_errno_code(-r), -r, dir, "scan", "Could not list '%s': %s", dir, strerror(-r));
+}
+
+char *qc_sys_realpath(qc_ctx *ctx, const char *path, int *err)
+{
+    char buf[PATH_MAX];
+    int r = ctx->io->realpath(ctx->io_user, path, buf);
+    *err = -r;
+    return r < 0 ? NULL : qc_strdup(ctx, buf);
+}
+
+bool qc_sys_is_symlink(qc_ctx *ctx, const char *path, unsigned char type)
+{
+    struct stat st;
+    if (type != DT_UNKNOWN)
+        return type == DT_LNK;
+    return ctx->io->lstat(ctx->io_user, path, &st) == 0 && S_ISLNK(st.st_mode);
 }

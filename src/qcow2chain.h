@@ -95,6 +95,19 @@ void qc_ctx_set_progress(qc_ctx *ctx, qc_progress_fn fn, void *user);
 /* Limit copy operations to this many bytes per second (0 = unlimited). */
 void qc_ctx_set_rate_limit(qc_ctx *ctx, uint64_t bytes_per_sec);
 
+/*
+ * Allocation: every buffer the core allocates for a context comes from
+ * these (NULL members: malloc, realloc), so a test can fail each in turn.
+ * They must return memory that free(3) releases: the core and its callers
+ * release it with free(). Wrap the system allocator (count, limit, fail),
+ * do not replace it. json-c allocates its objects itself.
+ */
+typedef struct qc_alloc {
+    void *(*malloc)(void *u, size_t n);
+    void *(*realloc)(void *u, void *p, size_t n);
+} qc_alloc;
+void qc_ctx_set_alloc(qc_ctx *ctx, const qc_alloc *a, void *user); /* a stays owned by the caller */
+
 /* ---- I/O seam ------------------------------------------------------- */
 
 struct qc_user;
@@ -141,6 +154,17 @@ typedef struct qc_io {
     /* block devices (NULL: the size from lseek, no discard) */
     int (*devsize)(void *u, int fd, uint64_t *bytes);                /* BLKGETSIZE64 */
     int (*discard)(void *u, int fd, uint64_t off, uint64_t len);     /* BLKDISCARD */
+    /* stat that does not follow a final symlink */
+    int (*lstat)(void *u, const char *path, struct stat *st);
+    /* fn(arg, name, type) for each entry of directory dir, "." and ".."
+     * perhaps among them; type is a DT_* value, DT_UNKNOWN when the file
+     * system does not say. Stops at fn's first non-zero return and returns
+     * it; -errno when dir cannot be listed */
+    int (*listdir)(void *u, const char *dir, int (*fn)(void *arg, const char *name, unsigned char type),
+                   void *arg);
+    /* the absolute path of path with every symlink, "." and ".." resolved,
+     * into out (PATH_MAX bytes) */
+    int (*realpath)(void *u, const char *path, char *out);
 } qc_io;
 
 /* A process that has a file open (files[file] of a users call). */
@@ -157,13 +181,17 @@ const qc_io *qc_io_posix(void);
 void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
 
 /*
- * Fault injection for tests, layered over POSIX. Counts the mutating calls
+ * Fault injection for tests, layered over an I/O table (POSIX by default).
+ * Counts the mutating calls
  * (pwrite, fsync, ftruncate, rename, unlink, copy_range, fallocate, link,
  * fchown, fchmod, discard).
  * mode QC_FAULT_ERROR: call number nth fails with err, later calls succeed.
  * mode QC_FAULT_CRASH: call number nth and every later call fail with EIO,
  *   and writes not yet made durable by fsync are undone (all of them, or a
- *   seeded random subset when seed != 0) as a power cut would.
+ *   seeded random subset when seed != 0) as a power cut would; so are
+ *   directory changes (new files, link, unlink, rename) that no fsync of
+ *   the directory holding the name made durable (all, or with a seed the
+ *   newest of them from a random point on).
  * mode QC_FAULT_SHORT: every write and in-kernel copy does only part of
  *   what was asked (as a signal or a full pipe may make it); callers must
  *   loop.
@@ -171,6 +199,9 @@ void qc_ctx_set_io(qc_ctx *ctx, const qc_io *io, void *user);
 enum { QC_FAULT_NONE = 0, QC_FAULT_ERROR = 1, QC_FAULT_CRASH = 2, QC_FAULT_SHORT = 3 };
 typedef struct qc_fault qc_fault;
 qc_fault *qc_fault_new(int mode, uint64_t nth, int err, uint64_t seed);
+/* The same over table lower (NULL: POSIX), called with lower_user. */
+qc_fault *qc_fault_new_over(const qc_io *lower, void *lower_user, int mode, uint64_t nth, int err,
+                            uint64_t seed);
 void qc_fault_free(qc_fault *f);
 /* Mutating calls seen so far; whether the fault fired. */
 uint64_t qc_fault_count(const qc_fault *f);

@@ -354,7 +354,7 @@ int qc_free_later(qc_image *img, uint64_t off, uint64_t bytes)
         return 0;
     if (img->nfree == img->free_cap) {
         size_t cap = img->free_cap ? img->free_cap * 2 : 64;
-        void *n = realloc(img->frees, cap * sizeof(*img->frees));
+        void *n = qc_realloc(img->ctx, img->frees, cap * sizeof(*img->frees));
         if (!n)
             return qc_fail(img->ctx, QC_ERR_NOMEM, ENOMEM, img->filename, "write", "Out of memory");
         img->frees = n;
@@ -424,6 +424,7 @@ int qc_apply_frees(qc_image *img)
 {
     uint64_t *zero = NULL;
     size_t nz = 0, cap = 0;
+    bool lost = false;
     int r = 0;
     for (size_t i = 0; i < img->nfree && r == 0; i++) {
         uint64_t first = img->frees[i].off >> img->cluster_bits;
@@ -437,13 +438,14 @@ int qc_apply_frees(qc_image *img)
             if (c < img->free_hint)
                 img->free_hint = c;
             qc_cache_forget(&img->l2c, c << img->cluster_bits);
-            if (nz == cap) {
-                uint64_t *n = realloc(zero, (cap = cap ? cap * 2 : 256) * sizeof(*n));
-                if (!n)
-                    break; /* only the space release is lost */
-                zero = n;
+            if (nz == cap && !lost) {
+                uint64_t *n = qc_realloc(img->ctx, zero, (cap ? cap * 2 : 256) * sizeof(*n));
+                lost = !n; /* then only the space release is lost */
+                zero = n ? n : zero;
+                cap = n ? (cap ? cap * 2 : 256) : cap;
             }
-            zero[nz++] = c;
+            if (nz < cap)
+                zero[nz++] = c;
         }
     }
     img->nfree = 0;

@@ -81,8 +81,8 @@ int qc_shadow_grow(qc_image *img, uint64_t min_entries)
     if (entries * 8 > QC_MAX_REFTABLE_BYTES)
         return qc_fail(img->ctx, QC_ERR_NOSPC, 0, img->filename, "snapshot",
                        "'%s': refcount table would exceed its maximum size", img->filename);
-    uint64_t *t = realloc(img->reftable, (size_t)entries * 8);
-    uint8_t *c = t ? realloc(sh->cow, (size_t)entries) : NULL;
+    uint64_t *t = qc_realloc(img->ctx, img->reftable, (size_t)entries * 8);
+    uint8_t *c = t ? qc_realloc(img->ctx, sh->cow, (size_t)entries) : NULL;
     if (t)
         img->reftable = t;
     if (!t || !c)

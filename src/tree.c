@@ -38,9 +38,9 @@ void qc_vtree_free(qc_vtree *t)
     memset(t, 0, sizeof(*t));
 }
 
-static qc_vnode *add(qc_vtree *t)
+static qc_vnode *add(qc_ctx *ctx, qc_vtree *t)
 {
-    qc_vnode *n = realloc(t->n, (t->count + 1) * sizeof(*n));
+    qc_vnode *n = qc_realloc(ctx, t->n, (t->count + 1) * sizeof(*n));
     if (!n)
         return NULL;
     t->n = n;
@@ -65,11 +65,10 @@ static int probe(qc_ctx *ctx, qc_vnode *n, const char *fmt, unsigned flags)
         n->size = img->size;
         n->fmt = img->fmt;
         /* a backing name the policy refuses makes the file unusable here */
-        if ((r = qc_backing_allowed(img)) == 0 && img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name) {
-            n->backing = qc_strdup(ctx, img->hdr.backing_name);
-            if (img->hdr.backing_fmt)
-                n->backing_fmt = qc_strdup(ctx, img->hdr.backing_fmt);
-        }
+        if ((r = qc_backing_allowed(img)) == 0 && img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name &&
+            (!(n->backing = qc_strdup(ctx, img->hdr.backing_name)) ||
+             (img->hdr.backing_fmt && !(n->backing_fmt = qc_strdup(ctx, img->hdr.backing_fmt)))))
+            r = QC_ERR_NOMEM; /* not a file without backing */
     }
     qc_image_close(img);
     return r;
@@ -125,12 +124,12 @@ int qc_vtree_find(const qc_vtree *t, const char *name)
 }
 
 /* Snapshot files are regular files in the directory, never symlinks. */
-static bool regular_entry(const struct dirent *de, const char *path)
+static bool regular_entry(qc_ctx *ctx, unsigned char type, const char *path)
 {
     struct stat st;
-    if (de->d_type != DT_UNKNOWN)
-        return de->d_type == DT_REG;
-    return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+    if (type != DT_UNKNOWN)
+        return type == DT_REG;
+    return ctx->io->lstat(ctx->io_user, path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* Does file name e end in "-BASE" (a volume whose snapshots also fit BASE's pattern)? */
@@ -140,63 +139,67 @@ static bool longer_volume(const char *e, const char *base)
     return el > bl + 1 && e[el - bl - 1] == '-' && !strcmp(e + el - bl, base) && strncmp(e, "snap-", 5);
 }
 
+typedef struct dir_read {
+    qc_volume *v;
+    qc_vtree *t;
+} dir_read;
+
+/* One directory entry: a candidate if it is a file of our pattern or a volume with a longer name. */
+static int read_entry(void *arg, const char *name, unsigned char type)
+{
+    qc_volume *v = ((dir_read *)arg)->v;
+    qc_vtree *t = ((dir_read *)arg)->t;
+    qc_ctx *ctx = v->ctx;
+    bool snap = qc_volume_is_snap_entry(v, name);
+    if (!snap && !longer_volume(name, v->base))
+        return 0;
+    char *path = qc_volume_file(v, name);
+    if (!path)
+        return QC_ERR_NOMEM;
+    if (!regular_entry(ctx, type, path)) {
+        free(path);
+        return 0;
+    }
+    qc_vnode *n = add(ctx, t);
+    if (!n) {
+        free(path);
+        return QC_ERR_NOMEM;
+    }
+    n->path = path;
+    int r;
+    if (!snap) {
+        n->kind = QC_VN_OTHER;
+        if ((r = probe(ctx, n, NULL, QC_OPEN_NOFOLLOW)) == QC_ERR_NOMEM)
+            return r;
+        if (r < 0)
+            qc_ctx_clear_error(ctx); /* claims nothing */
+        return 0;
+    }
+    size_t el = strlen(name), bl = strlen(v->base);
+    if (!(n->name = qc_strndup(ctx, name + 5, el - bl - 6)))
+        return QC_ERR_NOMEM;
+    n->kind = QC_VN_SNAPSHOT;
+    n->member = recorded_owner(ctx, path, v->base);
+    if ((r = probe(ctx, n, "qcow2", QC_OPEN_NOFOLLOW)) == QC_ERR_NOMEM)
+        return r; /* not a stray: we could not look */
+    if (r < 0) { /* snapshots are qcow2 images, always */
+        n->kind = QC_VN_STRAY;
+        n->error = qc_strdup(ctx, ctx->err.msg);
+        qc_ctx_clear_error(ctx);
+        struct stat st;
+        if (ctx->io->stat(ctx->io_user, path, &st) == 0) {
+            n->dev = st.st_dev;
+            n->ino = st.st_ino;
+        }
+    }
+    return 0;
+}
+
 /* Read the candidates: files of our pattern and volumes with longer names. */
 static int read_dir(qc_volume *v, qc_vtree *t)
 {
-    qc_ctx *ctx = v->ctx;
-    DIR *d = opendir(v->dir);
-    if (!d)
-        return qc_fail(ctx, qc_errno_code(errno), errno, v->dir, "scan", "Could not list '%s': %s", v->dir,
-                       strerror(errno));
-    size_t bl = strlen(v->base);
-    struct dirent *de;
-    int r = 0;
-    while (r == 0 && (de = readdir(d))) {
-        bool snap = qc_volume_is_snap_entry(v, de->d_name);
-        if (!snap && !longer_volume(de->d_name, v->base))
-            continue;
-        char *path = qc_volume_file(v, de->d_name);
-        if (!path) {
-            r = QC_ERR_NOMEM;
-            break;
-        }
-        if (!regular_entry(de, path)) {
-            free(path);
-            continue;
-        }
-        qc_vnode *n = add(t);
-        if (!n) {
-            free(path);
-            r = QC_ERR_NOMEM;
-            break;
-        }
-        n->path = path;
-        if (!snap) {
-            n->kind = QC_VN_OTHER;
-            if (probe(ctx, n, NULL, QC_OPEN_NOFOLLOW) < 0)
-                qc_ctx_clear_error(ctx); /* claims nothing */
-            continue;
-        }
-        size_t el = strlen(de->d_name);
-        if (!(n->name = qc_strndup(ctx, de->d_name + 5, el - bl - 6))) {
-            r = QC_ERR_NOMEM;
-            break;
-        }
-        n->kind = QC_VN_SNAPSHOT;
-        n->member = recorded_owner(ctx, path, v->base);
-        if (probe(ctx, n, "qcow2", QC_OPEN_NOFOLLOW) < 0) { /* snapshots are qcow2 images, always */
-            n->kind = QC_VN_STRAY;
-            n->error = qc_strdup(ctx, ctx->err.msg);
-            qc_ctx_clear_error(ctx);
-            struct stat st;
-            if (ctx->io->stat(ctx->io_user, path, &st) == 0) {
-                n->dev = st.st_dev;
-                n->ino = st.st_ino;
-            }
-        }
-    }
-    closedir(d);
-    return r;
+    dir_read d = {v, t};
+    return qc_sys_listdir(v->ctx, v->dir, read_entry, &d);
 }
 
 /*
@@ -309,10 +312,10 @@ static int membership(qc_volume *v, qc_vtree *t)
 }
 
 /* Keep this volume's files; another file ours are built on stays as an external node. */
-static int compact(qc_vtree *t)
+static int compact(qc_ctx *ctx, qc_vtree *t)
 {
     size_t k = 0;
-    int *map = malloc(t->count * sizeof(*map));
+    int *map = qc_malloc(ctx, t->count * sizeof(*map));
     if (!map)
         return QC_ERR_NOMEM;
     for (size_t i = 0; i < t->count; i++) {
@@ -370,7 +373,7 @@ static int externals(qc_ctx *ctx, qc_vtree *t)
             if (j != i && t->n[j].dev == st.st_dev && t->n[j].ino == st.st_ino)
                 p = (int)j;
         if (p < 0) {
-            qc_vnode *e = add(t);
+            qc_vnode *e = add(ctx, t);
             if (!e) {
                 free(full);
                 return QC_ERR_NOMEM;
@@ -393,7 +396,7 @@ int qc_vtree_scan(qc_volume *v, qc_vtree *t)
 {
     qc_ctx *ctx = v->ctx;
     memset(t, 0, sizeof(*t));
-    qc_vnode *cur = add(t);
+    qc_vnode *cur = add(ctx, t);
     if (!cur || !(cur->name = qc_strdup(ctx, "current")) || !(cur->path = qc_strdup(ctx, v->path)))
         return QC_ERR_NOMEM;
     cur->kind = QC_VN_CURRENT;
@@ -403,7 +406,7 @@ int qc_vtree_scan(qc_volume *v, qc_vtree *t)
     for (size_t i = 0; i < t->count; i++)
         if (t->n[i].backing)
             t->n[i].parent = find_parent(ctx, t, i, &t->n[i].missing_backing);
-    if ((r = membership(v, t)) < 0 || (r = compact(t)) < 0 || (r = externals(ctx, t)) < 0)
+    if ((r = membership(v, t)) < 0 || (r = compact(ctx, t)) < 0 || (r = externals(ctx, t)) < 0)
         return r;
     for (int i = 0, guard = 0; i >= 0 && guard <= (int)t->count; i = t->n[i].parent, guard++)
         t->n[i].live = true;

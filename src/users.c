@@ -128,9 +128,9 @@ void qc_hold_release(qc_ctx *ctx, size_t keep)
 int qc_hold(qc_ctx *ctx, const char *const *paths, size_t n)
 {
     size_t first = ctx->nheld;
-    struct qc_held *h = realloc(ctx->held, (ctx->nheld + n + 1) * sizeof(*h));
-    struct stat *st = calloc(n + 1, sizeof(*st));
-    const char **names = calloc(n + 1, sizeof(*names));
+    struct qc_held *h = qc_realloc(ctx, ctx->held, (ctx->nheld + n + 1) * sizeof(*h));
+    struct stat *st = h ? qc_calloc(ctx, n + 1, sizeof(*st)) : NULL;
+    const char **names = st ? qc_calloc(ctx, n + 1, sizeof(*names)) : NULL;
     if (h)
         ctx->held = h;
     int r = h && st && names ? 0 : qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, "", "hold", "Out of memory");

@@ -5,19 +5,36 @@
 #include <stdlib.h>
 #include <string.h>
 
-void *qc_malloc(qc_ctx *ctx, size_t n)
+void qc_ctx_set_alloc(qc_ctx *ctx, const qc_alloc *a, void *user)
 {
-    void *p = malloc(n ? n : 1);
-    if (!p)
-        qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, NULL, "alloc", "Out of memory (%zu bytes)", n);
-    return p;
+    ctx->alloc = a;
+    ctx->alloc_user = user;
 }
+
+void *qc_realloc(qc_ctx *ctx, void *p, size_t n)
+{
+    const qc_alloc *a = ctx ? ctx->alloc : NULL;
+    n = n ? n : 1;
+    void *q = !a                 ? realloc(p, n)
+              : p || !a->malloc ? (a->realloc ? a->realloc(ctx->alloc_user, p, n) : realloc(p, n))
+                                 : a->malloc(ctx->alloc_user, n);
+    if (!q && ctx)
+        qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, NULL, "alloc", "Out of memory (%zu bytes)", n);
+    return q;
+}
+
+void *qc_malloc(qc_ctx *ctx, size_t n) { return qc_realloc(ctx, NULL, n); }
 
 void *qc_calloc(qc_ctx *ctx, size_t n, size_t m)
 {
-    void *p = calloc(n ? n : 1, m ? m : 1);
-    if (!p)
-        qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, NULL, "alloc", "Out of memory (%zu x %zu bytes)", n, m);
+    if (m && n > SIZE_MAX / m) {
+        if (ctx)
+            qc_fail(ctx, QC_ERR_NOMEM, ENOMEM, NULL, "alloc", "Out of memory (%zu x %zu bytes)", n, m);
+        return NULL;
+    }
+    void *p = qc_malloc(ctx, n * m);
+    if (p)
+        memset(p, 0, n * m);
     return p;
 }
 

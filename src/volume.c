@@ -11,7 +11,6 @@
  */
 #include "internal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,12 +93,24 @@ static int peek(qc_ctx *ctx, const char *path, uint64_t *size, int *fmt, char **
     *size = img->size;
     if (fmt)
         *fmt = img->fmt;
-    if (backing)
-        *backing = img->fmt == QC_FMT_QCOW2 && img->hdr.backing_name ? qc_strdup(ctx, img->hdr.backing_name) : NULL;
-    if (bfmt)
-        *bfmt = img->fmt == QC_FMT_QCOW2 && img->hdr.backing_fmt ? qc_strdup(ctx, img->hdr.backing_fmt) : NULL;
+    /* out of memory must not pass for "no backing file" */
+    bool q = img->fmt == QC_FMT_QCOW2;
+    char *b = NULL, *bf = NULL;
+    if (backing && q && img->hdr.backing_name && !(b = qc_strdup(ctx, img->hdr.backing_name)))
+        r = QC_ERR_NOMEM;
+    if (bfmt && q && img->hdr.backing_fmt && !(bf = qc_strdup(ctx, img->hdr.backing_fmt)))
+        r = QC_ERR_NOMEM;
     qc_image_close(img);
-    return 0;
+    if (r < 0) {
+        free(b);
+        free(bf);
+        b = bf = NULL;
+    }
+    if (backing)
+        *backing = b;
+    if (bfmt)
+        *bfmt = bf;
+    return r;
 }
 
 /*
@@ -269,6 +280,29 @@ static int create_undo(qc_volume *v, const char *snap, const char *tmp)
     return r;
 }
 
+typedef struct link_drop {
+    qc_volume *v;
+    struct stat live;
+} link_drop;
+
+/* Remove entry name if it is a snapshot name linked to the live file. */
+static int drop_live_link(void *arg, const char *name, unsigned char type)
+{
+    link_drop *l = arg;
+    (void)type;
+    if (!qc_volume_is_snap_entry(l->v, name))
+        return 0;
+    char *p = qc_volume_file(l->v, name);
+    if (!p)
+        return QC_ERR_NOMEM;
+    struct stat ss;
+    int r = 0;
+    if (exists(l->v->ctx, p, &ss) && ss.st_dev == l->live.st_dev && ss.st_ino == l->live.st_ino)
+        r = do_unlink(l->v, p);
+    free(p);
+    return r;
+}
+
 /*
  * Create and rollback keep no journal: what they leave behind tells. A new
  * overlay still under its temporary name means the rename did not happen;
@@ -280,20 +314,9 @@ static int recover_state(qc_volume *v)
     char *tn = tmp_name(v, "new"), *tr = tmp_name(v, "rollback");
     int r = tn && tr ? 0 : QC_ERR_NOMEM;
     if (r == 0 && exists(ctx, tn, NULL)) {
-        struct stat vs;
-        DIR *d = exists(ctx, v->path, &vs) ? opendir(v->dir) : NULL;
-        struct dirent *de;
-        while (r == 0 && d && (de = readdir(d))) {
-            if (!qc_volume_is_snap_entry(v, de->d_name))
-                continue;
-            char *p = qc_volume_file(v, de->d_name);
-            struct stat ss;
-            if (p && exists(ctx, p, &ss) && ss.st_dev == vs.st_dev && ss.st_ino == vs.st_ino)
-                r = do_unlink(v, p);
-            free(p);
-        }
-        if (d)
-            closedir(d);
+        link_drop l = {v, {0}};
+        if (exists(ctx, v->path, &l.live))
+            r = qc_sys_listdir(ctx, v->dir, drop_live_link, &l);
         if (r == 0)
             r = do_unlink(v, tn);
     }
@@ -491,10 +514,9 @@ static int journal(qc_volume *v, json_object *j)
 static unsigned chain_depth(qc_ctx *ctx, const char *path, unsigned limit)
 {
     unsigned depth = 0;
-    char *p = qc_strdup(ctx, path), *b;
-    while (p && depth <= limit && (b = qc_peek_backing(ctx, p))) {
+    char *p = qc_strdup(ctx, path), b[QC_PEEK_MAX];
+    while (p && depth <= limit && qc_peek_backing(ctx, p, b)) {
         char *full = qc_path_combine(ctx, p, b);
-        free(b);
         free(p);
         p = full;
         depth++;
@@ -609,6 +631,10 @@ static int delete_child(qc_volume *v, const char *how, const char *x, const char
     if (r < 0)
         return r;
     char *full = b ? qc_path_combine(ctx, child, b) : NULL;
+    if (b && !full) {
+        free(b);
+        return QC_ERR_NOMEM; /* not "done already": X must stay */
+    }
     struct stat a, xs;
     bool on_x = full && exists(ctx, full, &a) && exists(ctx, x, &xs) && a.st_dev == xs.st_dev && a.st_ino == xs.st_ino;
     free(full);

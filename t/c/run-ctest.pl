@@ -31,8 +31,10 @@ sub mtime { (stat $_[0])[9] // 0 }
 my %progs = (
     'qc-probe' => ["$root/t/c/qc-probe.c"],
     'test-core' => ["$root/t/c/test-core.c"],
+    'test-seam' => ["$root/t/c/test-seam.c", "$root/fuzz/memfs.c"],
+    'test-oom' => ["$root/t/c/test-oom.c", "$root/fuzz/memfs.c"],
     map { ("replay-$_" => ["$root/fuzz/replay.c", "$root/fuzz/fuzz_$_.c", "$root/fuzz/memfs.c"]) }
-        qw(header open chain check),
+        qw(header open chain check volume),
 );
 for my $prog (sort keys %progs) {
     my $out = "$bin/$prog";
@@ -47,4 +49,9 @@ for my $prog (sort keys %progs) {
 close $lock;
 exit 0 if grep { $_ eq '--build-only' } @ARGV;
 $ENV{ASAN_OPTIONS} = 'detect_leaks=1';
-exec("$bin/test-core");
+# one TAP stream: each program numbers its own tests, the caller reads the lines
+my $rc = 0;
+for my $t (qw(test-core test-seam test-oom)) {
+    system("$bin/$t") == 0 or $rc = 1;
+}
+exit $rc;
