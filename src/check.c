@@ -106,14 +106,11 @@ static int walk_l2(walk *w, uint64_t l2off, bool active)
         return r;
     uint64_t n = 1ull << img->l2_bits;
     for (uint64_t j = 0; j < n; j++) {
-        const uint8_t *p = l2 + j * img->l2_entry_size;
-        uint64_t e = qc_be64(p), bm = img->ext_l2 ? qc_be64(p + 8) : 0;
+        uint64_t e, bm, o, len;
+        qc_l2_entry(img, l2, j, &e, &bm);
         if (e & QC_OFLAG_COMPRESSED) {
-            uint32_t x = 62 - (img->cluster_bits - 8);
-            uint64_t d = e & ~(QC_OFLAG_COPIED | QC_OFLAG_COMPRESSED);
-            uint64_t o = d & ((1ull << x) - 1);
-            uint64_t sectors = ((d >> x) & ((1ull << (img->cluster_bits - 8)) - 1)) + 1;
-            ref(w, o & ~511ull, sectors * 512);
+            qc_compressed_range(img, e, &o, &len);
+            ref(w, o, len);
             if (active && w->stats) {
                 w->allocated++;
                 w->compressed++;
@@ -367,7 +364,9 @@ static int check_copied(qc_image *img, result *res, json_object *messages)
             int r = qc_cache_get(img, &img->l2c, off, &l2, "L2 table");
             if (r < 0)
                 return r;
-            uint64_t le = qc_be64(l2 + j * img->l2_entry_size), host = le & QC_OFFSET_MASK;
+            uint64_t le, bm;
+            qc_l2_entry(img, l2, j, &le, &bm);
+            uint64_t host = le & QC_OFFSET_MASK;
             if ((le & QC_OFLAG_COMPRESSED) || !host || (host & (img->cluster_size - 1)))
                 continue;
             if (qc_refcount_get(img, host >> img->cluster_bits, &rc) < 0)

@@ -91,7 +91,9 @@ int qc_make_empty(qc_image *img)
         if ((r = qc_cache_get(img, &img->l2c, off, &l2, "L2 table")) < 0)
             break;
         for (uint64_t j = 0; j < (1ull << img->l2_bits) && r == 0; j++) {
-            r = qc_unref_entry(img, qc_be64(l2 + j * img->l2_entry_size));
+            uint64_t e, bm;
+            qc_l2_entry(img, l2, j, &e, &bm);
+            r = qc_unref_entry(img, e);
         }
         if (r == 0)
             r = qc_free_later(img, off, img->cluster_size);

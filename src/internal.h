@@ -386,6 +386,17 @@ int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
               int *kind, uint64_t *host);
 /* Decompress the cluster described by desc into img->zbuf. */
 int qc_read_compressed(qc_image *img, uint64_t desc);
+/* Entry i of L2 table l2, and its subcluster bitmap (0 without extended L2). */
+void qc_l2_entry(const qc_image *img, const uint8_t *l2, uint64_t i, uint64_t *e, uint64_t *bm);
+/* Host bytes (whole 512-byte sectors) the compressed cluster of L2 entry e occupies. */
+void qc_compressed_range(const qc_image *img, uint64_t e, uint64_t *off, uint64_t *len);
+/*
+ * Kind and host cluster of subcluster sc in L2 entry (e, bitmap); for a
+ * compressed cluster host is the descriptor. Returns NULL, or why the
+ * entry is invalid.
+ */
+const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned sc,
+                        int *kind, uint64_t *host);
 
 /* ---- refcount.c ---- */
 int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc);
@@ -465,9 +476,6 @@ void qc_l1_dirty(qc_image *img, uint64_t i);
 int qc_write_prepare(qc_image *img);
 /* Drop L2 entry e's reference to its host cluster(s) at the next flush; refused when it names metadata. */
 int qc_unref_entry(qc_image *img, uint64_t e);
-/* L2 entry kind of guest cluster (standard or extended), exported for commit. */
-const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned sc,
-                        int *kind, uint64_t *host);
 
 /* ---- create.c ---- */
 /* qc_create straight into path (the caller's temporary file, which must not
@@ -629,8 +637,6 @@ int qc_info_one(qc_image *img, json_object **out);
 json_object *qc_snapshots_json(const qc_image *img);
 
 /* ---- snapshot.c: the internal snapshot table ---- */
-/* Host bytes a compressed cluster descriptor covers. */
-void qc_compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, uint64_t *len);
 /* Index of the snapshot with this ID, else this name (qemu-img's lookup); -1 if none. */
 int qc_snapshot_find(const qc_image *img, const char *id_or_name);
 /* qc_snapshot_create with the date it was taken (seconds; < 0: now). */

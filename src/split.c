@@ -52,9 +52,8 @@ static int entry_at(qc_image *img, const view *v, uint64_t c, uint64_t *e, uint6
                        img->filename, (unsigned long long)off);
     int r = qc_cache_get(img, &img->l2c, off, &l2, "L2 table");
     if (r == 0) {
-        const uint8_t *p = l2 + (c & ((1ull << img->l2_bits) - 1)) * img->l2_entry_size;
-        *e = qc_be64(p) & ~QC_OFLAG_COPIED; /* the one bit QEMU may change under us */
-        *bm = img->ext_l2 ? qc_be64(p + 8) : 0;
+        qc_l2_entry(img, l2, c & ((1ull << img->l2_bits) - 1), e, bm);
+        *e &= ~QC_OFLAG_COPIED; /* the one bit QEMU may change under us */
     }
     return r;
 }
