@@ -136,6 +136,12 @@ typedef struct qc_cache {
     unsigned last;      /* slot of the last hit (checked first) */
     uint64_t tick;
     qc_cached *slots;
+    /* What the tables are and what they need on disk first (set at open). */
+    int kind;                  /* QC_META_L2 or QC_META_REFBLOCK, for the overlap check */
+    struct qc_cache *depends;  /* made durable before any table of this cache is written */
+    uint64_t **parent;         /* the in-memory table pointing at these tables (or NULL) */
+    const uint64_t *parent_off; /* where that table is in the file */
+    uint64_t parent_lo, parent_hi; /* its entries to write once the tables are durable */
 } qc_cache;
 
 /* Kinds of (sub)cluster, as read from an L2 entry. */
@@ -195,8 +201,7 @@ struct qc_image {
     uint64_t free_hint;        /* first cluster that may be free */
     struct qc_free { uint64_t off, bytes; } *frees; /* deferred refcount decrements */
     size_t nfree, free_cap;
-    uint64_t l1_dirty_lo, l1_dirty_hi; /* L1 entries to write at flush */
-    uint64_t rt_dirty_lo, rt_dirty_hi; /* reftable entries to write at flush */
+    uint64_t l1_dirty_lo, l1_dirty_hi; /* L1 entries to write at flush (reftable: rbc.parent_lo/hi) */
     uint64_t *meta;            /* sorted clusters of L2 tables and refcount blocks (overlap.c) */
     size_t meta_n, meta_cap;
     bool meta_valid;
@@ -309,16 +314,20 @@ void qc_cache_free(qc_cache *c);
 /* Table at host offset off; loads it if missing (through qc_pread_exact). */
 int qc_cache_get(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data, const char *what);
 void qc_cache_forget(qc_cache *c, uint64_t off);
-/* Write one dirty table (L2 tables first flush refcounts and fsync). */
+/* Write one dirty table (what it depends on made durable first). */
 int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s);
-/* Write every dirty table of the cache. */
+/* Write every dirty table of the cache (its dependency first), then the dirty entries of its parent table. */
 int qc_cache_flush(qc_image *img, qc_cache *c);
+/* qc_cache_flush, then fsync: all the cache holds is on disk. */
+int qc_cache_durable(qc_image *img, qc_cache *c);
+/* Write entries [lo, hi) of the in-memory table t (at off in the file), refused over other metadata. */
+int qc_write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t hi, uint64_t off);
 /* Mark the table whose buffer is data as modified. */
 void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data);
 /* A slot for a new table at off: zero-filled, dirty, not read from disk. */
 int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data);
 
-/* ---- chain.c ---- */
+/* ---- confine.c ---- */
 /* qc_image_open_one: a backing file, opened beneath the allowed directories */
 #define QC_OPEN_CONFINED (1u << 30)
 /*
@@ -327,6 +336,10 @@ int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data);
  * any), in one step. Returns the fd; *st as fstat gave it.
  */
 int qc_open_image_file(qc_ctx *ctx, const char *path, int oflags, bool confined, struct stat *st);
+/* The allowed directory holding the real path real, and real's part below it (*rel); NULL if none. */
+const char *qc_allowed_root(qc_ctx *ctx, const char *real, const char **rel);
+
+/* ---- chain.c ---- */
 /* Where img's backing file is, if the policy allows its name (json:, protocol, absolute, directories). */
 int qc_backing_path(qc_image *img, char **full);
 /* 0 when img has no backing file or the policy allows its name. */
@@ -350,10 +363,19 @@ int qc_lock_fd(qc_ctx *ctx, int fd, const char *name, int mode);
 void qc_unlock_fd(qc_ctx *ctx, int fd);
 
 /* ---- users.c ---- */
+struct qc_held { /* a file held (hold.c) */
+    int fd;
+    dev_t dev;
+    ino_t ino;
+};
 /* The POSIX users op: one pass over /proc/PID/fd, skipping ourselves. */
 int qc_users_posix(void *u, const struct stat *files, size_t n, qc_user *found);
 /* QC_ERR_LOCKED naming the file, process and command if another process has one of them open. */
 int qc_users_check(qc_ctx *ctx, const struct stat *files, const char *const *names, size_t n);
+/* Does this operation hold the file (hold.c)? */
+bool qc_held(const qc_ctx *ctx, dev_t dev, ino_t ino);
+
+/* ---- hold.c ---- */
 /*
  * Hold the n files until qc_hold_release: QEMU's write lock first, then one
  * users check for all of them. Files that do not exist or are held already
@@ -361,7 +383,6 @@ int qc_users_check(qc_ctx *ctx, const struct stat *files, const char *const *nam
  */
 int qc_hold(qc_ctx *ctx, const char *const *paths, size_t n);
 void qc_hold_release(qc_ctx *ctx, size_t keep);
-bool qc_held(const qc_ctx *ctx, dev_t dev, ino_t ino);
 
 /* ---- image.c ---- */
 int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,
@@ -432,21 +453,23 @@ typedef struct qc_switch {
     uint64_t snapshots_offset;
     uint64_t size;             /* 0 = keep */
 } qc_switch;
+/* The state of a shadow update; refcount.c's updates consult it (their shadow mode). */
+struct qc_shadow {
+    uint64_t *old_rt;      /* the committed refcount table */
+    uint64_t old_entries;
+    uint8_t *cow;          /* per entry of the new table: its block is new */
+    uint64_t cow_len;
+};
 int qc_shadow_begin(qc_image *img);
 int qc_shadow_commit(qc_image *img, const qc_switch *sw);
 void qc_shadow_abort(qc_image *img);
-/* Hooks of refcount.c: copy block rti before it changes; a new block; growth; old-view use. */
+/* ---- refcount.c, shadow mode: copy block rti before it changes; a new block; growth; old-view use. ---- */
 int qc_shadow_cow(qc_image *img, uint64_t rti);
 void qc_shadow_mark(qc_image *img, uint64_t rti);
 int qc_shadow_grow(qc_image *img, uint64_t min_entries);
 int qc_shadow_used(qc_image *img, uint64_t cluster, uint64_t *rc);
 
 /* ---- flush.c ---- */
-/*
- * What must be durable before an L2 table is written: data and refcount
- * blocks, then dirty refcount table entries; ends with everything synced.
- */
-int qc_meta_deps(qc_image *img);
 
 /* overlap.c: refuse writes that would land on metadata of a corrupt image */
 /* what is being written: data, an L2 table, a refcount block, entries of the L1 or refcount table */
@@ -534,7 +557,7 @@ bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry);
 char *qc_volume_file(qc_volume *v, const char *entry);
 /* Lock the volume and complete or undo an interrupted operation (volume.c). */
 int qc_volume_begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_opts *o);
-/* Finish an interrupted conversion between internal and external snapshots (bridge.c). */
+/* Finish an interrupted conversion between internal and external snapshots (bridge_finish.c). */
 int qc_bridge_finish(qc_volume *v, json_object *j);
 int qc_journal_write(qc_volume *v, json_object *j);
 /* Remove a journal left half-written (its operation never started). */
@@ -608,9 +631,15 @@ json_object *qc_vtree_json(const qc_vtree *t, const char *volume);
  */
 int qc_merge_costs(qc_ctx *ctx, const char *x, const char *child, uint64_t *commit, uint64_t *stream);
 
-/* ---- check.c ---- */
+/* ---- refwalk.c ---- */
 /* Rebuild refcounts from the metadata (repair of dirty/leaky images). */
 int qc_rebuild_refcounts(qc_image *img);
+typedef struct qc_check_result {
+    uint64_t leaks, corruptions, leaks_fixed, corruptions_fixed, check_errors;
+    uint64_t allocated, fragmented, compressed, end;
+} qc_check_result;
+/* One walk: count, then compare with the stored refcounts; fix per repair mode (QC_REPAIR_*). */
+int qc_check_pass(qc_image *img, int repair, qc_check_result *res, json_object *messages);
 
 /* ---- compress.c ---- */
 int qc_inflate(qc_ctx *ctx, int type, const uint8_t *in, size_t in_len,

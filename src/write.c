@@ -84,8 +84,8 @@ int qc_write_prepare(qc_image *img)
         r = qc_overlap_fixed(img);
     if (r < 0)
         return r;
-    img->l1_dirty_lo = img->rt_dirty_lo = UINT64_MAX;
-    img->l1_dirty_hi = img->rt_dirty_hi = 0;
+    img->l1_dirty_lo = img->rbc.parent_lo = UINT64_MAX;
+    img->l1_dirty_hi = img->rbc.parent_hi = 0;
     img->write_ready = true;
     if (h->incompat & QC_INCOMPAT_DIRTY) {
         /* Lazy refcounts were in use when QEMU stopped: rebuild them. */
