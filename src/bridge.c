@@ -97,21 +97,21 @@ static int end(qc_volume *v, json_object *j, int r)
 {
     qc_ctx *ctx = v->ctx;
     if (r < 0 && j && v->journaled) {
-        qc_error e = ctx->err;
+        qc_error e;
+        qc_err_keep(ctx, &e);
         if (qc_bridge_finish(v, j) == 0)
             qc_journal_clear(v);
-        ctx->err = e;
+        qc_err_restore(ctx, &e, r);
     } else if (r == 0 && v->journaled) {
         r = qc_journal_clear(v);
     } else if (r < 0) {
         v->journaled = false;
     }
     json_object_put(j);
-    qc_error e = ctx->err;
+    qc_error e;
+    qc_err_keep(ctx, &e);
     qc_volume_close(v);
-    if (r < 0)
-        ctx->err = e;
-    return r;
+    return qc_err_restore(ctx, &e, r);
 }
 
 /* ---- internal -> external -------------------------------------------- */

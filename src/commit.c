@@ -188,10 +188,9 @@ int qc_commit(qc_ctx *ctx, const char *path, const char *fmt, const char *base_n
 out:
     free(buf);
     free(bpath);
-    qc_error e = ctx->err;
+    qc_error e;
+    qc_err_keep(ctx, &e);
     qc_image_close(top);
     qc_hold_release(ctx, held);
-    if (r < 0)
-        ctx->err = e;
-    return r;
+    return qc_err_restore(ctx, &e, r);
 }

@@ -78,3 +78,12 @@ int qc_fail(qc_ctx *ctx, int code, int sys_errno, const char *path,
     qc_printable(raw, e->msg, sizeof(e->msg));
     return code;
 }
+
+void qc_err_keep(const qc_ctx *ctx, qc_error *kept) { *kept = ctx->err; }
+
+int qc_err_restore(qc_ctx *ctx, const qc_error *kept, int r)
+{
+    if (r < 0)
+        ctx->err = *kept;
+    return r;
+}

@@ -51,9 +51,10 @@ int qc_hold(qc_ctx *ctx, const char *const *paths, size_t n)
     if (r == 0)
         r = qc_users_check(ctx, st, names, k);
     if (r < 0) {
-        qc_error e = ctx->err;
+        qc_error e;
+        qc_err_keep(ctx, &e);
         qc_hold_release(ctx, first); /* give back what this call took */
-        ctx->err = e;
+        qc_err_restore(ctx, &e, r);
     }
     free(st);
     free(names);

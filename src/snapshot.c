@@ -310,13 +310,12 @@ static int finish(qc_image *img, int r, const qc_switch *sw)
         r = qc_shadow_commit(img, sw);
     else
         qc_shadow_abort(img);
-    qc_error e = ctx->err;
+    qc_error e;
+    qc_err_keep(ctx, &e);
     if (r < 0)
         img->write_ready = false; /* nothing more reaches the file */
     qc_image_close(img);
-    if (r < 0)
-        ctx->err = e;
-    return r;
+    return qc_err_restore(ctx, &e, r);
 }
 
 static void replace_l1(qc_image *img, uint64_t *l1, uint32_t n)

@@ -258,9 +258,10 @@ int qc_split_to(qc_image *src, const char *snap, const char *base, const char *t
     qc_image_close(out);
     if (r < 0 && si >= 0 && r != QC_ERR_NOMEM) {
         /* tables that turned to garbage mid-copy: say why, if the snapshot went meanwhile */
-        qc_error e = ctx->err;
+        qc_error e;
+        qc_err_keep(ctx, &e);
         if (still_there(ctx, src->filename, &src->snaps[si]) == 0)
-            ctx->err = e;
+            qc_err_restore(ctx, &e, r);
     } else if (r == 0 && si >= 0) {
         r = still_there(ctx, src->filename, &src->snaps[si]);
     }
@@ -307,9 +308,10 @@ int qc_snapshot_split(qc_ctx *ctx, json_object **stats, const char *path, const 
         if (r == 0)
             r = qc_commit_temp(ctx, tmp, out);
         if (r < 0) {
-            qc_error e = ctx->err;
+            qc_error e;
+            qc_err_keep(ctx, &e);
             ctx->io->unlink(ctx->io_user, tmp);
-            ctx->err = e;
+            qc_err_restore(ctx, &e, r);
             if (stats) {
                 json_object_put(*stats);
                 *stats = NULL;

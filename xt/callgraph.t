@@ -1,5 +1,6 @@
 # The files of the C core call each other one way: the file-level graph
-# built from nm of src/*.o (who defines a symbol, who uses it) has no cycle.
+# built from nm of src/*.o (who defines a symbol, who uses it) has no cycle,
+# and every call goes to the same or a lower layer of src/README.md.
 # Needs the build (make) first.
 use strict;
 use warnings;
@@ -93,4 +94,24 @@ sub report {
     }
     return join "\n", 'loop among ' . join(' ', map {"$_.c"} @$comp) . ':', '  ' . cycle($comp), @calls;
 }
+
+# src/README.md: numbered layers, lowest first, naming their files in backquotes.
+my %layer;
+open(my $fh, '<', 'src/README.md') or die "src/README.md: $!\n";
+my $n;
+while (<$fh>) {
+    $n = $1 if /^(\d+)\. /;
+    last if /^\S/ && !/^\d+\. / && $n;
+    next unless $n;
+    $layer{$1} //= $n while /`(\w+)\.c`/g;
+}
+close $fh;
+my @unlisted = grep { !$layer{$_} } @files;
+is("@unlisted", '', 'src/README.md places every file of src/ in a layer');
+my @up;
+for my $f (sort grep { $layer{$_} } keys %edge) {
+    push @up, map {"$f.c (layer $layer{$f}) -$edge{$f}{$_}-> $_.c (layer $layer{$_})"}
+        grep { $layer{$_} && $layer{$_} > $layer{$f} } sort keys %{ $edge{$f} };
+}
+is(scalar @up, 0, 'no file calls a higher layer of src/README.md') or diag(join "\n", @up);
 done_testing();
