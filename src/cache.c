@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* (Re)allocate the slots; what the cache is and depends on stays. */
 int qc_cache_init(qc_ctx *ctx, qc_cache *c, size_t table_size, size_t bytes)
 {
-    memset(c, 0, sizeof(*c));
     c->budget = bytes;
     size_t cap = bytes / table_size;
     if (cap < 4)
@@ -15,6 +15,8 @@ int qc_cache_init(qc_ctx *ctx, qc_cache *c, size_t table_size, size_t bytes)
         cap = 4096;
     c->table_size = table_size;
     c->cap = (unsigned)cap;
+    c->last = 0;
+    c->tick = 0;
     c->slots = qc_calloc(ctx, cap, sizeof(*c->slots));
     return c->slots ? 0 : QC_ERR_NOMEM;
 }
@@ -147,7 +149,7 @@ int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data)
 /* Write a slot's table to its place, unless a corrupt image put metadata there. */
 static int write_slot(qc_image *img, qc_cache *c, qc_cached *s)
 {
-    int r = qc_overlap_check(img, s->off, c->table_size, c == &img->l2c ? QC_META_L2 : QC_META_REFBLOCK);
+    int r = qc_overlap_check(img, s->off, c->table_size, c->kind);
     if (r == 0)
         r = qc_pwrite_full(img->ctx, img->fd, img->filename, s->data, c->table_size, s->off);
     if (r < 0)
@@ -157,24 +159,28 @@ static int write_slot(qc_image *img, qc_cache *c, qc_cached *s)
     return 0;
 }
 
-/*
- * An L2 table may point at clusters whose refcounts and data are not yet
- * on disk. Not in a shadow update: everything it writes is new, unknown to
- * the committed image until its commit makes all of it durable at once.
- */
-static bool deps(const qc_image *img, const qc_cache *c)
+int qc_write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t hi, uint64_t off)
 {
-    return c == &img->l2c && !img->shadow;
+    int r = qc_overlap_check(img, off + lo * 8, (hi - lo) * 8, QC_META_TABLE);
+    return r < 0 ? r : qc_write_u64s(img, t + lo, hi - lo, off + lo * 8);
 }
 
 /*
- * Write one dirty table back. An L2 table may point at clusters whose
- * refcounts and data are not yet on disk: those go first (refcount blocks
- * written, then fsync), so a crash can only leak, never corrupt.
+ * What the tables of c may point at goes first. An L2 table may point at
+ * clusters whose refcounts and data are not yet on disk: the refcount
+ * blocks (its dependency) are written and linked, then one fsync, so a
+ * crash can only leak, never corrupt.
  */
+static int flush_depends(qc_image *img, qc_cache *c)
+{
+    /* Not in a shadow update: everything it writes is new, unknown to the
+     * committed image until its commit makes all of it durable at once. */
+    return c->depends && !img->shadow ? qc_cache_durable(img, c->depends) : 0;
+}
+
 int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s)
 {
-    int r = deps(img, c) ? qc_meta_deps(img) : 0;
+    int r = flush_depends(img, c);
     return r < 0 ? r : write_slot(img, c, s);
 }
 
@@ -183,23 +189,29 @@ int qc_cache_flush(qc_image *img, qc_cache *c)
     bool any = false;
     for (unsigned i = 0; c->slots && i < c->cap; i++) /* no slots: their allocation failed */
         any |= c->slots[i].off && c->slots[i].dirty;
-    if (!any)
-        return 0;
-    if (deps(img, c)) {
-        /* Dependencies once for all tables, not once per table. */
-        int r = qc_meta_deps(img);
-        if (r < 0)
-            return r;
-    }
-    for (unsigned i = 0; i < c->cap; i++) {
+    /* Dependencies once for all tables, not once per table. */
+    int r = any ? flush_depends(img, c) : 0;
+    for (unsigned i = 0; any && r == 0 && i < c->cap; i++) {
         qc_cached *s = &c->slots[i];
-        if (s->off && s->dirty) {
-            int r = write_slot(img, c, s);
-            if (r < 0)
-                return r;
+        if (s->off && s->dirty)
+            r = write_slot(img, c, s);
+    }
+    /* the blocks must be durable before the table points at them */
+    if (r == 0 && c->parent && c->parent_hi > c->parent_lo) {
+        if ((r = qc_img_sync(img)) == 0)
+            r = qc_write_entries(img, *c->parent, c->parent_lo, c->parent_hi, *c->parent_off);
+        if (r == 0) {
+            c->parent_lo = UINT64_MAX;
+            c->parent_hi = 0;
         }
     }
-    return 0;
+    return r;
+}
+
+int qc_cache_durable(qc_image *img, qc_cache *c)
+{
+    int r = qc_cache_flush(img, c);
+    return r < 0 ? r : qc_img_sync(img);
 }
 
 void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data)

@@ -22,10 +22,6 @@ static int get_l2(qc_image *img, uint64_t l1i, uint8_t **l2)
     return qc_cache_get(img, &img->l2c, off, l2, "L2 table");
 }
 
-/*
- * Kind and host cluster of subcluster sc in L2 entry (e, bitmap).
- * Returns NULL, or why the entry is invalid.
- */
 const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned sc,
                         int *kind, uint64_t *host)
 {
@@ -64,11 +60,33 @@ const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned s
     return NULL;
 }
 
-static void read_entry(const qc_image *img, const uint8_t *l2, uint64_t i, uint64_t *e, uint64_t *bm)
+void qc_l2_entry(const qc_image *img, const uint8_t *l2, uint64_t i, uint64_t *e, uint64_t *bm)
 {
     const uint8_t *p = l2 + i * img->l2_entry_size;
     *e = qc_be64(p);
     *bm = img->ext_l2 ? qc_be64(p + 8) : 0;
+}
+
+/*
+ * The one parser of a compressed cluster descriptor (QEMU's layout): the
+ * compressed data starts at host byte *off and runs to the end of its
+ * last 512-byte sector, *len bytes from *off. e: the L2 entry or the
+ * descriptor (the flag bits are ignored).
+ */
+static void compressed_desc(const qc_image *img, uint64_t e, uint64_t *off, uint64_t *len)
+{
+    uint32_t x = 62 - (img->cluster_bits - 8);
+    e &= ~(QC_OFLAG_COPIED | QC_OFLAG_COMPRESSED);
+    *off = e & ((1ull << x) - 1);
+    uint64_t sectors = ((e >> x) & ((1ull << (img->cluster_bits - 8)) - 1)) + 1;
+    *len = sectors * 512 - (*off & 511);
+}
+
+void qc_compressed_range(const qc_image *img, uint64_t e, uint64_t *off, uint64_t *len)
+{
+    compressed_desc(img, e, off, len);
+    *len += *off & 511;
+    *off &= ~511ull;
 }
 
 int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
@@ -104,7 +122,7 @@ int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
     uint64_t ci = (off >> img->cluster_bits) & (entries - 1);
     unsigned sc = (unsigned)((off >> img->sc_bits) & ((1u << (img->cluster_bits - img->sc_bits)) - 1));
     uint64_t e, bm, h0;
-    read_entry(img, l2, ci, &e, &bm);
+    qc_l2_entry(img, l2, ci, &e, &bm);
     const char *why = qc_classify(img, e, bm, sc, kind, &h0);
     if (why)
         return corrupt(img, "%s (guest offset %#llx, L2 entry %#llx)", why, (unsigned long long)((l1i << cover_bits) + (ci << img->cluster_bits)), (unsigned long long)e);
@@ -123,7 +141,7 @@ int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
             unsigned s = (unsigned)((pos >> img->sc_bits) & ((1u << (img->cluster_bits - img->sc_bits)) - 1));
             uint64_t ne, nbm, nh;
             int k;
-            read_entry(img, l2, c, &ne, &nbm);
+            qc_l2_entry(img, l2, c, &ne, &nbm);
             if (qc_classify(img, ne, nbm, s, &k, &nh) || k != *kind)
                 break;
             if (hosted && nh != h0 + ((pos & ~(img->cluster_size - 1)) - cstart))
@@ -142,10 +160,8 @@ int qc_read_compressed(qc_image *img, uint64_t desc)
 {
     if (img->zbuf && img->zbuf_desc == desc)
         return 0;
-    uint32_t x = 62 - (img->cluster_bits - 8);
-    uint64_t off = desc & ((1ull << x) - 1);
-    uint64_t sectors = ((desc >> x) & ((1ull << (img->cluster_bits - 8)) - 1)) + 1;
-    uint64_t clen = sectors * 512 - (off & 511);
+    uint64_t off, clen;
+    compressed_desc(img, desc, &off, &clen);
     if (off >= img->file_size || off < img->cluster_size)
         return corrupt(img, "compressed cluster at %#llx (%llu bytes) lies outside the file", (unsigned long long)off, (unsigned long long)clen);
     if (!img->zbuf && !(img->zbuf = qc_malloc(img->ctx, img->cluster_size)))

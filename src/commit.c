@@ -91,7 +91,9 @@ int qc_make_empty(qc_image *img)
         if ((r = qc_cache_get(img, &img->l2c, off, &l2, "L2 table")) < 0)
             break;
         for (uint64_t j = 0; j < (1ull << img->l2_bits) && r == 0; j++) {
-            r = qc_unref_entry(img, qc_be64(l2 + j * img->l2_entry_size));
+            uint64_t e, bm;
+            qc_l2_entry(img, l2, j, &e, &bm);
+            r = qc_unref_entry(img, e);
         }
         if (r == 0)
             r = qc_free_later(img, off, img->cluster_size);
@@ -186,10 +188,9 @@ int qc_commit(qc_ctx *ctx, const char *path, const char *fmt, const char *base_n
 out:
     free(buf);
     free(bpath);
-    qc_error e = ctx->err;
+    qc_error e;
+    qc_err_keep(ctx, &e);
     qc_image_close(top);
     qc_hold_release(ctx, held);
-    if (r < 0)
-        ctx->err = e;
-    return r;
+    return qc_err_restore(ctx, &e, r);
 }

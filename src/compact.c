@@ -168,15 +168,13 @@ int qc_compact(qc_ctx *ctx, const char *path, const char *fmt, const char *out)
     }
 out:
     free(buf);
-    {
-        qc_error e = ctx->err;
-        qc_image_close(dst);
-        qc_image_close(src);
-        if (r < 0 && tmp)
-            ctx->io->unlink(ctx->io_user, tmp);
-        if (r < 0)
-            ctx->err = e;
-    }
+    qc_error e;
+    qc_err_keep(ctx, &e);
+    qc_image_close(dst);
+    qc_image_close(src);
+    if (r < 0 && tmp)
+        ctx->io->unlink(ctx->io_user, tmp);
+    qc_err_restore(ctx, &e, r);
     free(tmp);
     return r;
 }

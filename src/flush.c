@@ -20,26 +20,6 @@ void qc_l1_dirty(qc_image *img, uint64_t i)
         img->l1_dirty_hi = i + 1;
 }
 
-int qc_write_u64s(qc_image *img, const uint64_t *t, uint64_t n, uint64_t off)
-{
-    uint8_t *b = qc_malloc(img->ctx, (size_t)n * 8);
-    if (!b)
-        return QC_ERR_NOMEM;
-    for (uint64_t i = 0; i < n; i++)
-        qc_put64(b + i * 8, t[i]);
-    int r = qc_pwrite_full(img->ctx, img->fd, img->filename, b, (size_t)n * 8, off);
-    img->unsynced = true;
-    free(b);
-    return r;
-}
-
-/* Entries [lo, hi) of a table at off. */
-static int write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t hi, uint64_t off)
-{
-    int r = qc_overlap_check(img, off + lo * 8, (hi - lo) * 8, QC_META_TABLE);
-    return r < 0 ? r : qc_write_u64s(img, t + lo, hi - lo, off + lo * 8);
-}
-
 /*
  * A long copy (commit, rebase) just wrote n bytes. Every QC_WRITEBACK_STEP
  * bytes, ask the kernel to start writing them out, so that the disk works
@@ -57,42 +37,15 @@ void qc_copied(qc_image *img, uint64_t n)
     }
 }
 
-int qc_img_sync(qc_image *img)
-{
-    if (!img->unsynced)
-        return 0;
-    int r = qc_sys_fsync(img->ctx, img->fd, img->filename);
-    if (r == 0)
-        img->unsynced = false;
-    return r;
-}
-
-int qc_meta_deps(qc_image *img)
-{
-    int r = qc_cache_flush(img, &img->rbc);
-    if (r == 0 && img->rt_dirty_hi > img->rt_dirty_lo) {
-        /* the blocks must be durable before the table points at them */
-        if ((r = qc_img_sync(img)) == 0)
-            r = write_entries(img, img->reftable, img->rt_dirty_lo, img->rt_dirty_hi, img->hdr.rt_offset);
-        if (r == 0) {
-            img->rt_dirty_lo = UINT64_MAX;
-            img->rt_dirty_hi = 0;
-        }
-    }
-    if (r == 0)
-        r = qc_img_sync(img);
-    return r;
-}
-
 int qc_flush(qc_image *img)
 {
     if (img->fmt != QC_FMT_QCOW2 || !img->write_ready)
         return qc_img_sync(img);
-    int r = qc_cache_flush(img, &img->l2c); /* runs qc_meta_deps first */
+    int r = qc_cache_flush(img, &img->l2c); /* its dependency, the refcounts, first */
     if (r == 0)
-        r = qc_meta_deps(img);
+        r = qc_cache_durable(img, &img->rbc);
     if (r == 0 && img->l1_dirty_hi > img->l1_dirty_lo) {
-        r = write_entries(img, img->l1, img->l1_dirty_lo, img->l1_dirty_hi, img->hdr.l1_offset);
+        r = qc_write_entries(img, img->l1, img->l1_dirty_lo, img->l1_dirty_hi, img->hdr.l1_offset);
         if (r == 0)
             r = qc_img_sync(img);
         if (r == 0) {
@@ -104,21 +57,8 @@ int qc_flush(qc_image *img)
     if (r == 0 && img->nfree) {
         r = qc_apply_frees(img);
         if (r == 0)
-            r = qc_meta_deps(img);
+            r = qc_cache_durable(img, &img->rbc);
     }
-    return r;
-}
-
-int qc_header_write(qc_image *img)
-{
-    uint8_t *buf = qc_malloc(img->ctx, (size_t)img->cluster_size);
-    if (!buf)
-        return QC_ERR_NOMEM;
-    int r = qc_header_serialize(img->ctx, &img->hdr, buf, (size_t)img->cluster_size, img->filename);
-    if (r == 0)
-        r = qc_pwrite_full(img->ctx, img->fd, img->filename, buf, (size_t)img->cluster_size, 0);
-    img->unsynced = true;
-    free(buf);
     return r;
 }
 

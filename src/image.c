@@ -47,35 +47,6 @@ static int check_table(qc_image *img, uint64_t off, uint64_t n, uint64_t esize,
     return 0;
 }
 
-static int load_u64_table(qc_image *img, uint64_t **out, uint64_t off, uint64_t n, const char *what)
-{
-    uint64_t *t = qc_calloc(img->ctx, n, 8);
-    if (!t)
-        return QC_ERR_NOMEM;
-    int r = n ? qc_pread_exact(img->ctx, img->fd, img->filename, t, n * 8, off, what) : 0;
-    if (r < 0) {
-        free(t);
-        return r;
-    }
-    for (uint64_t i = 0; i < n; i++)
-        t[i] = qc_be64((const uint8_t *)&t[i]);
-    *out = t;
-    return 0;
-}
-
-/* L1 and refcount tables are read on first use: inspection needs neither. */
-int qc_image_load_tables(qc_image *img)
-{
-    int r = 0;
-    if (img->fmt != QC_FMT_QCOW2)
-        return 0;
-    if (!img->l1)
-        r = load_u64_table(img, &img->l1, img->hdr.l1_offset, img->l1_size, "L1 table");
-    if (r == 0 && !img->reftable)
-        r = load_u64_table(img, &img->reftable, img->hdr.rt_offset, img->rt_entries, "refcount table");
-    return r;
-}
-
 static int load_snapshots(qc_image *img)
 {
     qc_header *h = &img->hdr;
@@ -311,6 +282,13 @@ static int open_qcow2(qc_image *img)
     img->l2c.table_size = img->rbc.table_size = img->cluster_size;
     img->l2c.budget = ctx->cache_bytes;
     img->rbc.budget = ctx->cache_bytes / 4;
+    img->l2c.kind = QC_META_L2;
+    img->rbc.kind = QC_META_REFBLOCK;
+    /* L2 entries point at clusters the refcounts must already count */
+    img->l2c.depends = &img->rbc;
+    /* refcount blocks are found through the refcount table */
+    img->rbc.parent = &img->reftable;
+    img->rbc.parent_off = &img->hdr.rt_offset;
     if ((r = load_snapshots(img)) < 0 || (r = load_bitmaps(img)) < 0)
         return r;
     return 0;
@@ -390,16 +368,6 @@ void qc_image_free_one(qc_image *img)
     free(img->filename);
     free(img->backing_full);
     free(img);
-}
-
-int qc_image_room(qc_image *img, uint64_t end)
-{
-    if (!img->blockdev || end <= img->file_size)
-        return 0;
-    return qc_fail(img->ctx, QC_ERR_NOSPC, ENOSPC, img->filename, "write",
-                   "'%s': no space left on the device: %llu more bytes needed (its capacity is %llu bytes)",
-                   img->filename, (unsigned long long)(end - img->file_size),
-                   (unsigned long long)img->file_size);
 }
 
 uint64_t qc_image_size(const qc_image *img) { return img->size; }

@@ -136,6 +136,12 @@ typedef struct qc_cache {
     unsigned last;      /* slot of the last hit (checked first) */
     uint64_t tick;
     qc_cached *slots;
+    /* What the tables are and what they need on disk first (set at open). */
+    int kind;                  /* QC_META_L2 or QC_META_REFBLOCK, for the overlap check */
+    struct qc_cache *depends;  /* made durable before any table of this cache is written */
+    uint64_t **parent;         /* the in-memory table pointing at these tables (or NULL) */
+    const uint64_t *parent_off; /* where that table is in the file */
+    uint64_t parent_lo, parent_hi; /* its entries to write once the tables are durable */
 } qc_cache;
 
 /* Kinds of (sub)cluster, as read from an L2 entry. */
@@ -195,8 +201,7 @@ struct qc_image {
     uint64_t free_hint;        /* first cluster that may be free */
     struct qc_free { uint64_t off, bytes; } *frees; /* deferred refcount decrements */
     size_t nfree, free_cap;
-    uint64_t l1_dirty_lo, l1_dirty_hi; /* L1 entries to write at flush */
-    uint64_t rt_dirty_lo, rt_dirty_hi; /* reftable entries to write at flush */
+    uint64_t l1_dirty_lo, l1_dirty_hi; /* L1 entries to write at flush (reftable: rbc.parent_lo/hi) */
     uint64_t *meta;            /* sorted clusters of L2 tables and refcount blocks (overlap.c) */
     size_t meta_n, meta_cap;
     bool meta_valid;
@@ -235,34 +240,12 @@ int qc_fail(qc_ctx *ctx, int code, int sys_errno, const char *path,
 int qc_errno_code(int e);
 /* "name" with control characters escaped, for one-line messages. */
 const char *qc_printable(const char *s, char *buf, size_t n);
-
-/* ---- io.c ---- */
-int qc_sys_open(qc_ctx *ctx, const char *path, int flags, mode_t mode);
-/* The POSIX open_beneath without openat2 (for the C tests); -errno on failure. */
-int qc_open_beneath_walk(const char *dir, const char *rel, int flags, mode_t mode);
-void qc_sys_close(qc_ctx *ctx, int fd);
-/* Full read; bytes past EOF read as zeros. */
-int qc_pread_full(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
-                  uint64_t off);
-/* Full read that fails if the range is not entirely inside the file. */
-int qc_pread_exact(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
-                   uint64_t off, const char *what);
-int qc_pwrite_full(qc_ctx *ctx, int fd, const char *path, const void *buf,
-                   size_t n, uint64_t off);
-int qc_sys_fsync(qc_ctx *ctx, int fd, const char *path);
-int qc_sys_fstat(qc_ctx *ctx, int fd, const char *path, struct stat *st);
-/* Bytes of the file, or of the block device (BLKGETSIZE64); *blockdev may be NULL. */
-int qc_sys_size(qc_ctx *ctx, int fd, const char *path, uint64_t *size, bool *blockdev);
-/* BLKDISCARD a block device range; -errno (harmless: space only). */
-int qc_sys_discard(qc_ctx *ctx, int fd, uint64_t off, uint64_t len);
-/* Each entry of dir but "." and "..": fn's first non-zero return, 0 at the
- * end, or the error (recorded) when dir cannot be listed. */
-typedef int (*qc_dirent_fn)(void *arg, const char *name, unsigned char type);
-int qc_sys_listdir(qc_ctx *ctx, const char *dir, qc_dirent_fn fn, void *arg);
-/* Real path of path (malloc'd); NULL with *err the errno, or 0 when out of memory (recorded). */
-char *qc_sys_realpath(qc_ctx *ctx, const char *path, int *err);
-/* Is the entry path of listdir type type a symlink (lstat when type is DT_UNKNOWN)? */
-bool qc_sys_is_symlink(qc_ctx *ctx, const char *path, unsigned char type);
+/*
+ * Cleanups after a failure must not replace its error (they may fail too):
+ * keep the error, clean up, restore. Restores when r < 0; returns r.
+ */
+void qc_err_keep(const qc_ctx *ctx, qc_error *kept);
+int qc_err_restore(qc_ctx *ctx, const qc_error *kept, int r);
 
 /* ---- util.c ---- */
 static inline uint16_t qc_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -296,6 +279,82 @@ const char *qc_path_file(const char *path);
 bool qc_path_has_protocol(const char *name);
 bool qc_buf_is_zero(const void *buf, size_t n);
 
+/* ---- io.c ---- */
+int qc_sys_open(qc_ctx *ctx, const char *path, int flags, mode_t mode);
+/* The POSIX open_beneath without openat2 (for the C tests); -errno on failure. */
+int qc_open_beneath_walk(const char *dir, const char *rel, int flags, mode_t mode);
+void qc_sys_close(qc_ctx *ctx, int fd);
+/* Full read; bytes past EOF read as zeros. */
+int qc_pread_full(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
+                  uint64_t off);
+/* Full read that fails if the range is not entirely inside the file. */
+int qc_pread_exact(qc_ctx *ctx, int fd, const char *path, void *buf, size_t n,
+                   uint64_t off, const char *what);
+int qc_pwrite_full(qc_ctx *ctx, int fd, const char *path, const void *buf,
+                   size_t n, uint64_t off);
+int qc_sys_fsync(qc_ctx *ctx, int fd, const char *path);
+int qc_sys_fstat(qc_ctx *ctx, int fd, const char *path, struct stat *st);
+/* Bytes of the file, or of the block device (BLKGETSIZE64); *blockdev may be NULL. */
+int qc_sys_size(qc_ctx *ctx, int fd, const char *path, uint64_t *size, bool *blockdev);
+/* BLKDISCARD a block device range; -errno (harmless: space only). */
+int qc_sys_discard(qc_ctx *ctx, int fd, uint64_t off, uint64_t len);
+/* Each entry of dir but "." and "..": fn's first non-zero return, 0 at the
+ * end, or the error (recorded) when dir cannot be listed. */
+typedef int (*qc_dirent_fn)(void *arg, const char *name, unsigned char type);
+int qc_sys_listdir(qc_ctx *ctx, const char *dir, qc_dirent_fn fn, void *arg);
+/* Real path of path (malloc'd); NULL with *err the errno, or 0 when out of memory (recorded). */
+char *qc_sys_realpath(qc_ctx *ctx, const char *path, int *err);
+/* Is the entry path of listdir type type a symlink (lstat when type is DT_UNKNOWN)? */
+bool qc_sys_is_symlink(qc_ctx *ctx, const char *path, unsigned char type);
+
+/* ---- users.c ---- */
+struct qc_held { /* a file held (hold.c) */
+    int fd;
+    dev_t dev;
+    ino_t ino;
+};
+/* The POSIX users op: one pass over /proc/PID/fd, skipping ourselves. */
+int qc_users_posix(void *u, const struct stat *files, size_t n, qc_user *found);
+/* QC_ERR_LOCKED naming the file, process and command if another process has one of them open. */
+int qc_users_check(qc_ctx *ctx, const struct stat *files, const char *const *names, size_t n);
+/* Does this operation hold the file (hold.c)? */
+bool qc_held(const qc_ctx *ctx, dev_t dev, ino_t ino);
+
+/* ---- lock.c ---- */
+enum { QC_LOCK_NONE = 0, QC_LOCK_SHARED, QC_LOCK_READ, QC_LOCK_WRITE };
+/*
+ * Take QEMU's lock bytes for mode (replacing what img held); undo on
+ * conflict. A file the operation holds (users.c) takes none: the hold is
+ * the stronger lock. The write lock then also checks for other processes
+ * that have the file open without locks.
+ */
+int qc_lock_apply(qc_image *img, int mode);
+void qc_lock_release(qc_image *img);
+/* The same on a bare descriptor (name for messages). */
+int qc_lock_fd(qc_ctx *ctx, int fd, const char *name, int mode);
+void qc_unlock_fd(qc_ctx *ctx, int fd);
+
+/* ---- hold.c ---- */
+/*
+ * Hold the n files until qc_hold_release: QEMU's write lock first, then one
+ * users check for all of them. Files that do not exist or are held already
+ * are skipped. Holds nest: note ctx->nheld before, release down to it.
+ */
+int qc_hold(qc_ctx *ctx, const char *const *paths, size_t n);
+void qc_hold_release(qc_ctx *ctx, size_t keep);
+
+/* ---- confine.c ---- */
+/* qc_image_open_one: a backing file, opened beneath the allowed directories */
+#define QC_OPEN_CONFINED (1u << 30)
+/*
+ * Open an image file (or a data file) without blocking, only a regular
+ * file or a block device; confined: beneath the allowed directories (if
+ * any), in one step. Returns the fd; *st as fstat gave it.
+ */
+int qc_open_image_file(qc_ctx *ctx, const char *path, int oflags, bool confined, struct stat *st);
+/* The allowed directory holding the real path real, and real's part below it (*rel); NULL if none. */
+const char *qc_allowed_root(qc_ctx *ctx, const char *real, const char **rel);
+
 /* ---- header.c ---- */
 /*
  * Parse cluster 0 from buf (len bytes: all of cluster 0, or a prefix).
@@ -314,6 +373,36 @@ int qc_header_serialize(qc_ctx *ctx, qc_header *h, uint8_t *buf, size_t cs, cons
 /* Name of feature (type, bit) from the feature table, or NULL. */
 const char *qc_header_feature_name(const qc_header *h, int type, int bit, char *buf, size_t n);
 
+/* ---- compress.c ---- */
+int qc_inflate(qc_ctx *ctx, int type, const uint8_t *in, size_t in_len,
+               uint8_t *out, size_t out_len, const char *path);
+
+/* ---- tables.c ---- */
+/* Read the L1 and refcount tables if not yet in memory. */
+int qc_image_load_tables(qc_image *img);
+/* 0 if img may grow to end bytes; on a block device past its capacity, a
+ * one-line QC_ERR_NOSPC naming the device and the bytes missing. */
+int qc_image_room(qc_image *img, uint64_t end);
+/* Write n host-endian table entries big-endian at off. */
+int qc_write_u64s(qc_image *img, const uint64_t *t, uint64_t n, uint64_t off);
+/* Rewrite cluster 0 from img->hdr in one write. */
+int qc_header_write(qc_image *img);
+/* fsync img if anything was written since the last one. */
+int qc_img_sync(qc_image *img);
+
+/* ---- overlap.c ---- */
+/* Refuse writes that would land on metadata of a corrupt image. */
+/* what is being written: data, an L2 table, a refcount block, entries of the L1 or refcount table */
+enum { QC_META_DATA, QC_META_L2, QC_META_REFBLOCK, QC_META_TABLE };
+int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self);
+/* Before dropping a data reference to [off, off+len): refuse when it names metadata. */
+int qc_overlap_free(qc_image *img, uint64_t off, uint64_t len);
+/* Freed space that is no live metadata (hole punches and truncation check this). */
+bool qc_overlap_may_release(qc_image *img, uint64_t off, uint64_t len);
+int qc_overlap_fixed(qc_image *img);
+void qc_meta_added(qc_image *img, uint64_t off, int kind);
+void qc_meta_changed(qc_image *img);
+
 /* ---- cache.c ---- */
 int qc_cache_init(qc_ctx *ctx, qc_cache *c, size_t table_size, size_t bytes);
 void qc_cache_free(qc_cache *c);
@@ -324,83 +413,18 @@ void qc_cache_forget(qc_cache *c, uint64_t off);
 uint8_t *qc_cache_peek(qc_cache *c, uint64_t off);
 /* The table at from becomes a dirty table at to, in the same buffer (from is read first if missing; it must be clean). */
 int qc_cache_move(qc_image *img, qc_cache *c, uint64_t from, uint64_t to, const char *what);
-/* Write one dirty table (L2 tables first flush refcounts and fsync). */
+/* Write one dirty table (what it depends on made durable first). */
 int qc_cache_writeback(qc_image *img, qc_cache *c, qc_cached *s);
-/* Write every dirty table of the cache. */
+/* Write every dirty table of the cache (its dependency first), then the dirty entries of its parent table. */
 int qc_cache_flush(qc_image *img, qc_cache *c);
+/* qc_cache_flush, then fsync: all the cache holds is on disk. */
+int qc_cache_durable(qc_image *img, qc_cache *c);
+/* Write entries [lo, hi) of the in-memory table t (at off in the file), refused over other metadata. */
+int qc_write_entries(qc_image *img, const uint64_t *t, uint64_t lo, uint64_t hi, uint64_t off);
 /* Mark the table whose buffer is data as modified. */
 void qc_cache_mark_dirty(qc_cache *c, const uint8_t *data);
 /* A slot for a new table at off: zero-filled, dirty, not read from disk. */
 int qc_cache_new(qc_image *img, qc_cache *c, uint64_t off, uint8_t **data);
-
-/* ---- chain.c ---- */
-/* qc_image_open_one: a backing file, opened beneath the allowed directories */
-#define QC_OPEN_CONFINED (1u << 30)
-/*
- * Open an image file (or a data file) without blocking, only a regular
- * file or a block device; confined: beneath the allowed directories (if
- * any), in one step. Returns the fd; *st as fstat gave it.
- */
-int qc_open_image_file(qc_ctx *ctx, const char *path, int oflags, bool confined, struct stat *st);
-/* Where img's backing file is, if the policy allows its name (json:, protocol, absolute, directories). */
-int qc_backing_path(qc_image *img, char **full);
-/* 0 when img has no backing file or the policy allows its name. */
-int qc_backing_allowed(qc_image *img);
-/* qc_image_open, with the backing layer that is the file rw (if any) opened read-write. */
-int qc_chain_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt,
-                  unsigned flags, const struct stat *rw);
-
-/* ---- lock.c ---- */
-enum { QC_LOCK_NONE = 0, QC_LOCK_SHARED, QC_LOCK_READ, QC_LOCK_WRITE };
-/*
- * Take QEMU's lock bytes for mode (replacing what img held); undo on
- * conflict. A file the operation holds (users.c) takes none: the hold is
- * the stronger lock. The write lock then also checks for other processes
- * that have the file open without locks.
- */
-int qc_lock_apply(qc_image *img, int mode);
-void qc_lock_release(qc_image *img);
-/* The same on a bare descriptor (name for messages). */
-int qc_lock_fd(qc_ctx *ctx, int fd, const char *name, int mode);
-void qc_unlock_fd(qc_ctx *ctx, int fd);
-
-/* ---- users.c ---- */
-/* The POSIX users op: one pass over /proc/PID/fd, skipping ourselves. */
-int qc_users_posix(void *u, const struct stat *files, size_t n, qc_user *found);
-/* QC_ERR_LOCKED naming the file, process and command if another process has one of them open. */
-int qc_users_check(qc_ctx *ctx, const struct stat *files, const char *const *names, size_t n);
-/*
- * Hold the n files until qc_hold_release: QEMU's write lock first, then one
- * users check for all of them. Files that do not exist or are held already
- * are skipped. Holds nest: note ctx->nheld before, release down to it.
- */
-int qc_hold(qc_ctx *ctx, const char *const *paths, size_t n);
-void qc_hold_release(qc_ctx *ctx, size_t keep);
-bool qc_held(const qc_ctx *ctx, dev_t dev, ino_t ino);
-
-/* ---- image.c ---- */
-int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,
-                      unsigned flags);
-void qc_image_free_one(qc_image *img);
-/* Read the L1 and refcount tables if not yet in memory. */
-int qc_image_load_tables(qc_image *img);
-int qc_format_from_name(qc_ctx *ctx, const char *fmt, const char *path);
-const char *qc_format_name(int fmt);
-/* 0 if img may grow to end bytes; on a block device past its capacity, a
- * one-line QC_ERR_NOSPC naming the device and the bytes missing. */
-int qc_image_room(qc_image *img, uint64_t end);
-
-/* ---- cluster.c ---- */
-/*
- * Classify guest bytes [off, off+max) of one layer: the kind at off and how
- * many bytes from off share it (contiguous host offsets for data).
- * host: host offset of off (NORMAL, ZERO_ALLOC, UNALLOC_ALLOC) or the
- * compressed descriptor. off must be < the image size.
- */
-int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
-              int *kind, uint64_t *host);
-/* Decompress the cluster described by desc into img->zbuf. */
-int qc_read_compressed(qc_image *img, uint64_t desc);
 
 /* ---- refcount.c ---- */
 int qc_refcount_get(qc_image *img, uint64_t cluster, uint64_t *rc);
@@ -435,6 +459,19 @@ int qc_apply_frees(qc_image *img);
 int qc_find_free(qc_image *img, uint64_t n, uint64_t *start);
 /* Give the space of free clusters c[0..n) (indexes; sorted here) back to the host. */
 void qc_release(qc_image *img, uint64_t *c, size_t n);
+/* Its shadow mode (shadow.c): copy block rti before it changes; a new block; growth; old-view use. */
+int qc_shadow_cow(qc_image *img, uint64_t rti);
+void qc_shadow_mark(qc_image *img, uint64_t rti);
+int qc_shadow_grow(qc_image *img, uint64_t min_entries);
+int qc_shadow_used(qc_image *img, uint64_t cluster, uint64_t *rc);
+
+/* ---- flush.c ---- */
+/* a long copy wrote n data bytes to img: counted, writeback hinted every step */
+#define QC_WRITEBACK_STEP (32ull << 20)
+void qc_copied(qc_image *img, uint64_t n);
+/* Everything durable in order: refcounts, L2, L1, then deferred frees. */
+int qc_flush(qc_image *img);
+void qc_l1_dirty(qc_image *img, uint64_t i);
 
 /* ---- shadow.c: metadata updates that appear in one header write ---- */
 /*
@@ -452,66 +489,70 @@ typedef struct qc_switch {
     uint64_t snapshots_offset;
     uint64_t size;             /* 0 = keep */
 } qc_switch;
+/* The state of a shadow update; refcount.c's updates consult it (their shadow mode). */
+struct qc_shadow {
+    uint64_t *old_rt;      /* the committed refcount table */
+    uint64_t old_entries;
+    uint8_t *cow;          /* per entry of the new table: its block is new */
+    uint64_t cow_len;
+};
 int qc_shadow_begin(qc_image *img);
 int qc_shadow_commit(qc_image *img, const qc_switch *sw);
 void qc_shadow_abort(qc_image *img);
-/* Hooks of refcount.c: copy block rti before it changes; a new block; growth; old-view use. */
-int qc_shadow_cow(qc_image *img, uint64_t rti);
-void qc_shadow_mark(qc_image *img, uint64_t rti);
-int qc_shadow_grow(qc_image *img, uint64_t min_entries);
-int qc_shadow_used(qc_image *img, uint64_t cluster, uint64_t *rc);
 
-/* ---- flush.c ---- */
+/* ---- cluster.c ---- */
 /*
- * What must be durable before an L2 table is written: data and refcount
- * blocks, then dirty refcount table entries; ends with everything synced.
+ * Classify guest bytes [off, off+max) of one layer: the kind at off and how
+ * many bytes from off share it (contiguous host offsets for data).
+ * host: host offset of off (NORMAL, ZERO_ALLOC, UNALLOC_ALLOC) or the
+ * compressed descriptor. off must be < the image size.
  */
-int qc_meta_deps(qc_image *img);
-
-/* overlap.c: refuse writes that would land on metadata of a corrupt image */
-/* what is being written: data, an L2 table, a refcount block, entries of the L1 or refcount table */
-enum { QC_META_DATA, QC_META_L2, QC_META_REFBLOCK, QC_META_TABLE };
-int qc_overlap_check(qc_image *img, uint64_t off, uint64_t len, int self);
-/* Before dropping a data reference to [off, off+len): refuse when it names metadata. */
-int qc_overlap_free(qc_image *img, uint64_t off, uint64_t len);
-/* Freed space that is no live metadata (hole punches and truncation check this). */
-bool qc_overlap_may_release(qc_image *img, uint64_t off, uint64_t len);
-int qc_overlap_fixed(qc_image *img);
-void qc_meta_added(qc_image *img, uint64_t off, int kind);
-void qc_meta_changed(qc_image *img);
-/* fsync img if anything was written since the last one. */
-int qc_img_sync(qc_image *img);
-/* a long copy wrote n data bytes to img: counted, writeback hinted every step (flush.c) */
-#define QC_WRITEBACK_STEP (32ull << 20)
-void qc_copied(qc_image *img, uint64_t n);
-/* Everything durable in order: refcounts, L2, L1, then deferred frees. */
-int qc_flush(qc_image *img);
-/* Write n host-endian table entries big-endian at off. */
-int qc_write_u64s(qc_image *img, const uint64_t *t, uint64_t n, uint64_t off);
-/* Rewrite cluster 0 from img->hdr in one write. */
-int qc_header_write(qc_image *img);
-void qc_l1_dirty(qc_image *img, uint64_t i);
-
-/* ---- write.c ---- */
-int qc_write_prepare(qc_image *img);
-/* Drop L2 entry e's reference to its host cluster(s) at the next flush; refused when it names metadata. */
-int qc_unref_entry(qc_image *img, uint64_t e);
-/* L2 entry kind of guest cluster (standard or extended), exported for commit. */
+int qc_extent(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
+              int *kind, uint64_t *host);
+/* Decompress the cluster described by desc into img->zbuf. */
+int qc_read_compressed(qc_image *img, uint64_t desc);
+/* Entry i of L2 table l2, and its subcluster bitmap (0 without extended L2). */
+void qc_l2_entry(const qc_image *img, const uint8_t *l2, uint64_t i, uint64_t *e, uint64_t *bm);
+/* Host bytes (whole 512-byte sectors) the compressed cluster of L2 entry e occupies. */
+void qc_compressed_range(const qc_image *img, uint64_t e, uint64_t *off, uint64_t *len);
+/*
+ * Kind and host cluster of subcluster sc in L2 entry (e, bitmap); for a
+ * compressed cluster host is the descriptor. Returns NULL, or why the
+ * entry is invalid.
+ */
 const char *qc_classify(const qc_image *img, uint64_t e, uint64_t bm, unsigned sc,
                         int *kind, uint64_t *host);
 
-/* ---- create.c ---- */
-/* qc_create straight into path (the caller's temporary file, which must not
- * exist); the file is synced, the directory is not. */
-int qc_create_direct(qc_ctx *ctx, const char *path, const qc_create_opts *o);
-/* The format options of o (version, cluster and refcount sizes, extended L2, compression) are valid. */
-int qc_create_check_format(qc_ctx *ctx, const char *path, const qc_create_opts *o);
-int qc_sync_dir(qc_ctx *ctx, const char *path);
-/* Rename tmp to path without replacing anything, then sync the directory. */
-int qc_commit_temp(qc_ctx *ctx, const char *tmp, const char *path);
+/* ---- image.c ---- */
+int qc_image_open_one(qc_ctx *ctx, qc_image **out, const char *path, int fmt,
+                      unsigned flags);
+void qc_image_free_one(qc_image *img);
+int qc_format_from_name(qc_ctx *ctx, const char *fmt, const char *path);
+const char *qc_format_name(int fmt);
 
-int qc_write_clusters_copy(qc_image *img, uint64_t cstart, uint64_t n, int src_fd, const char *src_name,
-                           uint64_t src_off, uint8_t *tmp, size_t tmpsz);
+/* ---- chain.c ---- */
+/* Where img's backing file is, if the policy allows its name (json:, protocol, absolute, directories). */
+int qc_backing_path(qc_image *img, char **full);
+/* 0 when img has no backing file or the policy allows its name. */
+int qc_backing_allowed(qc_image *img);
+/* qc_image_open, with the backing layer that is the file rw (if any) opened read-write. */
+int qc_chain_open(qc_ctx *ctx, qc_image **out, const char *path, const char *fmt,
+                  unsigned flags, const struct stat *rw);
+
+/* ---- status.c ---- */
+/* Block status of one layer as the QEMU block layer reports it (for map). */
+enum { QC_BS_DATA = 1, QC_BS_ZERO = 2, QC_BS_OFFSET = 4, QC_BS_ALLOCATED = 8 };
+int qc_layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
+                    int *flags, uint64_t *map);
+/*
+ * The same, but data clusters over holes of the host file are always
+ * ZERO (never written, or preallocated): what copies and their cost
+ * estimates use, whatever QEMU's preallocation heuristic says.
+ */
+int qc_layer_status_holes(qc_image *img, uint64_t off, uint64_t max, uint64_t *len, int *flags, uint64_t *map);
+/* Descend from top until a layer has data or zeros (qemu-img map's walk). */
+int qc_chain_status(qc_image *top, uint64_t off, uint64_t max, uint64_t *len,
+                    int *flags, uint64_t *map, unsigned *depth, qc_image **layer);
 
 /* ---- copy.c ---- */
 /* Progress and rate limit of a long copy: done of total bytes. */
@@ -530,9 +571,70 @@ int qc_meter_add(qc_ctx *ctx, qc_meter *m, uint64_t n, const char *path);
 int qc_status_above(qc_image *top, qc_image *stop, uint64_t off, uint64_t max, uint64_t *len,
                     int *flags, uint64_t *map, qc_image **layer);
 
+/* ---- write.c ---- */
+int qc_write_prepare(qc_image *img);
+/* Drop L2 entry e's reference to its host cluster(s) at the next flush; refused when it names metadata. */
+int qc_unref_entry(qc_image *img, uint64_t e);
+/* Write n guest clusters from cstart with src_fd's bytes at src_off (tmp: a bounce buffer). */
+int qc_write_clusters_copy(qc_image *img, uint64_t cstart, uint64_t n, int src_fd, const char *src_name,
+                           uint64_t src_off, uint8_t *tmp, size_t tmpsz);
+
+/* ---- refwalk.c ---- */
+/* Rebuild refcounts from the metadata (repair of dirty/leaky images). */
+int qc_rebuild_refcounts(qc_image *img);
+typedef struct qc_check_result {
+    uint64_t leaks, corruptions, leaks_fixed, corruptions_fixed, check_errors;
+    uint64_t allocated, fragmented, compressed, end;
+} qc_check_result;
+/* One walk: count, then compare with the stored refcounts; fix per repair mode (QC_REPAIR_*). */
+int qc_check_pass(qc_image *img, int repair, qc_check_result *res, json_object *messages);
+
+/* ---- create.c ---- */
+/* qc_create straight into path (the caller's temporary file, which must not
+ * exist); the file is synced, the directory is not. */
+int qc_create_direct(qc_ctx *ctx, const char *path, const qc_create_opts *o);
+/* The format options of o (version, cluster and refcount sizes, extended L2, compression) are valid. */
+int qc_create_check_format(qc_ctx *ctx, const char *path, const qc_create_opts *o);
+int qc_sync_dir(qc_ctx *ctx, const char *path);
+/* Rename tmp to path without replacing anything, then sync the directory. */
+int qc_commit_temp(qc_ctx *ctx, const char *tmp, const char *path);
+
 /* ---- commit.c ---- */
 /* Drop all clusters of img (reads from its backing afterwards). */
 int qc_make_empty(qc_image *img);
+
+/* ---- mergecost.c ---- */
+/*
+ * Data bytes removing snapshot x with its one child would copy, each way,
+ * from the tables: commit (the child's data into x), stream (x's data
+ * where the child has none). Zero and never-written clusters count nothing.
+ */
+int qc_merge_costs(qc_ctx *ctx, const char *x, const char *child, uint64_t *commit, uint64_t *stream);
+
+/* ---- info.c ---- */
+int qc_info_one(qc_image *img, json_object **out);
+/* The "snapshots" array of qemu-img info (the internal snapshot table). */
+json_object *qc_snapshots_json(const qc_image *img);
+
+/* ---- snapshot.c: the internal snapshot table ---- */
+/* Index of the snapshot with this ID, else this name (qemu-img's lookup); -1 if none. */
+int qc_snapshot_find(const qc_image *img, const char *id_or_name);
+/* qc_snapshot_create with the date it was taken (seconds; < 0: now). */
+int qc_snapshot_create_dated(qc_ctx *ctx, const char *path, const char *name, int64_t date_sec);
+/* The snapshot's L1 table (host-endian), checked; caller frees. */
+int qc_snapshot_l1(qc_image *img, const qc_snapshot *s, uint64_t **l1);
+
+/* ---- split.c ---- */
+/* Snapshot snap (NULL: the live disk) of src into the new file tmp (must not
+ * exist), on backing (showing base; base NULL: src's own backing). */
+int qc_split_to(qc_image *src, const char *snap, const char *base, const char *tmp, const char *backing,
+                const char *backing_fmt, json_object **stats);
+
+/* ---- store.c: the directory store's names ---- */
+/* "snap-NAME-BASE": snapshot NAME of the volume file BASE (ctx NULL: plain malloc). */
+char *qc_store_snap_entry(qc_ctx *ctx, const char *base, const char *name);
+/* Is entry such a name, NAME non-empty? */
+bool qc_store_is_snap_entry(const char *base, const char *entry);
 
 /* ---- journal.c ---- */
 typedef struct qc_volume {
@@ -555,10 +657,6 @@ char *qc_volume_snap_name(qc_volume *v, const char *name);
 bool qc_volume_is_snap_entry(const qc_volume *v, const char *entry);
 /* DIR/entry */
 char *qc_volume_file(qc_volume *v, const char *entry);
-/* Lock the volume and complete or undo an interrupted operation (volume.c). */
-int qc_volume_begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_opts *o);
-/* Finish an interrupted conversion between internal and external snapshots (bridge.c). */
-int qc_bridge_finish(qc_volume *v, json_object *j);
 int qc_journal_write(qc_volume *v, json_object *j);
 /* Remove a journal left half-written (its operation never started). */
 int qc_journal_drop_tmp(qc_volume *v);
@@ -584,11 +682,6 @@ int qc_find_dependent(qc_ctx *ctx, char **image, size_t *which, const char *vol_
  * unreadable. No allocation: running out of memory cannot pass for "no backing file". */
 #define QC_PEEK_MAX 1024
 bool qc_peek_backing(qc_ctx *ctx, const char *path, char name[QC_PEEK_MAX]);
-/* ---- store.c: the directory store's names ---- */
-/* "snap-NAME-BASE": snapshot NAME of the volume file BASE (ctx NULL: plain malloc). */
-char *qc_store_snap_entry(qc_ctx *ctx, const char *base, const char *name);
-/* Is entry such a name, NAME non-empty? */
-bool qc_store_is_snap_entry(const char *base, const char *entry);
 
 /* ---- tree.c ---- */
 enum { QC_VN_CURRENT = 0, QC_VN_SNAPSHOT, QC_VN_EXTERNAL, QC_VN_STRAY };
@@ -625,56 +718,12 @@ void qc_vtree_free(qc_vtree *t);
 int qc_vtree_find(const qc_vtree *t, const char *name);
 json_object *qc_vtree_json(const qc_vtree *t, const char *volume);
 
-/* ---- mergecost.c ---- */
-/*
- * Data bytes removing snapshot x with its one child would copy, each way,
- * from the tables: commit (the child's data into x), stream (x's data
- * where the child has none). Zero and never-written clusters count nothing.
- */
-int qc_merge_costs(qc_ctx *ctx, const char *x, const char *child, uint64_t *commit, uint64_t *stream);
+/* ---- bridge_finish.c ---- */
+/* Finish an interrupted conversion between internal and external snapshots. */
+int qc_bridge_finish(qc_volume *v, json_object *j);
 
-/* ---- check.c ---- */
-/* Rebuild refcounts from the metadata (repair of dirty/leaky images). */
-int qc_rebuild_refcounts(qc_image *img);
-
-/* ---- compress.c ---- */
-int qc_inflate(qc_ctx *ctx, int type, const uint8_t *in, size_t in_len,
-               uint8_t *out, size_t out_len, const char *path);
-
-/* ---- read.c / status.c ---- */
-/* Block status of one layer as the QEMU block layer reports it (for map). */
-enum { QC_BS_DATA = 1, QC_BS_ZERO = 2, QC_BS_OFFSET = 4, QC_BS_ALLOCATED = 8 };
-int qc_layer_status(qc_image *img, uint64_t off, uint64_t max, uint64_t *len,
-                    int *flags, uint64_t *map);
-/*
- * The same, but data clusters over holes of the host file are always
- * ZERO (never written, or preallocated): what copies and their cost
- * estimates use, whatever QEMU's preallocation heuristic says.
- */
-int qc_layer_status_holes(qc_image *img, uint64_t off, uint64_t max, uint64_t *len, int *flags, uint64_t *map);
-/* Descend from top until a layer has data or zeros (qemu-img map's walk). */
-int qc_chain_status(qc_image *top, uint64_t off, uint64_t max, uint64_t *len,
-                    int *flags, uint64_t *map, unsigned *depth, qc_image **layer);
-
-/* ---- info.c ---- */
-int qc_info_one(qc_image *img, json_object **out);
-/* The "snapshots" array of qemu-img info (the internal snapshot table). */
-json_object *qc_snapshots_json(const qc_image *img);
-
-/* ---- snapshot.c: the internal snapshot table ---- */
-/* Host bytes a compressed cluster descriptor covers. */
-void qc_compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, uint64_t *len);
-/* Index of the snapshot with this ID, else this name (qemu-img's lookup); -1 if none. */
-int qc_snapshot_find(const qc_image *img, const char *id_or_name);
-/* qc_snapshot_create with the date it was taken (seconds; < 0: now). */
-int qc_snapshot_create_dated(qc_ctx *ctx, const char *path, const char *name, int64_t date_sec);
-/* The snapshot's L1 table (host-endian), checked; caller frees. */
-int qc_snapshot_l1(qc_image *img, const qc_snapshot *s, uint64_t **l1);
-
-/* ---- split.c ---- */
-/* Snapshot snap (NULL: the live disk) of src into the new file tmp (must not
- * exist), on backing (showing base; base NULL: src's own backing). */
-int qc_split_to(qc_image *src, const char *snap, const char *base, const char *tmp, const char *backing,
-                const char *backing_fmt, json_object **stats);
+/* ---- volume.c ---- */
+/* Lock the volume and complete or undo an interrupted operation. */
+int qc_volume_begin(qc_ctx *ctx, qc_volume *v, const char *volume, const qc_volume_opts *o);
 
 #endif

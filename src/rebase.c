@@ -253,11 +253,10 @@ int qc_rebase(qc_ctx *ctx, const char *path, const char *fmt, const char *new_ba
     r = write_header(file, new_backing, new_fmt);
 out:
     free(a);
-    qc_error e = ctx->err;
+    qc_error e;
+    qc_err_keep(ctx, &e);
     qc_image_close(newc);
     qc_image_close(file);
     qc_hold_release(ctx, held);
-    if (r < 0)
-        ctx->err = e;
-    return r;
+    return qc_err_restore(ctx, &e, r);
 }

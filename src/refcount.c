@@ -69,10 +69,10 @@ static void rt_dirty(qc_image *img, uint64_t i)
 {
     if (img->shadow)
         return; /* a shadow update writes a whole new table at its commit */
-    if (img->rt_dirty_lo > i)
-        img->rt_dirty_lo = i;
-    if (img->rt_dirty_hi < i + 1)
-        img->rt_dirty_hi = i + 1;
+    if (img->rbc.parent_lo > i)
+        img->rbc.parent_lo = i;
+    if (img->rbc.parent_hi < i + 1)
+        img->rbc.parent_hi = i + 1;
 }
 
 /* A new, self-describing refcount block at the first cluster of its range. */
@@ -129,7 +129,7 @@ static int grow_reftable(qc_image *img, uint64_t min_entries)
     r = (nt && buf) ? 0 : QC_ERR_NOMEM;
     /* Flush what is pending first, so the new table copies a durable state. */
     if (r == 0)
-        r = qc_meta_deps(img);
+        r = qc_cache_durable(img, &img->rbc);
     if (r < 0)
         goto out;
     memcpy(nt, img->reftable, img->rt_entries * 8);
@@ -453,4 +453,88 @@ int qc_apply_frees(qc_image *img)
         qc_release(img, zero, nz);
     free(zero);
     return r;
+}
+
+/* ---- the shadow mode of a shadow update (shadow.c): hooks of the updates above ---- */
+
+void qc_shadow_mark(qc_image *img, uint64_t rti)
+{
+    if (rti < img->shadow->cow_len)
+        img->shadow->cow[rti] = 1;
+}
+
+int qc_shadow_grow(qc_image *img, uint64_t min_entries)
+{
+    struct qc_shadow *sh = img->shadow;
+    uint64_t per = img->cluster_size / 8;
+    uint64_t entries = qc_align_up(qc_max(min_entries, img->rt_entries) * 2, per);
+    if (entries * 8 > QC_MAX_REFTABLE_BYTES)
+        return qc_fail(img->ctx, QC_ERR_NOSPC, 0, img->filename, "snapshot",
+                       "'%s': refcount table would exceed its maximum size", img->filename);
+    uint64_t *t = qc_realloc(img->ctx, img->reftable, (size_t)entries * 8);
+    uint8_t *c = t ? qc_realloc(img->ctx, sh->cow, (size_t)entries) : NULL;
+    if (t)
+        img->reftable = t;
+    if (!t || !c)
+        return qc_fail(img->ctx, QC_ERR_NOMEM, ENOMEM, img->filename, "snapshot", "Out of memory");
+    memset(t + img->rt_entries, 0, (size_t)(entries - img->rt_entries) * 8);
+    memset(c + sh->cow_len, 0, (size_t)(entries - sh->cow_len));
+    sh->cow = c;
+    sh->cow_len = entries;
+    img->rt_entries = entries;
+    qc_meta_changed(img);
+    return 0;
+}
+
+/* The committed refcount of cluster, for clusters the new structure counts as free. */
+int qc_shadow_used(qc_image *img, uint64_t cluster, uint64_t *rc)
+{
+    struct qc_shadow *sh = img->shadow;
+    uint64_t rti = cluster >> img->rb_bits;
+    *rc = 0;
+    if (rti >= sh->old_entries || !(sh->old_rt[rti] & QC_RT_OFFSET_MASK) || !sh->cow[rti])
+        return 0; /* same block in both: already known free */
+    uint8_t *rb;
+    int r = qc_cache_get(img, &img->rbc, sh->old_rt[rti] & QC_RT_OFFSET_MASK, &rb, "refcount block");
+    if (r == 0)
+        *rc = qc_rb_get(img, rb, cluster & ((1ull << img->rb_bits) - 1));
+    return r;
+}
+
+/*
+ * Block rti is about to change: if it is a committed one, give the range a
+ * copy at a free cluster first (returns 1 then). The copy takes over the
+ * cached block's buffer (unchanged until now: this is its first change);
+ * the committed block stays as it is on disk. The copy's own refcount and
+ * the old block's release are ordinary (shadowed) updates.
+ */
+int qc_shadow_cow(qc_image *img, uint64_t rti)
+{
+    struct qc_shadow *sh = img->shadow;
+    if (rti >= sh->old_entries || sh->cow[rti] || !(sh->old_rt[rti] & QC_RT_OFFSET_MASK))
+        return 0;
+    uint64_t old = sh->old_rt[rti] & QC_RT_OFFSET_MASK, cs = img->cluster_size;
+    sh->cow[rti] = 1;
+    /* a free cluster whose range already has a block (making one may take the cluster) */
+    uint64_t y;
+    int r;
+    for (;;) {
+        if ((r = qc_find_free(img, 1, &y)) < 0)
+            return r;
+        uint64_t ry = y >> img->rb_bits;
+        if (ry < img->rt_entries && (img->reftable[ry] & QC_RT_OFFSET_MASK))
+            break;
+        if ((r = qc_refcount_add(img, y, 0)) < 0)
+            return r;
+    }
+    if ((r = qc_overlap_check(img, y << img->cluster_bits, cs, QC_META_DATA)) < 0)
+        return r;
+    img->free_hint = y + 1;
+    if ((r = qc_cache_move(img, &img->rbc, old, y << img->cluster_bits, "refcount block")) < 0)
+        return r;
+    img->reftable[rti] = y << img->cluster_bits;
+    qc_meta_added(img, y << img->cluster_bits, QC_META_REFBLOCK);
+    if ((r = qc_refcount_add(img, y, 1)) == 0)
+        r = qc_refcount_add(img, old >> img->cluster_bits, -1);
+    return r < 0 ? r : 1;
 }

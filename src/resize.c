@@ -25,7 +25,7 @@ static int grow_l1(qc_image *img, uint64_t need)
         goto out;
     }
     memcpy(nl, img->l1, (size_t)img->l1_size * 8);
-    if ((r = qc_alloc_clusters(img, clusters, &at)) < 0 || (r = qc_meta_deps(img)) < 0 ||
+    if ((r = qc_alloc_clusters(img, clusters, &at)) < 0 || (r = qc_cache_durable(img, &img->rbc)) < 0 ||
         (r = qc_write_u64s(img, nl, need, at)) < 0 || (r = qc_img_sync(img)) < 0)
         goto out;
     uint64_t old = img->hdr.l1_offset, old_n = img->l1_size;

@@ -21,16 +21,6 @@
 #define QC_SNAP_EXTRA 24u     /* the extra data QEMU knows: vm state size, disk size, icount */
 #define QC_SNAP_NAME_MAX 255u /* qemu-img keeps at most this much of a name */
 
-void qc_compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, uint64_t *len)
-{
-    uint32_t x = 62 - (img->cluster_bits - 8);
-    desc &= ~(QC_OFLAG_COPIED | QC_OFLAG_COMPRESSED);
-    uint64_t o = desc & ((1ull << x) - 1);
-    uint64_t sectors = ((desc >> x) & ((1ull << (img->cluster_bits - 8)) - 1)) + 1;
-    *off = o & ~511ull;
-    *len = sectors * 512;
-}
-
 int qc_snapshot_find(const qc_image *img, const char *id_or_name)
 {
     for (uint32_t i = 0; i < img->nsnaps; i++)
@@ -345,13 +335,12 @@ static int finish(qc_image *img, int r, const qc_switch *sw)
         r = qc_shadow_commit(img, sw);
     else
         qc_shadow_abort(img);
-    qc_error e = ctx->err;
+    qc_error e;
+    qc_err_keep(ctx, &e);
     if (r < 0)
         img->write_ready = false; /* nothing more reaches the file */
     qc_image_close(img);
-    if (r < 0)
-        ctx->err = e;
-    return r;
+    return qc_err_restore(ctx, &e, r);
 }
 
 static void replace_l1(qc_image *img, uint64_t *l1, uint32_t n)

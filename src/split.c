@@ -52,9 +52,8 @@ static int entry_at(qc_image *img, const view *v, uint64_t c, uint64_t *e, uint6
                        img->filename, (unsigned long long)off);
     int r = qc_cache_get(img, &img->l2c, off, &l2, "L2 table");
     if (r == 0) {
-        const uint8_t *p = l2 + (c & ((1ull << img->l2_bits) - 1)) * img->l2_entry_size;
-        *e = qc_be64(p) & ~QC_OFLAG_COPIED; /* the one bit QEMU may change under us */
-        *bm = img->ext_l2 ? qc_be64(p + 8) : 0;
+        qc_l2_entry(img, l2, c & ((1ull << img->l2_bits) - 1), e, bm);
+        *e &= ~QC_OFLAG_COPIED; /* the one bit QEMU may change under us */
     }
     return r;
 }
@@ -259,9 +258,10 @@ int qc_split_to(qc_image *src, const char *snap, const char *base, const char *t
     qc_image_close(out);
     if (r < 0 && si >= 0 && r != QC_ERR_NOMEM) {
         /* tables that turned to garbage mid-copy: say why, if the snapshot went meanwhile */
-        qc_error e = ctx->err;
+        qc_error e;
+        qc_err_keep(ctx, &e);
         if (still_there(ctx, src->filename, &src->snaps[si]) == 0)
-            ctx->err = e;
+            qc_err_restore(ctx, &e, r);
     } else if (r == 0 && si >= 0) {
         r = still_there(ctx, src->filename, &src->snaps[si]);
     }
@@ -308,9 +308,10 @@ int qc_snapshot_split(qc_ctx *ctx, json_object **stats, const char *path, const 
         if (r == 0)
             r = qc_commit_temp(ctx, tmp, out);
         if (r < 0) {
-            qc_error e = ctx->err;
+            qc_error e;
+            qc_err_keep(ctx, &e);
             ctx->io->unlink(ctx->io_user, tmp);
-            ctx->err = e;
+            qc_err_restore(ctx, &e, r);
             if (stats) {
                 json_object_put(*stats);
                 *stats = NULL;

@@ -491,11 +491,10 @@ static int finish(qc_volume *v, int r, const char *what)
                 v->journal_path, v->path);
     }
     qc_hold_release(ctx, 0);
-    qc_error e = ctx->err;
+    qc_error e;
+    qc_err_keep(ctx, &e);
     qc_volume_close(v); /* clears v */
-    if (r < 0)
-        ctx->err = e;
-    return r;
+    return qc_err_restore(ctx, &e, r);
 }
 
 /* Write the journal; if that fails part way, the volume stays as it was. */
@@ -503,9 +502,10 @@ static int journal(qc_volume *v, json_object *j)
 {
     int r = qc_journal_write(v, j);
     if (r < 0) {
-        qc_error e = v->ctx->err;
+        qc_error e;
+        qc_err_keep(v->ctx, &e);
         qc_journal_clear(v);
-        v->ctx->err = e;
+        qc_err_restore(v->ctx, &e, r);
     }
     return r;
 }
@@ -548,9 +548,10 @@ static int take_snapshot(qc_ctx *ctx, const char *volume, const char *name, cons
     } else if (!o->running && (r = qc_hold(ctx, &volume, 1)) < 0) {
         /* a writer would go on writing into what became the snapshot */
     } else if ((r = create_steps(&v, snap, sname, tmp, o)) < 0) {
-        qc_error e = ctx->err;
+        qc_error e;
+        qc_err_keep(ctx, &e);
         create_undo(&v, snap, tmp); /* or the next operation does */
-        ctx->err = e;
+        qc_err_restore(ctx, &e, r);
     }
     free(sname);
     free(snap);
@@ -588,9 +589,10 @@ int qc_volume_rollback(qc_ctx *ctx, const char *volume, const char *name, const 
         if (r == 0)
             r = do_rename(&v, tmp, volume, 0);
         if (r < 0 && exists(ctx, tmp, NULL)) {
-            qc_error e = ctx->err;
+            qc_error e;
+            qc_err_keep(ctx, &e);
             do_unlink(&v, tmp); /* or the next operation does */
-            ctx->err = e;
+            qc_err_restore(ctx, &e, r);
         }
     }
     qc_vtree_free(&t);
@@ -1014,8 +1016,8 @@ int qc_volume_forget(qc_ctx *ctx, const char *volume, const qc_volume_opts *o)
     free(jt);
     free(tn);
     free(tr);
-    qc_error e = ctx->err;
+    qc_error e;
+    qc_err_keep(ctx, &e);
     qc_volume_close(&v);
-    ctx->err = e;
-    return r;
+    return qc_err_restore(ctx, &e, r);
 }

@@ -84,8 +84,8 @@ int qc_write_prepare(qc_image *img)
         r = qc_overlap_fixed(img);
     if (r < 0)
         return r;
-    img->l1_dirty_lo = img->rt_dirty_lo = UINT64_MAX;
-    img->l1_dirty_hi = img->rt_dirty_hi = 0;
+    img->l1_dirty_lo = img->rbc.parent_lo = UINT64_MAX;
+    img->l1_dirty_hi = img->rbc.parent_hi = 0;
     img->write_ready = true;
     if (h->incompat & QC_INCOMPAT_DIRTY) {
         /* Lazy refcounts were in use when QEMU stopped: rebuild them. */
@@ -141,13 +141,6 @@ static int l2_for_write(qc_image *img, uint64_t l1i, uint8_t **l2)
     return r;
 }
 
-static void get_entry(const qc_image *img, const uint8_t *l2, uint64_t i, uint64_t *e, uint64_t *bm)
-{
-    const uint8_t *p = l2 + i * img->l2_entry_size;
-    *e = qc_be64(p);
-    *bm = img->ext_l2 ? qc_be64(p + 8) : 0;
-}
-
 static void set_entry(qc_image *img, uint8_t *l2, uint64_t i, uint64_t e, uint64_t bm)
 {
     uint8_t *p = l2 + i * img->l2_entry_size;
@@ -164,15 +157,13 @@ static void locate(const qc_image *img, uint64_t off, uint64_t *l1i, uint64_t *i
     *idx = (off >> img->cluster_bits) & ((1ull << img->l2_bits) - 1);
 }
 
-static void compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, uint64_t *len);
-
 /* Host bytes entry e refers to (none: *len = 0). */
 static void entry_range(const qc_image *img, uint64_t e, uint64_t *off, uint64_t *len)
 {
     *off = e & QC_OFFSET_MASK;
     *len = *off ? img->cluster_size : 0;
     if (e & QC_OFLAG_COMPRESSED)
-        compressed_range(img, e & ~(QC_OFLAG_COPIED | QC_OFLAG_COMPRESSED), off, len);
+        qc_compressed_range(img, e, off, len);
 }
 
 /*
@@ -200,7 +191,7 @@ static int entry_for_write(qc_image *img, uint64_t off, uint8_t **l2, uint64_t *
     locate(img, off, &l1i, idx);
     int r = l2_for_write(img, l1i, l2);
     if (r == 0) {
-        get_entry(img, *l2, *idx, e, bm);
+        qc_l2_entry(img, *l2, *idx, e, bm);
         r = check_entry(img, off, *e, *bm);
     }
     return r;
@@ -210,16 +201,6 @@ static int entry_for_write(qc_image *img, uint64_t off, uint8_t **l2, uint64_t *
 static bool owned(uint64_t e)
 {
     return (e & QC_OFFSET_MASK) && !(e & QC_OFLAG_COMPRESSED) && (e & QC_OFLAG_COPIED);
-}
-
-/* Host bytes a compressed descriptor occupies (to drop its references). */
-static void compressed_range(const qc_image *img, uint64_t desc, uint64_t *off, uint64_t *len)
-{
-    uint32_t x = 62 - (img->cluster_bits - 8);
-    uint64_t o = desc & ((1ull << x) - 1);
-    uint64_t sectors = ((desc >> x) & ((1ull << (img->cluster_bits - 8)) - 1)) + 1;
-    *off = o & ~511ull;
-    *len = sectors * 512;
 }
 
 int qc_unref_entry(qc_image *img, uint64_t e)
@@ -646,7 +627,7 @@ int qc_write_clusters_copy(qc_image *img, uint64_t cstart, uint64_t n, int src_f
         uint64_t k = 1;
         while (k < room) {
             uint64_t e2, bm2;
-            get_entry(img, l2, idx + k, &e2, &bm2);
+            qc_l2_entry(img, l2, idx + k, &e2, &bm2);
             if ((r = check_entry(img, cstart + k * cs, e2, bm2)) < 0)
                 return r;
             bool own2 = owned(e2);
@@ -666,7 +647,7 @@ int qc_write_clusters_copy(qc_image *img, uint64_t cstart, uint64_t n, int src_f
             return r;
         for (uint64_t i = 0; i < k; i++) {
             uint64_t old, obm;
-            get_entry(img, l2, idx + i, &old, &obm);
+            qc_l2_entry(img, l2, idx + i, &old, &obm);
             set_entry(img, l2, idx + i, (host + i * cs) | QC_OFLAG_COPIED, img->ext_l2 ? ALL_ALLOC : 0);
             if (!own && (r = qc_unref_entry(img, old)) < 0)
                 return r;
