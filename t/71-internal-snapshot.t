@@ -178,10 +178,8 @@ for my $l (@layouts) {
 }
 
 # ---- snapshots with VM state (savevm of a real QEMU) ----
-SKIP: {
-    my $qemu = `sh -c 'command -v qemu-system-x86_64'`;
-    chomp $qemu;
-    skip 'qemu-system-x86_64 not installed', 12 if !$qemu;
+{
+    my $qemu = need_tool('qemu-system-x86_64', 'qemu-system-x86');
     my $f = 'vm.qcow2';
     qimg('create', '-q', '-f', 'qcow2', $f, '64M');
     qio($f, 'write -q -P 0x11 0 2M');

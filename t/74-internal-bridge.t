@@ -68,10 +68,8 @@ sub view {
 }
 
 # ---- split next to a running QEMU ----
-SKIP: {
-    my $qsd = `sh -c 'command -v qemu-storage-daemon'`;
-    chomp $qsd;
-    skip 'qemu-storage-daemon not installed', 6 if !$qsd;
+{
+    my $qsd = need_tool('qemu-storage-daemon', 'qemu-system-common');
     my $f = 'live.qcow2';
     qimg('create', '-q', '-f', 'qcow2', $f, '128M');
     qio($f, 'write -q -P 0x11 0 64M');

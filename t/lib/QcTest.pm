@@ -16,7 +16,7 @@ use Test::More;
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
     asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder branched_volume peak_mib
-    quietly
+    quietly need_tool
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -54,6 +54,16 @@ sub qimg {
 }
 
 # qemu-img whose exit code matters (check: 0, 2, 3).
+# The path of a program the tests need; dies when it is missing (tools/run
+# test installs it: a skipped test would hide the missing install step).
+sub need_tool {
+    my ($name, $package) = @_;
+    my $p = `sh -c 'command -v $name'`;
+    chomp $p;
+    die "$name not found: install $package (./tools/run test does)\n" if !$p;
+    return $p;
+}
+
 sub qimg_ok {
     my (@args) = @_;
     return run_cmd('qemu-img', @args);
