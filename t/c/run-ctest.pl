@@ -27,7 +27,43 @@ my $flags = "-std=c11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -fsanit
 
 sub mtime { (stat $_[0])[9] // 0 }
 
-# name => [sources besides the core]
+my $jobs = (`nproc 2>/dev/null` =~ /^(\d+)/ ? $1 : 2);
+
+# Run shell commands, $jobs at a time; die naming the first that failed.
+sub run_parallel {
+    my (@cmds) = @_;
+    my (%running, @failed);
+    while (@cmds || %running) {
+        if (@cmds && keys(%running) < $jobs) {
+            my $cmd = shift @cmds;
+            my $pid = fork() // die "fork: $!\n";
+            exec('/bin/sh', '-c', $cmd) or exit 127 if !$pid;
+            $running{$pid} = $cmd;
+            next;
+        }
+        my $pid = wait();
+        push @failed, $running{$pid} if $?;
+        delete $running{$pid};
+    }
+    die "build failed: $failed[0]\n" if @failed;
+    return;
+}
+
+# The core once into objects (every program links the same ones), then
+# the programs: name => [sources besides the core].
+my $newest_hdr = 0;
+for (@hdr, glob("$root/fuzz/*.h")) { my $m = mtime($_); $newest_hdr = $m if $m > $newest_hdr }
+mkdir "$bin/obj";
+my (@objs, @compile);
+for my $c (@src) {
+    (my $o = $c) =~ s{.*/(.*)\.c$}{$bin/obj/$1.o};
+    push @objs, $o;
+    my $m = mtime($o);
+    push @compile, "$cc $flags -c -o $o $c" if $m < mtime($c) || $m < $newest_hdr;
+}
+run_parallel(@compile);
+my $core_time = 0;
+for (@objs) { my $m = mtime($_); $core_time = $m if $m > $core_time }
 my %progs = (
     'qc-probe' => ["$root/t/c/qc-probe.c"],
     'test-core' => ["$root/t/c/test-core.c"],
@@ -36,16 +72,16 @@ my %progs = (
     map { ("replay-$_" => ["$root/fuzz/replay.c", "$root/fuzz/fuzz_$_.c", "$root/fuzz/memfs.c"]) }
         qw(header open chain check volume),
 );
+my @link;
 for my $prog (sort keys %progs) {
     my $out = "$bin/$prog";
     my @main = @{ $progs{$prog} };
-    my $newest = 0;
-    for (@src, @hdr, @main, glob("$root/fuzz/*.h")) { my $m = mtime($_); $newest = $m if $m > $newest }
+    my $newest = $newest_hdr > $core_time ? $newest_hdr : $core_time;
+    for (@main) { my $m = mtime($_); $newest = $m if $m > $newest }
     next if -x $out && mtime($out) >= $newest;
-    my $cmd = "$cc $flags -I$root/fuzz -o $out.tmp @main @src $pc";
-    system($cmd) == 0 or die "build of $prog failed\n";
-    rename("$out.tmp", $out) or die "$out: $!\n";
+    push @link, "$cc $flags -I$root/fuzz -o $out.tmp @main @objs $pc && mv $out.tmp $out";
 }
+run_parallel(@link);
 close $lock;
 exit 0 if grep { $_ eq '--build-only' } @ARGV;
 $ENV{ASAN_OPTIONS} = 'detect_leaks=1';
