@@ -16,7 +16,7 @@
 # loop devices standing in for device-mapper as in the tests
 # (t/lib/QcLVM.pm); everything is removed at the end. Writes about 8 GiB.
 #
-#   perl -Mblib bench/lvm.pl [--dir DIR]
+#   perl -Mblib bench/lvm.pl [--dir DIR] [--rounds N]
 use strict;
 use warnings;
 
@@ -29,8 +29,8 @@ use Getopt::Long;
 use JSON::PP;
 use Time::HiRes qw(time);
 
-my $base = '/work/tmp';
-GetOptions('dir=s' => \$base) or die "usage: $0 [--dir DIR]\n";
+my ($base, $rounds) = ('/work/tmp', 3);
+GetOptions('dir=s' => \$base, 'rounds=i' => \$rounds) or die "usage: $0 [--dir DIR] [--rounds N]\n";
 make_path($base);
 $ENV{QC_TEST_TMP} = $base;
 
@@ -90,12 +90,17 @@ printf("space of the whole chain (with the live volume)  ours %s   Proxmox %s   
 # ---- deleting a middle snapshot holding 1 GiB ----
 # s3 (1 GiB, parent s2) after 64 MiB more were written to the volume: ours
 # commits the small child into it; then s2 (1 GiB, parent s1), whose child
-# now holds 1 GiB too: the same amount moves either way.
+# now holds 1 GiB too: the same amount moves either way. Each timed delete
+# starts with cold caches and ends with everything on disk; the group is
+# put back as it was before each round, median of $rounds.
 sh('qemu-io', '-f', 'qcow2', '-c', 'write -q -P 0x44 20G 64M', dev($_)) for $pvol, $vol;
+sub cold { sh('sync'); open(my $fh, '>', '/proc/sys/vm/drop_caches') or die "drop_caches: $!\n"; print $fh "3\n"; close $fh }
 sub pve_delete {
     my ($snap, $parent, $child) = @_;
-    sh('sync');
+    cold();
     my $t0 = time;
+    # Proxmox's steps (LVMPlugin::volume_snapshot_delete, a snapshot with a parent)
+    PVE::Storage::LVMPlugin->activate_volume($sid, $scfg, $pvol);
     run('/usr/bin/qemu-img', 'rebase', '-b', "snap_vm-200-disk-0_$parent.qcow2", '-F', 'qcow2', '-f', 'qcow2', dev($child));
     $P->cluster_lock_storage($sid, 1, undef, sub { run('/sbin/lvremove', '-f', "$vg/snap_vm-200-disk-0_$snap.qcow2") });
     sh('sync');
@@ -103,18 +108,30 @@ sub pve_delete {
 }
 sub our_delete {
     my ($snap) = @_;
-    sh('sync');
+    cold();
     my $t0 = time;
     $P->volume_snapshot_delete($scfg, $sid, $vol, $snap);
     sh('sync');
     return time - $t0;
 }
-for my $case (['s3', 's2', 'its child holds 64 MiB'], ['s2', 's1', 'its child holds 1 GiB']) {
-    my ($snap, $parent, $what) = @$case;
-    my $pd = pve_delete($snap, $parent, $pvol);
-    my $od = our_delete($snap);
-    printf("delete of a middle snapshot of 1 GiB, %-22s ours %6.2f s   Proxmox %6.2f s   %5.1fx\n", "$what:", $od, $pd, $pd / $od);
-    my ($rc, $o, $e) = QcTest::run_cmd('qemu-img', 'compare', '-f', 'qcow2', '-F', 'qcow2', dev($vol), dev($pvol));
-    die "after deleting $snap the volumes differ: $o$e" if $rc != 0;
+sub median { my @s = sort { $a <=> $b } @_; return $s[$#s / 2] }
+my @cases = (['s3', 's2', 'its child holds 64 MiB'], ['s2', 's1', 'its child holds 1 GiB']);
+my (%pd, %od);
+lvm_save('deletes');
+for my $round (1 .. $rounds) {
+    lvm_restore('deletes') if $round > 1;
+    for my $case (@cases) {
+        my ($snap, $parent) = @$case;
+        push @{ $pd{$snap} }, pve_delete($snap, $parent, $pvol);
+        push @{ $od{$snap} }, our_delete($snap);
+        my ($rc, $o, $e) = QcTest::run_cmd('qemu-img', 'compare', '-f', 'qcow2', '-F', 'qcow2', dev($vol), dev($pvol));
+        die "after deleting $snap the volumes differ: $o$e" if $rc != 0;
+    }
+}
+for my $case (@cases) {
+    my ($snap, undef, $what) = @$case;
+    my ($o, $p) = (median(@{ $od{$snap} }), median(@{ $pd{$snap} }));
+    printf("delete of a middle snapshot of 1 GiB, %-22s ours %6.2f s   Proxmox %6.2f s   %5.1fx   (rounds: ours %s; Proxmox %s)\n",
+        "$what:", $o, $p, $p / $o, join(' ', map { sprintf('%.2f', $_) } @{ $od{$snap} }), join(' ', map { sprintf('%.2f', $_) } @{ $pd{$snap} }));
 }
 printf("after the deletes: ours %s of snapshot LVs, Proxmox %s\n", gib(lv_bytes(qr/^snap_vm-100-/)), gib(lv_bytes(qr/^snap_vm-200-/)));

@@ -64,18 +64,22 @@ sub path {
 # ---- layers ---------------------------------------------------------------
 
 # { lv => { size, tags => [..] } } of this volume's LVs (layers and
-# temporaries), as of the last change this store made.
+# temporaries), as of the last change this store made. The same report
+# gives the group's extent size and tags (vg_info), one lvm2 command.
 sub list {
     my ($self) = @_;
     return $self->{lvs} if $self->{lvs};
-    my %lv;
-    run_command(['/sbin/lvs', @REPORT, '--separator', '|', '-o', 'lv_name,lv_size,lv_tags', $self->{vg}],
+    my (%lv, $vg);
+    run_command(['/sbin/lvs', @REPORT, '--separator', '|', '-o', 'lv_name,lv_size,lv_tags,vg_extent_size,vg_tags', $self->{vg}],
         outfunc => sub {
-            my ($name, $size, $tags) = split /\|/, trim($_[0]);
-            return if !defined $name || (!defined($self->snap_of($name)) && !$self->is_temp($name));
+            my ($name, $size, $tags, $extent, $vgtags) = split /\|/, trim($_[0]);
+            return if !defined $extent;
+            $vg //= { extent => int($extent), tags => [grep { length } split /,/, $vgtags // ''] };
+            return if !defined($self->snap_of($name)) && !$self->is_temp($name);
             $lv{$name} = { size => int($size), tags => [grep { length } split /,/, $tags // ''] };
         },
         errfunc => sub { });
+    $self->{vginfo} //= $vg if $vg;
     return $self->{lvs} = \%lv;
 }
 
@@ -85,14 +89,29 @@ sub changed {
     return;
 }
 
+# Run an lvm2 change; $update then edits the cached listing as the change
+# left the group (no new report), which is dropped instead if it failed.
+sub change {
+    my ($self, $run, $update) = @_;
+    eval { $run->() };
+    if (my $err = $@) {
+        $self->changed;
+        die $err;
+    }
+    $update->($self->{lvs}) if $self->{lvs};
+    return;
+}
+
 sub exists_lv {
     my ($self, $lv) = @_;
     return exists $self->list->{$lv};
 }
 
-# The group's extent size and tags (the journal), read once per store.
+# The group's extent size and tags (the journal), read once per store
+# (with the listing when the group has LVs).
 sub vg_info {
     my ($self) = @_;
+    $self->list if !$self->{vginfo};
     return $self->{vginfo} //= do {
         my ($e, $tags);
         run_command(['/sbin/vgs', @REPORT, '--separator', '|', '-o', 'vg_extent_size,vg_tags', $self->{vg}],
@@ -121,8 +140,8 @@ sub create {
 
 sub rename {
     my ($self, $from, $to) = @_;
-    PVE::Storage::LVMPlugin::lvrename($self->{scfg}, $from, $to);
-    $self->changed;
+    $self->change(sub { PVE::Storage::LVMPlugin::lvrename($self->{scfg}, $from, $to) },
+        sub { $_[0]{$to} = delete $_[0]{$from} if $_[0]{$from} });
     return;
 }
 
@@ -131,12 +150,13 @@ sub rename {
 sub remove {
     my ($self, $lv) = @_;
     my $vg = $self->{vg};
-    $self->changed;
     if (!$self->{scfg}{saferemove}) {
-        run_command(['/sbin/lvremove', '-f', "$vg/$lv"], errmsg => "lvremove '$vg/$lv' error");
+        $self->change(sub { run_command(['/sbin/lvremove', '-f', "$vg/$lv"], errmsg => "lvremove '$vg/$lv' error") },
+            sub { delete $_[0]{$lv} });
         return undef;
     }
-    run_command(['/sbin/lvrename', $vg, $lv, "del-$lv"], errmsg => "lvrename '$vg/$lv' error");
+    $self->change(sub { run_command(['/sbin/lvrename', $vg, $lv, "del-$lv"], errmsg => "lvrename '$vg/$lv' error") },
+        sub { delete $_[0]{$lv} });
     my $self_copy = { %$self, locked => 0 };
     return sub {
         my $path = "/dev/$vg/del-$lv";
@@ -158,8 +178,8 @@ sub resize {
     my $want = $self->round_extent($bytes);
     return if $want == $have;
     my @cmd = $want > $have ? ('/sbin/lvextend') : ('/sbin/lvreduce', '-f');
-    $self->changed;
-    run_command([@cmd, '-L', "${want}b", $self->path($lv)], errmsg => "error resizing volume '" . $self->path($lv) . "'");
+    $self->change(sub { run_command([@cmd, '-L', "${want}b", $self->path($lv)], errmsg => "error resizing volume '" . $self->path($lv) . "'") },
+        sub { $_[0]{$lv}{size} = $want });
     return;
 }
 
@@ -245,21 +265,27 @@ sub journal_clear {
     return;
 }
 
-# When a snapshot was taken (seconds), from its LV's tag; undef if not recorded.
+# When a snapshot was taken (seconds), from its LV's tag; undef if not
+# recorded, and for the volume itself (which keeps the tag of the snapshot
+# LV it was renamed from until it is a snapshot again: set_date replaces it).
 sub date {
     my ($self, $lv) = @_;
+    return undef if $lv eq $self->{volname};
     my ($t) = map { /^qc-date-(\d+)$/ ? $1 : () } @{ ($self->list->{$lv} // {})->{tags} // [] };
     return $t;
 }
 
 sub set_date {
     my ($self, $lv, $sec) = @_;
+    return if $lv eq $self->{volname};
     my @old = grep { /^qc-date-/ } @{ ($self->list->{$lv} // {})->{tags} // [] };
     my @add = defined($sec) ? ('--addtag', "qc-date-$sec") : ();
     return if !@add && !@old;
-    $self->changed;
-    run_command(['/sbin/lvchange', @add, (map { ('--deltag', $_) } @old), "$self->{vg}/$lv"], outfunc => sub { },
-        errmsg => "can't tag '$lv'");
+    my %gone = map { $_ => 1 } @old;
+    $self->change(sub {
+        run_command(['/sbin/lvchange', @add, (map { ('--deltag', $_) } @old), "$self->{vg}/$lv"], outfunc => sub { },
+            errmsg => "can't tag '$lv'");
+    }, sub { $_[0]{$lv}{tags} = [(grep { !$gone{$_} } @{ $_[0]{$lv}{tags} }), defined($sec) ? "qc-date-$sec" : ()] if $_[0]{$lv} });
     return;
 }
 
@@ -290,10 +316,11 @@ C<locked>: the caller already holds the storage lock.
 Names: C<layer_name('current')> is the volume's LV, C<layer_name(S)>
 C<snap_E<lt>volumeE<gt>_S.qcow2>; C<snap_of> parses them back.
 
-=item list, changed, exists_lv($lv), vg_info, extent, round_extent($bytes)
+=item list, changed, change($run, $update), exists_lv($lv), vg_info, extent, round_extent($bytes)
 
-This volume's LVs C<{ lv =E<gt> { size, tags } }> (cached until
-C<changed>); the group's extent size and tags.
+This volume's LVs C<{ lv =E<gt> { size, tags } }> (cached: C<changed>
+drops the cache, C<change> runs an lvm2 change and edits the cache as it
+left the group); the group's extent size and tags.
 
 =item create($lv, $bytes), rename($from, $to), remove($lv), resize($lv, $bytes), activate($lv)
 
