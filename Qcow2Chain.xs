@@ -26,7 +26,7 @@ typedef struct qcx_call {
  * Test hooks (xs/TestHooks.xs, for t/lib/QcHooks.pm only): a fault armed
  * for the next call, and the fault counters of the last call that had one.
  */
-static struct { bool armed; int mode; uint64_t nth; int err; uint64_t seed; } qcx_next_fault;
+static struct { bool armed; int mode; uint64_t nth; int err; uint64_t seed; uint64_t step; } qcx_next_fault;
 static struct { UV count; IV fired; UV writebacks; } qcx_last_fault;
 
 static int qcx_progress(void *user, uint64_t done, uint64_t total)
@@ -165,6 +165,7 @@ static void qcx_begin(pTHX_ qcx_call *c, HV *o)
         c->fault = qc_fault_new(qcx_next_fault.mode, qcx_next_fault.nth, qcx_next_fault.err, qcx_next_fault.seed);
         if (c->fault)
             qc_ctx_set_fault(c->ctx, c->fault);
+        qc_ctx_set_copy_step(c->ctx, qcx_next_fault.step);
     }
 }
 

@@ -13,6 +13,7 @@ qc_ctx *qc_ctx_new(void)
     ctx->io = qc_io_posix();
     ctx->pol.max_depth = 256;
     ctx->cache_bytes = 8u << 20;
+    ctx->copy_step = 32ull << 20;
     return ctx;
 }
 
@@ -59,6 +60,8 @@ int qc_ctx_foreign_backing(qc_ctx *ctx, const char *prefix)
 }
 
 void qc_ctx_set_cache_size(qc_ctx *ctx, size_t bytes) { ctx->cache_bytes = bytes; }
+
+void qc_ctx_set_copy_step(qc_ctx *ctx, uint64_t bytes) { ctx->copy_step = bytes ? bytes : 32ull << 20; }
 
 void qc_ctx_set_progress(qc_ctx *ctx, qc_progress_fn fn, void *user)
 {

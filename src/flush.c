@@ -21,8 +21,8 @@ void qc_l1_dirty(qc_image *img, uint64_t i)
 }
 
 /*
- * A long copy (commit, rebase) just wrote n bytes. Every QC_WRITEBACK_STEP
- * bytes, ask the kernel to start writing them out, so that the disk works
+ * A long copy (commit, rebase) just wrote n bytes. Every ctx->copy_step
+ * bytes (32 MiB), ask the kernel to start writing them out, so that the disk works
  * while the copy runs instead of all at the final fsync. Not for guest
  * writes: random writes rewrite pages, and waiting on their writeback made
  * 4 KiB random writes twice as slow on ext4.
@@ -31,7 +31,7 @@ void qc_copied(qc_image *img, uint64_t n)
 {
     img->ctx->copied += n;
     img->unhinted += n;
-    if (img->unhinted >= QC_WRITEBACK_STEP && img->ctx->io->writeback) {
+    if (img->unhinted >= img->ctx->copy_step && img->ctx->io->writeback) {
         img->ctx->io->writeback(img->ctx->io_user, img->fd); /* a hint: failure changes nothing */
         img->unhinted = 0;
     }

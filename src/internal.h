@@ -227,6 +227,7 @@ struct qc_ctx {
     qc_progress_fn progress;
     void *progress_user;
     uint64_t rate_limit;
+    uint64_t copy_step;        /* bytes a long copy writes between writeback hints */
     uint64_t copied;           /* data bytes long copies wrote (qc_copied) */
     const qc_alloc *alloc;     /* NULL: malloc and realloc */
     void *alloc_user;
@@ -466,8 +467,7 @@ int qc_shadow_grow(qc_image *img, uint64_t min_entries);
 int qc_shadow_used(qc_image *img, uint64_t cluster, uint64_t *rc);
 
 /* ---- flush.c ---- */
-/* a long copy wrote n data bytes to img: counted, writeback hinted every step */
-#define QC_WRITEBACK_STEP (32ull << 20)
+/* a long copy wrote n data bytes to img: counted, writeback hinted every copy_step */
 void qc_copied(qc_image *img, uint64_t n);
 /* Everything durable in order: refcounts, L2, L1, then deferred frees. */
 int qc_flush(qc_image *img);

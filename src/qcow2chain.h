@@ -94,6 +94,8 @@ typedef int (*qc_progress_fn)(void *user, uint64_t done, uint64_t total);
 void qc_ctx_set_progress(qc_ctx *ctx, qc_progress_fn fn, void *user);
 /* Limit copy operations to this many bytes per second (0 = unlimited). */
 void qc_ctx_set_rate_limit(qc_ctx *ctx, uint64_t bytes_per_sec);
+/* Bytes a long copy (commit, rebase) writes between writeback hints (0: the default, 32 MiB). */
+void qc_ctx_set_copy_step(qc_ctx *ctx, uint64_t bytes);
 
 /*
  * Allocation: every buffer the core allocates for a context comes from

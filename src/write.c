@@ -584,7 +584,7 @@ static int copy_bytes(qc_image *img, int src_fd, const char *src_name, uint64_t 
     /* in steps, so that writeback of one overlaps the copy of the next */
     while (done < len) {
         ssize_t n = ctx->io->copy_range(ctx->io_user, src_fd, src_off + done, img->fd, dst + done,
-                                        (size_t)qc_min(len - done, QC_WRITEBACK_STEP));
+                                        (size_t)qc_min(len - done, ctx->copy_step));
         if (n <= 0)
             break;
         done += (uint64_t)n;

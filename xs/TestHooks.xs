@@ -13,11 +13,12 @@ image_metered(img, out)
     qcx_image_check(aTHX_ img, qc_convert_raw(img->call.ctx, qc_image_filename(img->img), NULL, out));
 
 void
-arm_fault(mode, nth, err, seed)
+arm_fault(mode, nth, err, seed, step)
     const char *mode
     UV nth
     int err
     UV seed
+    UV step
   CODE:
     /* none only counts the mutating I/O calls */
     qcx_next_fault.mode = !strcmp(mode, "crash") ? QC_FAULT_CRASH : !strcmp(mode, "error") ? QC_FAULT_ERROR
@@ -27,6 +28,7 @@ arm_fault(mode, nth, err, seed)
     qcx_next_fault.nth = nth;
     qcx_next_fault.err = err;
     qcx_next_fault.seed = seed;
+    qcx_next_fault.step = step; /* 0: the default */
     qcx_next_fault.armed = true;
     memset(&qcx_last_fault, 0, sizeof(qcx_last_fault));
 

@@ -13,16 +13,17 @@ use PVE::Storage::Qcow2Chain;
 our @EXPORT_OK = qw(with_fault image_fault_stats image_metered);
 
 # Run $code with fault injection through the I/O seam for the first call into
-# the core it makes: $spec = [$mode, $nth, $errno, $seed], mode 'none' (only
+# the core it makes: $spec = [$mode, $nth, $errno, $seed, $step], mode 'none' (only
 # counts), 'error' (mutating I/O call $nth fails with $errno, default EIO),
 # 'crash' (a power cut at call $nth: it and every later call fail, unsynced
-# writes are lost as $seed decides), 'short' (every write is short). Returns
+# writes are lost as $seed decides), 'short' (every write is short);
+# $step: bytes a long copy writes between writeback hints (default 32 MiB). Returns
 # that call's counters {count, fired, writebacks}; dies as $code dies. An
 # image handle opened in $code keeps the fault (image_fault_stats).
 sub with_fault {
     my ($spec, $code) = @_;
-    my ($mode, $nth, $errno, $seed) = @$spec;
-    PVE::Storage::Qcow2Chain::TestHooks::arm_fault($mode, $nth // 0, $errno // EIO, $seed // 0);
+    my ($mode, $nth, $errno, $seed, $step) = @$spec;
+    PVE::Storage::Qcow2Chain::TestHooks::arm_fault($mode, $nth // 0, $errno // EIO, $seed // 0, $step // 0);
     my $ok = eval { $code->(); 1 };
     my $err = $@;
     PVE::Storage::Qcow2Chain::TestHooks::disarm_fault();

@@ -7,6 +7,8 @@ use strict;
 use warnings;
 
 use Cwd qw(abs_path getcwd);
+use Digest::MD5;
+use File::Basename qw(dirname);
 use Exporter 'import';
 use File::Temp qw(tempdir);
 use POSIX ();
@@ -16,7 +18,7 @@ use Test::More;
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
     asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder branched_volume peak_mib
-    quietly need_tool
+    quietly need_tool remembered qimg_check view_md5
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -67,6 +69,94 @@ sub need_tool {
 sub qimg_ok {
     my (@args) = @_;
     return run_cmd('qemu-img', @args);
+}
+
+# ---- qemu-img's answers, remembered --------------------------------------
+# What qemu-img says of an image is a function of the bytes of the image
+# and of its backing files. The fault tests reach the same states over and
+# over (a fault before the first write, a redo that ends where the last one
+# did), so its answers are kept by the digest of those bytes and qemu-img
+# runs again only for bytes it has not seen.
+
+# Backing file name in a qcow2 header, undef if none (or not qcow2).
+sub backing_name {
+    my ($f) = @_;
+    open(my $fh, '<:raw', $f) or return undef;
+    read($fh, my $h, 80) == 80 or return undef;
+    my ($magic, $version, $off, $len) = unpack('a4 N Q> N', $h);
+    return undef if $magic ne "QFI\xfb" || !$off || !$len;
+    seek($fh, $off, 0) or return undef;
+    read($fh, my $n, $len) == $len or return undef;
+    return $n;
+}
+
+# MD5 of a file. The last bytes seen under each name (of files up to 64
+# MiB) are kept: comparing is cheaper than hashing, and most files of a
+# chain have not changed since the last question.
+my %last_seen;
+sub file_md5 {
+    my ($f) = @_;
+    open(my $fh, '<:raw', $f) or return undef;
+    my $size = -s $fh;
+    return Digest::MD5->new->addfile($fh)->hexdigest if $size > 64 << 20;
+    my $bytes = '';
+    while (length($bytes) < $size) {
+        my $n = sysread($fh, $bytes, $size - length($bytes), length($bytes));
+        return undef if !$n;
+    }
+    my $l = $last_seen{$f};
+    return $l->[1] if $l && $l->[0] eq $bytes;
+    $last_seen{$f} = [$bytes, Digest::MD5::md5_hex($bytes)];
+    return $last_seen{$f}[1];
+}
+
+# Digest of an image and its backing files (names and bytes), or undef
+# when it cannot be known from files alone (an external data file, a
+# backing name that is no plain file, a loop).
+sub chain_digest {
+    my ($f) = @_;
+    my $md5 = Digest::MD5->new;
+    my %seen;
+    for (my $x = $f; defined $x;) {
+        return undef if $seen{$x}++ || !-f $x;
+        open(my $fh, '<:raw', $x) or return undef;
+        read($fh, my $h, 80);
+        my ($magic, $version, $incompat) = unpack('a4 N x64 Q>', $h . "\0" x 80);
+        return undef if $magic eq "QFI\xfb" && $version >= 3 && ($incompat & 4); # external data file
+        my $d = file_md5($x) // return undef;
+        $md5->add("$x\0$d\0");
+        my $b = backing_name($x);
+        $x = !defined($b) ? undef : $b =~ m{^/} ? $b : dirname($x) . "/$b";
+    }
+    return $md5->hexdigest;
+}
+
+my %remembered;
+
+# $code's answer about image $f, asked once per content of its chain
+# ($question names what $code computes, with anything else it depends on).
+sub remembered {
+    my ($f, $question, $code) = @_;
+    my $k = chain_digest($f);
+    return $code->() if !defined $k;
+    return @{ $remembered{"$question\0$k"} //= [$code->()] };
+}
+
+# qemu-img check FILE: (exit code, stdout, stderr), remembered.
+sub qimg_check {
+    my ($f) = @_;
+    return remembered($f, 'check', sub { run_cmd('qemu-img', 'check', $f) });
+}
+
+# MD5 of FILE's guest view (qemu-img convert to raw), remembered.
+sub view_md5 {
+    my ($f) = @_;
+    return (remembered($f, 'view', sub {
+        my $raw = File::Temp->new(TEMPLATE => 'qc-view-XXXXXX', TMPDIR => 1);
+        qimg('convert', '-O', 'raw', $f, "$raw");
+        open(my $fh, '<:raw', "$raw") or die "$raw: $!";
+        return Digest::MD5->new->addfile($fh)->hexdigest;
+    }))[0];
 }
 
 sub qio {
