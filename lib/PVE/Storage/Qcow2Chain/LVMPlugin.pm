@@ -239,14 +239,12 @@ sub shrink {
     my ($cpt, $old) = ($st->temp_name('cpt'), $st->temp_name('old'));
     $st->lock(sub {
         $st->journal_write({ op => 'compact', target => $lv, new => $cpt, old => $old });
-        $st->create($cpt, $need);
+        $st->create($cpt, $need, $st->date($lv)); # the copy carries the snapshot's date
     });
     core(sub { PVE::Storage::Qcow2Chain::compact($path, $st->path($cpt)) });
     my $worker = $st->lock(sub {
-        my $date = $st->date($lv);
         $st->rename($lv, $old);
         $st->rename($cpt, $lv);
-        $st->set_date($lv, $date) if defined $date;
         my $w = $st->remove($old);
         $st->journal_clear;
         $w;

@@ -129,11 +129,12 @@ sub round_extent {
     return int(($bytes + $e - 1) / $e) * $e;
 }
 
-# A new LV of at least $bytes, tagged as Proxmox tags a volume chain's LVs.
+# A new LV of at least $bytes, tagged as Proxmox tags a volume chain's LVs
+# (and with the date $sec, when given).
 sub create {
-    my ($self, $lv, $bytes) = @_;
+    my ($self, $lv, $bytes, $sec) = @_;
     PVE::Storage::LVMPlugin::lvcreate($self->{vg}, $lv, int(($bytes + 1023) / 1024),
-        ["pve-vm-$self->{vmid}", "\@pve-$self->{volname}"]);
+        ["pve-vm-$self->{vmid}", "\@pve-$self->{volname}", defined($sec) ? "qc-date-$sec" : ()]);
     $self->changed;
     return;
 }
@@ -279,6 +280,7 @@ sub set_date {
     my ($self, $lv, $sec) = @_;
     return if $lv eq $self->{volname};
     my @old = grep { /^qc-date-/ } @{ ($self->list->{$lv} // {})->{tags} // [] };
+    return if defined($sec) && "@old" eq "qc-date-$sec";
     my @add = defined($sec) ? ('--addtag', "qc-date-$sec") : ();
     return if !@add && !@old;
     my %gone = map { $_ => 1 } @old;
@@ -322,7 +324,7 @@ This volume's LVs C<{ lv =E<gt> { size, tags } }> (cached: C<changed>
 drops the cache, C<change> runs an lvm2 change and edits the cache as it
 left the group); the group's extent size and tags.
 
-=item create($lv, $bytes), rename($from, $to), remove($lv), resize($lv, $bytes), activate($lv)
+=item create($lv, $bytes, $date), rename($from, $to), remove($lv), resize($lv, $bytes), activate($lv)
 
 LV operations (C<remove> returns the saferemove worker, if any).
 
