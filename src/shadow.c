@@ -44,8 +44,10 @@ int qc_shadow_begin(qc_image *img)
     memcpy(sh->old_rt, img->reftable, (size_t)img->rt_entries * 8);
     img->shadow = sh;
     /* new tables go past the end: no scan of the whole refcount structure for
-     * a free cluster (the space they replace is freed at the commit) */
-    img->free_hint = qc_max(img->free_hint, (img->file_size + img->cluster_size - 1) >> img->cluster_bits);
+     * a free cluster (the space they replace is freed at the commit). A
+     * device's end is its capacity: there they take free clusters inside. */
+    if (!img->blockdev)
+        img->free_hint = qc_max(img->free_hint, (img->file_size + img->cluster_size - 1) >> img->cluster_bits);
     return 0;
 }
 

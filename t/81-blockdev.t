@@ -283,4 +283,67 @@ sub build_chain {
         or diag(explain(\%fails));
 }
 
+# ---- internal snapshots on a device ------------------------------------
+# The snapshot table, L1 copies and copy on write on a device: qemu-img
+# lists and reads every snapshot as it was taken, checks clean after each
+# step; the device keeps its size; copy on write that does not fit is
+# refused before anything is written.
+sub snap_view {
+    my ($f, $snap) = @_;
+    unlink "$f.view";
+    qimg('convert', '-f', 'qcow2', '-O', 'raw', '-l', "snapshot.name=$snap", $f, "$f.view");
+    return slurp("$f.view");
+}
+sub snap_names {
+    my ($f) = @_;
+    my $i = qimg_json('info', '-f', 'qcow2', '--output=json', $f);
+    return join(',', map { $_->{name} } @{ $i->{snapshots} // [] });
+}
+{
+    my $d = device('is', 24);
+    qimg('create', '-q', '-f', 'qcow2', $d, '16M');
+    qio($d, 'write -q -P 0x11 0 4M', 'write -q -P 0x12 9M 100k');
+    my %view = (s1 => guest_view($d));
+    PVE::Storage::Qcow2Chain::internal_snapshot_create($d, 's1');
+    check_clean($d, 'internal snapshot created on a device');
+    PVE::Storage::Qcow2Chain::Image->open($d, rw => 1)->write(2 * $MiB, "\x21" x (3 * $MiB)); # copy on write
+    qio($d, 'write -q -P 0x22 12M 1M');
+    $view{s2} = guest_view($d);
+    PVE::Storage::Qcow2Chain::internal_snapshot_create($d, 's2');
+    qio($d, 'write -q -P 0x23 0 1M');
+    my $live = guest_view($d);
+    is(snap_names($d), 's1,s2', 'qemu-img lists the snapshots we took on a device');
+    is(snap_view($d, $_), $view{$_}, "snapshot $_ on a device reads as it was taken") for qw(s1 s2);
+    check_clean($d, 'internal snapshots and copy on write on a device');
+
+    PVE::Storage::Qcow2Chain::internal_snapshot_apply($d, 's1');
+    is(guest_view($d), $view{s1}, 'applying s1 on a device: the disk reads as s1');
+    check_clean($d, 'after applying a snapshot on a device');
+    my $blocks = (stat $backing_file{is})[12];
+    PVE::Storage::Qcow2Chain::internal_snapshot_delete($d, 's2');
+    is(snap_names($d), 's1', 'deleting s2 on a device: qemu-img lists s1 only');
+    is(snap_view($d, 's1'), $view{s1}, 'and s1 still reads as it was taken');
+    check_clean($d, 'after deleting a snapshot on a device');
+    cmp_ok((stat $backing_file{is})[12], '<', $blocks, 'the clusters only s2 held are discarded on the device');
+    is(-s "is.dev", 24 * $MiB, 'the device keeps its size');
+
+    # copy on write past the capacity: refused before writing, nothing lost
+    my $f = device('isf', 5);
+    qimg('create', '-q', '-f', 'qcow2', $f, '16M');
+    qio($f, 'write -q -P 0x31 0 4M');
+    PVE::Storage::Qcow2Chain::internal_snapshot_create($f, 'full');
+    my $before = guest_view($f);
+    my $img = PVE::Storage::Qcow2Chain::Image->open($f, rw => 1);
+    my $ok = eval { $img->write(0, "\x32" x (4 * $MiB)); 1 };
+    my $err = "$@";
+    $img->close;
+    ok(!$ok, 'copy on write of a shared 4 MiB on a 5 MiB device fails');
+    like($err, qr/^'isf': no space left on the device: \d+ more bytes needed/, '.. naming the device and the bytes missing');
+    check_clean($f, 'a device filled by copy on write');
+    is(snap_view($f, 'full'), $before, 'the snapshot reads as taken');
+    my $now = guest_view($f);
+    my $bad = grep { my $c = substr($now, $_ * 65536, 65536); $c ne substr($before, $_ * 65536, 65536) && $c ne "\x32" x 65536 } 0 .. 255;
+    is($bad, 0, 'every cluster of the live disk reads as before or as written');
+}
+
 done_testing();
