@@ -18,7 +18,7 @@ use Test::More;
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
     asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder branched_volume peak_mib
-    quietly need_tool remembered qimg_check view_md5
+    quietly need_tool remembered qimg_check view_md5 copy_sparse
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -90,9 +90,11 @@ sub backing_name {
     return $n;
 }
 
-# MD5 of a file. The last bytes seen under each name (of files up to 64
-# MiB) are kept: comparing is cheaper than hashing, and most files of a
-# chain have not changed since the last question.
+# MD5 of a file: of its data extents (SEEK_DATA/SEEK_HOLE) with their
+# offsets, so holes cost no reading (the same bytes with other holes only
+# make another digest). The last extents seen under each name (of files up
+# to 64 MiB) are kept: comparing is cheaper than hashing, and most files of
+# a chain have not changed since the last question.
 my %last_seen;
 sub file_md5 {
     my ($f) = @_;
@@ -100,9 +102,16 @@ sub file_md5 {
     my $size = -s $fh;
     return Digest::MD5->new->addfile($fh)->hexdigest if $size > 64 << 20;
     my $bytes = '';
-    while (length($bytes) < $size) {
-        my $n = sysread($fh, $bytes, $size - length($bytes), length($bytes));
-        return undef if !$n;
+    for (my $off = 0; $off < $size;) {
+        my $data = sysseek($fh, $off, 3) // last; # SEEK_DATA; none: a hole to the end
+        my $hole = sysseek($fh, $data, 4) // $size; # SEEK_HOLE
+        $bytes .= pack('Q> Q>', $data, $hole - $data);
+        sysseek($fh, $data, 0) // return undef;
+        for (my $at = $data; $at < $hole;) {
+            my $n = sysread($fh, $bytes, $hole - $at, length($bytes)) or return undef;
+            $at += $n;
+        }
+        $off = $hole;
     }
     my $l = $last_seen{$f};
     return $l->[1] if $l && $l->[0] eq $bytes;
@@ -157,6 +166,33 @@ sub view_md5 {
         open(my $fh, '<:raw', "$raw") or die "$raw: $!";
         return Digest::MD5->new->addfile($fh)->hexdigest;
     }))[0];
+}
+
+# Copy a file with its holes where they are (SEEK_DATA/SEEK_HOLE): the copy
+# of a preallocated image has data clusters over holes as the original has
+# (File::Copy writes holes out as zeros, and QEMU's and our preallocation
+# heuristic then sees another file).
+sub copy_sparse {
+    my ($from, $to) = @_;
+    open(my $in, '<:raw', $from) or die "$from: $!";
+    open(my $out, '>:raw', $to) or die "$to: $!";
+    my $size = -s $in;
+    for (my $off = 0; $off < $size;) {
+        my $data = sysseek($in, $off, 3) // last; # SEEK_DATA; none: a hole to the end
+        my $hole = sysseek($in, $data, 4) // $size; # SEEK_HOLE
+        defined(sysseek($in, $data, 0)) && defined(sysseek($out, $data, 0)) or die "$from: $!";
+        for (my $at = $data; $at < $hole;) {
+            my $want = $hole - $at < 4 << 20 ? $hole - $at : 4 << 20;
+            my $n = sysread($in, my $buf, $want) // die "$from: $!";
+            die "$from: short read\n" if !$n;
+            syswrite($out, $buf) == $n or die "$to: $!";
+            $at += $n;
+        }
+        $off = $hole;
+    }
+    truncate($out, $size) or die "$to: $!";
+    close $out or die "$to: $!";
+    return 1;
 }
 
 sub qio {
