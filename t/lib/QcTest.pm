@@ -114,8 +114,8 @@ sub file_md5 {
         $off = $hole;
     }
     my $l = $last_seen{$f};
-    return $l->[1] if $l && $l->[0] eq $bytes;
-    $last_seen{$f} = [$bytes, Digest::MD5::md5_hex($bytes)];
+    return $l->[1] if $l && ${ $l->[0] } eq $bytes;
+    $last_seen{$f} = [\$bytes, Digest::MD5::md5_hex($bytes)]; # kept, not copied
     return $last_seen{$f}[1];
 }
 
@@ -157,12 +157,14 @@ sub qimg_check {
     return remembered($f, 'check', sub { run_cmd('qemu-img', 'check', $f) });
 }
 
-# MD5 of FILE's guest view (qemu-img convert to raw), remembered.
+# MD5 of FILE's guest view (qemu-img convert to raw), or of its internal
+# snapshot $snap's, remembered.
 sub view_md5 {
-    my ($f) = @_;
-    return (remembered($f, 'view', sub {
+    my ($f, $snap) = @_;
+    my @l = defined $snap ? ('-l', "snapshot.name=$snap") : ();
+    return (remembered($f, "view @l", sub {
         my $raw = File::Temp->new(TEMPLATE => 'qc-view-XXXXXX', TMPDIR => 1);
-        qimg('convert', '-O', 'raw', $f, "$raw");
+        qimg('convert', '-O', 'raw', @l, $f, "$raw");
         open(my $fh, '<:raw', "$raw") or die "$raw: $!";
         return Digest::MD5->new->addfile($fh)->hexdigest;
     }))[0];
