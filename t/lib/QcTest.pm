@@ -18,7 +18,7 @@ use Test::More;
 our @EXPORT = qw(
     scratch qimg qimg_ok qio run_cmd json_canon qimg_json our_cli slurp same_file
     asan_driver BIN patch peek guest_write qio_holder holder_do holder_stop qsd_holder branched_volume peak_mib
-    quietly need_tool remembered qimg_check view_md5
+    quietly need_tool remembered qimg_check view_md5 copy_sparse
 );
 
 my $ROOT = abs_path(__FILE__ . '/../../..');
@@ -90,9 +90,11 @@ sub backing_name {
     return $n;
 }
 
-# MD5 of a file. The last bytes seen under each name (of files up to 64
-# MiB) are kept: comparing is cheaper than hashing, and most files of a
-# chain have not changed since the last question.
+# MD5 of a file: of its data extents (SEEK_DATA/SEEK_HOLE) with their
+# offsets, so holes cost no reading (the same bytes with other holes only
+# make another digest). The last extents seen under each name (of files up
+# to 64 MiB) are kept: comparing is cheaper than hashing, and most files of
+# a chain have not changed since the last question.
 my %last_seen;
 sub file_md5 {
     my ($f) = @_;
@@ -100,13 +102,20 @@ sub file_md5 {
     my $size = -s $fh;
     return Digest::MD5->new->addfile($fh)->hexdigest if $size > 64 << 20;
     my $bytes = '';
-    while (length($bytes) < $size) {
-        my $n = sysread($fh, $bytes, $size - length($bytes), length($bytes));
-        return undef if !$n;
+    for (my $off = 0; $off < $size;) {
+        my $data = sysseek($fh, $off, 3) // last; # SEEK_DATA; none: a hole to the end
+        my $hole = sysseek($fh, $data, 4) // $size; # SEEK_HOLE
+        $bytes .= pack('Q> Q>', $data, $hole - $data);
+        sysseek($fh, $data, 0) // return undef;
+        for (my $at = $data; $at < $hole;) {
+            my $n = sysread($fh, $bytes, $hole - $at, length($bytes)) or return undef;
+            $at += $n;
+        }
+        $off = $hole;
     }
     my $l = $last_seen{$f};
-    return $l->[1] if $l && $l->[0] eq $bytes;
-    $last_seen{$f} = [$bytes, Digest::MD5::md5_hex($bytes)];
+    return $l->[1] if $l && ${ $l->[0] } eq $bytes;
+    $last_seen{$f} = [\$bytes, Digest::MD5::md5_hex($bytes)]; # kept, not copied
     return $last_seen{$f}[1];
 }
 
@@ -148,15 +157,44 @@ sub qimg_check {
     return remembered($f, 'check', sub { run_cmd('qemu-img', 'check', $f) });
 }
 
-# MD5 of FILE's guest view (qemu-img convert to raw), remembered.
+# MD5 of FILE's guest view (qemu-img convert to raw), or of its internal
+# snapshot $snap's, remembered.
 sub view_md5 {
-    my ($f) = @_;
-    return (remembered($f, 'view', sub {
+    my ($f, $snap) = @_;
+    my @l = defined $snap ? ('-l', "snapshot.name=$snap") : ();
+    return (remembered($f, "view @l", sub {
         my $raw = File::Temp->new(TEMPLATE => 'qc-view-XXXXXX', TMPDIR => 1);
-        qimg('convert', '-O', 'raw', $f, "$raw");
+        qimg('convert', '-O', 'raw', @l, $f, "$raw");
         open(my $fh, '<:raw', "$raw") or die "$raw: $!";
         return Digest::MD5->new->addfile($fh)->hexdigest;
     }))[0];
+}
+
+# Copy a file with its holes where they are (SEEK_DATA/SEEK_HOLE): the copy
+# of a preallocated image has data clusters over holes as the original has
+# (File::Copy writes holes out as zeros, and QEMU's and our preallocation
+# heuristic then sees another file).
+sub copy_sparse {
+    my ($from, $to) = @_;
+    open(my $in, '<:raw', $from) or die "$from: $!";
+    open(my $out, '>:raw', $to) or die "$to: $!";
+    my $size = -s $in;
+    for (my $off = 0; $off < $size;) {
+        my $data = sysseek($in, $off, 3) // last; # SEEK_DATA; none: a hole to the end
+        my $hole = sysseek($in, $data, 4) // $size; # SEEK_HOLE
+        defined(sysseek($in, $data, 0)) && defined(sysseek($out, $data, 0)) or die "$from: $!";
+        for (my $at = $data; $at < $hole;) {
+            my $want = $hole - $at < 4 << 20 ? $hole - $at : 4 << 20;
+            my $n = sysread($in, my $buf, $want) // die "$from: $!";
+            die "$from: short read\n" if !$n;
+            syswrite($out, $buf) == $n or die "$to: $!";
+            $at += $n;
+        }
+        $off = $hole;
+    }
+    truncate($out, $size) or die "$to: $!";
+    close $out or die "$to: $!";
+    return 1;
 }
 
 sub qio {
@@ -186,10 +224,18 @@ sub slurp {
     return scalar <$fh>;
 }
 
+# Two files with the same bytes (compared a MiB at a time; false if one is missing).
 sub same_file {
     my ($a, $b) = @_;
-    my ($rc) = run_cmd('cmp', '-s', $a, $b);
-    return $rc == 0;
+    open(my $fa, '<:raw', $a) or return 0;
+    open(my $fb, '<:raw', $b) or return 0;
+    return 0 if -s $fa != -s $fb;
+    while (1) {
+        my $na = read($fa, my $x, 1 << 20) // die "$a: $!";
+        my $nb = read($fb, my $y, 1 << 20) // die "$b: $!";
+        return 0 if $x ne $y;
+        return 1 if !$na;
+    }
 }
 
 # Overwrite bytes of a file in place (a hand-made corruption).
