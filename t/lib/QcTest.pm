@@ -101,7 +101,7 @@ sub file_md5 {
     open(my $fh, '<:raw', $f) or return undef;
     my $size = -s $fh;
     return Digest::MD5->new->addfile($fh)->hexdigest if $size > 64 << 20;
-    my $bytes = '';
+    my $bytes = pack('Q>', $size); # a trailing hole is in the size only
     for (my $off = 0; $off < $size;) {
         my $data = sysseek($fh, $off, 3) // last; # SEEK_DATA; none: a hole to the end
         my $hole = sysseek($fh, $data, 4) // $size; # SEEK_HOLE
