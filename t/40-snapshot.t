@@ -20,7 +20,8 @@ my $dir = scratch();
 chdir $dir or die;
 my $SIZE = 4 << 20;
 
-# Verify the whole volume against the model; returns a list of problems.
+# Verify the whole volume against the model (name => [guest view, its MD5]
+# of each snapshot); returns a list of problems.
 # (Guest views compared by digest, qemu-img run once per content of a
 # chain: QcTest::view_md5, qimg_check. Most files do not change in a step.)
 sub verify {
@@ -32,7 +33,7 @@ sub verify {
     for my $s (sort keys %$model) {
         my $f = PVE::Storage::Qcow2Chain::snapshot_file($vol, $s);
         if (!$seen{$s}) { push @bad, "snapshot $s missing"; next }
-        push @bad, "snapshot $s differs" if view_md5($f) ne md5_hex($model->{$s});
+        push @bad, "snapshot $s differs" if view_md5($f) ne $model->{$s}[1];
     }
     push @bad, "unexpected snapshot $_" for grep { !exists $model->{$_} } keys %seen;
     push @bad, "stray or external files" if grep { $_->{kind} eq 'stray' } @{ $list->{nodes} };
@@ -78,12 +79,12 @@ for my $seed (1 .. 3) {
         } elsif ($r < 0.6 || !@snaps) {
             my $name = 's' . ++$n . (rand() < 0.3 ? '-with-dash' : '');
             PVE::Storage::Qcow2Chain::snapshot_create($vol, $name);
-            $model{$name} = $cur;
+            $model{$name} = [$cur, md5_hex($cur)];
             $what = "snapshot $name";
         } elsif ($r < 0.75) {
             my $s = $snaps[int(rand(@snaps))];
             PVE::Storage::Qcow2Chain::snapshot_rollback($vol, $s);
-            $cur = $model{$s};
+            $cur = $model{$s}[0];
             $what = "rollback $s";
         } else {
             my $s = $snaps[int(rand(@snaps))];
@@ -108,15 +109,15 @@ for my $seed (1 .. 3) {
     my $cur = "\0" x $SIZE;
     model_write($vol, \$cur, 0, 1 << 20, 0x11);
     PVE::Storage::Qcow2Chain::snapshot_create($vol, 'root');
-    my %model = (root => $cur);
+    my %model = (root => [$cur, md5_hex($cur)]);
     model_write($vol, \$cur, 100000, 5000, 0x22);
     PVE::Storage::Qcow2Chain::snapshot_create($vol, 'a');
-    $model{a} = $cur;
+    $model{a} = [$cur, md5_hex($cur)];
     PVE::Storage::Qcow2Chain::snapshot_rollback($vol, 'root');
-    $cur = $model{root};
+    $cur = $model{root}[0];
     model_write($vol, \$cur, 200000, 7000, 0x33);
     PVE::Storage::Qcow2Chain::snapshot_create($vol, 'b');
-    $model{b} = $cur;
+    $model{b} = [$cur, md5_hex($cur)];
     model_write($vol, \$cur, 300000, 9000, 0x44);
     my $tree = PVE::Storage::Qcow2Chain::snapshot_list($vol);
     my ($root) = grep { ($_->{name} // '') eq 'root' } @{ $tree->{nodes} };

@@ -103,8 +103,9 @@ sub file_md5 {
     return Digest::MD5->new->addfile($fh)->hexdigest if $size > 64 << 20;
     my $bytes = pack('Q>', $size); # a trailing hole is in the size only
     for (my $off = 0; $off < $size;) {
-        my $data = sysseek($fh, $off, 3) // last; # SEEK_DATA; none: a hole to the end
-        my $hole = sysseek($fh, $data, 4) // $size; # SEEK_HOLE
+        my $data = sysseek($fh, $off, 3); # SEEK_DATA
+        if (!defined $data) { last if $! == POSIX::ENXIO(); return undef } # ENXIO: a hole to the end
+        my $hole = sysseek($fh, $data, 4) // return undef; # SEEK_HOLE
         $bytes .= pack('Q> Q>', $data, $hole - $data);
         sysseek($fh, $data, 0) // return undef;
         for (my $at = $data; $at < $hole;) {
@@ -180,8 +181,9 @@ sub copy_sparse {
     open(my $out, '>:raw', $to) or die "$to: $!";
     my $size = -s $in;
     for (my $off = 0; $off < $size;) {
-        my $data = sysseek($in, $off, 3) // last; # SEEK_DATA; none: a hole to the end
-        my $hole = sysseek($in, $data, 4) // $size; # SEEK_HOLE
+        my $data = sysseek($in, $off, 3); # SEEK_DATA
+        if (!defined $data) { last if $! == POSIX::ENXIO(); die "$from: $!" } # ENXIO: a hole to the end
+        my $hole = sysseek($in, $data, 4) // die "$from: $!"; # SEEK_HOLE
         defined(sysseek($in, $data, 0)) && defined(sysseek($out, $data, 0)) or die "$from: $!";
         for (my $at = $data; $at < $hole;) {
             my $want = $hole - $at < 4 << 20 ? $hole - $at : 4 << 20;
