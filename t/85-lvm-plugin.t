@@ -206,6 +206,32 @@ delete $want{s3};
     ok(!grep({ /vm-101-/ } keys %{ lvs() }), 'free_image removes every LV of the volume');
 }
 
+# ---- absolute backing names ----------------------------------------------------
+# QEMU's block-commit names the base by its device path (/dev/VG/LV) in the
+# layer above, until qemu-server's rename makes it relative again
+{
+    my $v3 = locked(sub { $P->alloc_image($sid, $scfg, 102, 'qcow2', undef, 64 * 1024) });
+    my ($a1, $a2) = map { "snap_vm-102-disk-0_$_.qcow2" } qw(a1 a2);
+    qio(dev($v3), 'write -q -P 0x81 0 2M');
+    $P->volume_snapshot($scfg, $sid, $v3, 'a1');
+    qio(dev($v3), 'write -q -P 0x82 1M 2M');
+    $P->volume_snapshot($scfg, $sid, $v3, 'a2');
+    qio(dev($v3), 'write -q -P 0x83 2M 64k');
+    my %v = (a1 => view($a1), current => view($v3));
+    qimg('rebase', '-q', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', dev($a2), dev($v3));
+    qimg('rebase', '-q', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', dev($a1), dev($a2));
+    my $info = $P->volume_snapshot_info($scfg, $sid, $v3);
+    is_deeply([map { $info->{$_}{parent} // '-' } qw(current a2 a1)], ['a2', 'a1', '-'],
+        'a chain whose backing names are device paths of its LVs: volume_snapshot_info sees the same chain');
+    locked(sub { $P->rename_snapshot($scfg, $sid, $v3, 'a2', 'b2') });
+    is(backing($v3), 'snap_vm-102-disk-0_b2.qcow2', 'rename_snapshot repoints a layer naming the old LV by its path');
+    $P->volume_snapshot_delete($scfg, $sid, $v3, 'a1');
+    is(view($v3), $v{current}, 'deleting a snapshot named by its path: the volume reads as before');
+    ok(!lvs()->{$a1}, 'and its LV is gone');
+    clean($_, 'after deletes through device paths') for $v3, 'snap_vm-102-disk-0_b2.qcow2';
+    locked(sub { $P->free_image($sid, $scfg, $v3, 0, 'qcow2') });
+}
+
 # ---- saferemove, and free_image of the whole tree ------------------------------
 {
     my $safe = { %$scfg, saferemove => 1 };

@@ -44,14 +44,19 @@ push @PVE::Tools::BEFORE_RUN_COMMAND, sub {
     }
 };
 
-# snapshot name => guest view, for every layer of the volume; and the
-# volume's snapshot info
+# snapshot name => guest view, for every layer of the volume, and
+# "NAME date" => its date tag; and the volume's snapshot info
+my $op_start; # when the build of the scenario ended
 sub state_of {
     my ($vol, $activate) = @_;
     my %v;
     PVE::Storage::LVMPlugin::activate_volume($P, $sid, $scfg, $vol) if $activate; # (recovery activates)
     my $info = $P->volume_snapshot_info($scfg, $sid, $vol);
+    my %tags = map { (split /\|/, s/^\s+//r)[0, 1] } split /\n/, lvm_run('lvs', '--noheadings', '--separator', '|', '-o', 'lv_name,lv_tags', $vg);
     for my $s (keys %$info) {
+        # a date the operation gave (any run of it): 'new'
+        $v{"$s date"} = join(',', map { /^qc-date-(\d+)$/ ? ($1 >= $op_start ? 'new' : $1) : () } split /,/, $tags{ $info->{$s}{volname} } // '')
+            if $s ne 'current';
         unlink 'v.raw';
         qimg('convert', '-f', 'qcow2', '-O', 'raw', dev($info->{$s}{volname}), 'v.raw');
         $v{$s} = slurp('v.raw');
@@ -73,6 +78,8 @@ sub leftovers {
 sub scenario {
     my ($name, $build, $op) = @_;
     my $vol = $build->();
+    sleep 1;
+    $op_start = time;
     lvm_save($name);
     my ($before) = state_of($vol, 1);
     ($crash_at, $changes) = (0, 0);
@@ -136,5 +143,15 @@ scenario('delete by stream (the snapshot is smaller)',
 scenario('rename with a child',
     sub { volume(['write -q -P 0x61 0 1M'], 's1', ['write -q -P 0x62 0 512k'], 's2') },
     sub { my ($vol) = @_; locked(sub { $P->rename_snapshot($scfg, $sid, $vol, 's1', 'r1') }) });
+# a running VM's delete of its first snapshot: QEMU committed the volume
+# into it (room from activation), qemu-server renames it to 'current'
+scenario('rename a snapshot to current (QEMU committed the volume into it)',
+    sub {
+        my $vol = volume(['write -q -P 0x71 0 1M'], 's1', ['write -q -P 0x72 512k 1M']);
+        $P->activate_volume($sid, $scfg, $vol);
+        qimg('commit', '-q', '-d', dev($vol));
+        return $vol;
+    },
+    sub { my ($vol) = @_; locked(sub { $P->rename_snapshot($scfg, $sid, $vol, 's1', 'current') }) });
 
 done_testing();

@@ -23,8 +23,24 @@ use File::Path qw(make_path remove_tree);
 use PVE::Tools;
 use QcBlock;
 use QcTest qw(run_cmd);
+use Time::HiRes ();
 
 our @EXPORT = qw(lvm_usable lvm_setup lvm_storage lvm_run lvm_lvs lvm_refresh lvm_save lvm_restore);
+
+# Seconds spent standing in for device-mapper (lvm_before, lvm_refresh
+# after the commands of the code under test): bench/lvm.pl reports them.
+our $standin_seconds = 0;
+sub timed {
+    my ($code) = @_;
+    return sub {
+        my $t = Time::HiRes::time();
+        my @r = eval { $code->(@_) };
+        my $err = $@;
+        $standin_seconds += Time::HiRes::time() - $t;
+        die $err if $err;
+        return;
+    };
+}
 
 my %vg; # name, dir, pvs => [{dev, file}], pe_start, extent, active => {uuid => 1}, map => {uuid => {dev, file, offset, size, name}}
 
@@ -217,9 +233,9 @@ sub lvm_setup {
     ($vg{extent}) = lvm_run('vgs', '--noheadings', '--units', 'b', '--nosuffix', '-o', 'vg_extent_size', $name) =~ /(\d+)/;
     remove_tree("/dev/$name");
     make_path("/dev/$name");
-    push @PVE::Tools::BEFORE_RUN_COMMAND, \&lvm_before, \&quiet_begin;
+    push @PVE::Tools::BEFORE_RUN_COMMAND, timed(\&lvm_before), \&quiet_begin;
     unshift @PVE::Tools::AFTER_RUN_COMMAND, \&quiet_end;
-    push @PVE::Tools::AFTER_RUN_COMMAND, \&lvm_refresh;
+    push @PVE::Tools::AFTER_RUN_COMMAND, timed(\&lvm_refresh);
     return $name;
 }
 

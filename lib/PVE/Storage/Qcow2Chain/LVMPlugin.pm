@@ -146,7 +146,8 @@ sub tree {
     }
     for my $snap (keys %t) {
         my $b = $t{$snap}{backing} // next;
-        my $p = $b !~ m{/} ? $st->snap_of($b) : undef;
+        my $blv = $st->backing_lv($b);
+        my $p = defined $blv ? $st->snap_of($blv) : undef;
         die "volume '$st->{volname}': backing file '$b' of '$t{$snap}{lv}' is not a layer of this volume\n"
             if !defined($p) || !$t{$p};
         $t{$snap}{parent} = $p;
@@ -174,17 +175,18 @@ sub recover {
     my $op = $j->{op} // '';
     my @cleanup;
     if ($op eq 'snapshot' || $op eq 'rollback' || $op eq 'compact' || $op eq 'rename-current') {
-        # $new was to take $target's place in two renames ($target -> $old or a snapshot name, $new -> $target)
-        my ($target, $new, $old) = @$j{qw(target new old)};
+        # $new was to take $target's place ($target renamed to a snapshot, or
+        # removed, then $new renamed to $target)
+        my ($target, $new) = @$j{qw(target new)};
         $st->lock(sub {
             my $lvs = $st->list;
             if (!$lvs->{$target} && $lvs->{$new}) {
-                $st->rename($new, $target); # between the renames: roll forward
-                $st->set_date($target, $st->date($old)) if $op eq 'compact' && $old && $lvs->{$old};
+                $st->rename($new, $target); # $target gone: $new was complete, roll forward
             } elsif ($lvs->{$new} && $op ne 'rename-current') {
-                push @cleanup, $st->remove($new); # before them: the new LV may be incomplete
+                push @cleanup, $st->remove($new); # before: the new LV may be incomplete
             }
-            push @cleanup, $st->remove($old) if $old && $st->exists_lv($old);
+            my $snap_lv = $op eq 'snapshot' ? $st->layer_name($j->{snap}) : undef;
+            $st->set_date($snap_lv, $j->{date}) if $snap_lv && $st->exists_lv($snap_lv); # taken: its date
             $st->journal_clear;
         });
     } elsif ($op eq 'rename') {
@@ -211,7 +213,7 @@ sub repoint {
     my ($class, $st, $from, $to) = @_;
     for my $lv (keys %{ $st->list }) {
         next if !defined($st->snap_of($lv)) || !-e $st->path($lv);
-        my $b = layer_info($st->path($lv))->{backing};
+        my $b = $st->backing_lv(layer_info($st->path($lv))->{backing});
         next if !defined($b) || $b ne $from || $st->in_use($lv);
         core(sub { PVE::Storage::Qcow2Chain::rebase($st->path($lv), backing_file => $to, backing_fmt => 'qcow2', unsafe => 1) });
     }
@@ -236,16 +238,14 @@ sub shrink {
         return;
     }
     return if $need >= $size - $st->extent; # a copy would save nothing
-    my ($cpt, $old) = ($st->temp_name('cpt'), $st->temp_name('old'));
+    my $cpt = $st->temp_name('cpt');
     $st->lock(sub {
-        $st->journal_write({ op => 'compact', target => $lv, new => $cpt, old => $old });
+        $st->journal_write({ op => 'compact', target => $lv, new => $cpt });
         $st->create($cpt, $need, $st->date($lv)); # the copy carries the snapshot's date
     });
     core(sub { PVE::Storage::Qcow2Chain::compact($path, $st->path($cpt)) });
     my $worker = $st->lock(sub {
-        $st->rename($lv, $old);
-        $st->rename($cpt, $lv);
-        my $w = $st->remove($old);
+        my $w = $st->replace($lv, $cpt);
         $st->journal_clear;
         $w;
     });
@@ -423,11 +423,12 @@ sub volume_snapshot {
         die "target snapshot '$snap' already exists\n" if $st->exists_lv($target);
         my $size = layer_info($st->path($cur))->{size};
         $st->lock(sub {
-            $st->journal_write({ op => 'snapshot', snap => $snap, target => $cur, new => $new });
+            my $date = time();
+            $st->journal_write({ op => 'snapshot', snap => $snap, target => $cur, new => $new, date => $date });
             $class->new_overlay($st, $scfg, $new, $target, $size);
             $st->rename($cur, $target);
             $st->rename($new, $cur);
-            $st->set_date($target, time());
+            $st->set_date($target, $date);
             $st->journal_clear;
         });
         $class->shrink($st, $target);
@@ -452,16 +453,14 @@ sub volume_snapshot_rollback {
     my $worker = $class->with_volume($scfg, $storeid, $volname, sub {
         my ($st) = @_;
         my ($cur, $base) = ($st->layer_name('current'), $st->layer_name($snap));
-        my ($new, $old) = ($st->temp_name('new'), $st->temp_name('old'));
+        my $new = $st->temp_name('new');
         die "can't rollback, snapshot '$snap' does not exist on '$volname'\n" if !$st->exists_lv($base);
         die "volume '$volname' is in use; stop the VM before rolling back\n" if $st->in_use($cur);
         my $size = layer_info($st->path($base))->{size};
         return $st->lock(sub {
-            $st->journal_write({ op => 'rollback', snap => $snap, target => $cur, new => $new, old => $old });
+            $st->journal_write({ op => 'rollback', snap => $snap, target => $cur, new => $new });
             $class->new_overlay($st, $scfg, $new, $base, $size);
-            $st->rename($cur, $old);
-            $st->rename($new, $cur);
-            my $w = $st->remove($old);
+            my $w = $st->replace($cur, $new);
             $st->journal_clear;
             $w;
         });
@@ -484,29 +483,22 @@ sub delete_steps {
     if ($j->{how} eq 'commit') {
         # the child's data goes into X (grown first); X then takes the child's name
         my $c = $st->layer_name($j->{child});
-        my $old = $st->temp_name('old');
         if ($st->exists_lv($x) && $st->exists_lv($c)) {
             core(sub { PVE::Storage::Qcow2Chain::commit($st->path($c), base => $x, keep => 1) });
         }
-        push @cleanup, @{ $st->lock(sub {
-            my @w;
-            if ($st->exists_lv($x)) {
-                my $date = $st->date($c);
-                $st->rename($c, $old) if $st->exists_lv($c);
-                $st->rename($x, $c);
-                $st->set_date($c, $date);
-            }
-            push @w, $st->remove($old) if $st->exists_lv($old);
+        push @cleanup, $st->lock(sub {
+            my $w = $st->exists_lv($x) ? $st->replace($c, $x) : undef;
+            $st->set_date($c, $j->{date}) if $st->exists_lv($c); # the child's, kept by the journal
             $st->journal_clear;
-            \@w;
-        }) };
+            $w;
+        });
         $class->shrink($st, $c);
     } else {
         # each child takes what it needs from X (grown first) and skips it
         for my $kid (@{ $j->{children} // [] }) {
             my $c = $st->layer_name($kid);
             next if !$st->exists_lv($c);
-            my $b = layer_info($st->path($c))->{backing} // '';
+            my $b = $st->backing_lv(layer_info($st->path($c))->{backing}) // '';
             next if $b ne $x;
             core(sub {
                 PVE::Storage::Qcow2Chain::rebase($st->path($c), backing_file => $parent, backing_fmt => 'qcow2');
@@ -558,7 +550,7 @@ sub volume_snapshot_delete {
             my $commit = layer_data($c->{path}, $c->{fmt}, $c->{size});
             my $stream = layer_data($x->{path}, $x->{fmt}, $x->{size});
             if ($commit < $stream) {
-                @$j{qw(how child)} = ('commit', $kids[0]);
+                @$j{qw(how child date)} = ('commit', $kids[0], $st->date($c->{lv}));
                 my $size = $c->{size} > $x->{size} ? $c->{size} : $x->{size};
                 my $full = full_size($x->{fmt}, $size);
                 my $room = image_end($x->{path}) + layer_need($c->{path}, $x->{fmt});
@@ -591,7 +583,8 @@ sub volume_snapshot_delete {
 # Called with the storage lock held (PVE::Storage::rename_snapshot).
 # 'current' as the source leaves the volume as that snapshot (Proxmox's
 # own use); as the target the snapshot replaces the volume (QEMU committed
-# the volume into it), never leaving it missing but between two renames.
+# the volume into it), never leaving it missing but between the volume's
+# removal and the rename (the journal completes it).
 sub rename_snapshot {
     my ($class, $scfg, $storeid, $volname, $source_snap, $target_snap) = @_;
     return $class->SUPER::rename_snapshot($scfg, $storeid, $volname, $source_snap, $target_snap) if !chain_enabled($scfg);
@@ -601,12 +594,8 @@ sub rename_snapshot {
         my ($from, $to) = ($st->layer_name($source_snap), $st->layer_name($target_snap));
         die "snapshot '$source_snap' does not exist on '$volname'\n" if !$st->exists_lv($from);
         if ($target_snap eq 'current' && $st->exists_lv($to)) {
-            my $old = $st->temp_name('old');
-            $st->journal_write({ op => 'rename-current', target => $to, new => $from, old => $old });
-            $st->rename($to, $old);
-            $st->rename($from, $to);
-            $st->set_date($to, undef);
-            my $w = $st->remove($old);
+            $st->journal_write({ op => 'rename-current', target => $to, new => $from });
+            my $w = $st->replace($to, $from);
             $st->journal_clear;
             return $w;
         }

@@ -61,6 +61,16 @@ sub path {
     return "/dev/$self->{vg}/$lv";
 }
 
+# The LV a backing name stands for: an LV name (ours, Proxmox's), or its
+# device path (QEMU's block-commit writes the base's file name until
+# qemu-server's rename makes it relative again); undef for anything else.
+sub backing_lv {
+    my ($self, $name) = @_;
+    return undef if !defined $name;
+    $name =~ s{^/dev/\Q$self->{vg}\E/(?=[^/]+$)}{};
+    return $name !~ m{/} ? $name : undef;
+}
+
 # ---- layers ---------------------------------------------------------------
 
 # { lv => { size, tags => [..] } } of this volume's LVs (layers and
@@ -170,6 +180,17 @@ sub remove {
             run_command(['/sbin/lvremove', '-f', "$vg/del-$lv"], errmsg => "lvremove '$vg/del-$lv' error");
         });
     };
+}
+
+# The complete LV $new takes $lv's place: $lv goes first, then the rename
+# (two lvm2 steps; a rename out of the way would cost Proxmox's lvrename,
+# a listing and a rename). In between only the caller's journal knows
+# that $new is $lv now. Returns the saferemove worker, if any.
+sub replace {
+    my ($self, $lv, $new) = @_;
+    my $w = $self->exists_lv($lv) ? $self->remove($lv) : undef;
+    $self->rename($new, $lv);
+    return $w;
 }
 
 # Grow (lvextend) or shrink (lvreduce) an LV to $bytes, rounded up to extents.
@@ -313,7 +334,7 @@ operations are built on, each running Proxmox's lvm2 commands.
 
 C<locked>: the caller already holds the storage lock.
 
-=item layer_name($snap), snap_of($lv), temp_name($what), is_temp($lv), path($lv)
+=item layer_name($snap), snap_of($lv), temp_name($what), is_temp($lv), path($lv), backing_lv($name)
 
 Names: C<layer_name('current')> is the volume's LV, C<layer_name(S)>
 C<snap_E<lt>volumeE<gt>_S.qcow2>; C<snap_of> parses them back.
@@ -324,9 +345,9 @@ This volume's LVs C<{ lv =E<gt> { size, tags } }> (cached: C<changed>
 drops the cache, C<change> runs an lvm2 change and edits the cache as it
 left the group); the group's extent size and tags.
 
-=item create($lv, $bytes, $date), rename($from, $to), remove($lv), resize($lv, $bytes), activate($lv)
+=item create($lv, $bytes, $date), rename($from, $to), remove($lv), replace($lv, $new), resize($lv, $bytes), activate($lv)
 
-LV operations (C<remove> returns the saferemove worker, if any).
+LV operations (C<remove> and C<replace> return the saferemove worker, if any).
 
 =item in_use($lv)
 
