@@ -182,8 +182,17 @@ $P->activate_volume($sid, $scfg, $vol); # at VM start: room for QEMU's merges
 qimg('commit', '-q', '-d', dev($vol)); # what block-commit does to the data
 $P->volume_snapshot_delete($scfg, $sid, $vol, 'current', 1);
 ok(lvs()->{$vol}, "running delete of 'current': the volume stays until the rename replaces it");
-locked(sub { $P->rename_snapshot($scfg, $sid, $vol, 'four', 'current') });
-ok(!lvs()->{'snap_vm-100-disk-0_four.qcow2'} && lvs()->{$vol}, 'rename_snapshot four -> current: the snapshot LV is the volume now');
+{
+    # QEMU did not let go of the old volume (a failed detach): it is renamed
+    # out of the way, not removed, and goes once it is closed
+    open(my $held, '<', dev($vol)) or die "$vol: $!";
+    locked(sub { $P->rename_snapshot($scfg, $sid, $vol, 'four', 'current') });
+    ok(!lvs()->{'snap_vm-100-disk-0_four.qcow2'} && lvs()->{$vol}, 'rename_snapshot four -> current: the snapshot LV is the volume now');
+    ok(lvs()->{'qc_vm-100-disk-0_old.qcow2'}, 'the old volume, still open, was renamed out of the way');
+    close $held;
+    $P->with_volume($scfg, $sid, $vol, sub { }); # what the next operation does first
+    ok(!lvs()->{'qc_vm-100-disk-0_old.qcow2'}, 'closed, it is removed by the next operation');
+}
 delete $want{four};
 all_views('after the running delete of the first snapshot');
 # a running delete of a middle snapshot: QEMU streamed it; only its LV goes

@@ -171,12 +171,16 @@ sub with_volume {
 # looks at what exists, so running it again after another crash is fine.
 sub recover {
     my ($class, $st) = @_;
-    my $j = $st->journal_read or return;
+    my $j = $st->journal_read;
+    if (!$j) { # an LV replace left open goes once it is closed
+        run_cleanup($st->lock(sub { $st->remove_old })) if $st->exists_lv($st->temp_name('old'));
+        return;
+    }
     my $op = $j->{op} // '';
     my @cleanup;
     if ($op eq 'snapshot' || $op eq 'rollback' || $op eq 'compact' || $op eq 'rename-current') {
-        # $new was to take $target's place ($target renamed to a snapshot, or
-        # removed, then $new renamed to $target)
+        # $new was to take $target's place ($target renamed to a snapshot or
+        # out of the way, or removed; then $new renamed to $target)
         my ($target, $new) = @$j{qw(target new)};
         $st->lock(sub {
             my $lvs = $st->list;
@@ -187,6 +191,7 @@ sub recover {
             }
             my $snap_lv = $op eq 'snapshot' ? $st->layer_name($j->{snap}) : undef;
             $st->set_date($snap_lv, $j->{date}) if $snap_lv && $st->exists_lv($snap_lv); # taken: its date
+            push @cleanup, $st->remove_old;
             $st->journal_clear;
         });
     } elsif ($op eq 'rename') {

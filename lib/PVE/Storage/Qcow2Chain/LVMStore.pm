@@ -183,14 +183,29 @@ sub remove {
 }
 
 # The complete LV $new takes $lv's place: $lv goes first, then the rename
-# (two lvm2 steps; a rename out of the way would cost Proxmox's lvrename,
-# a listing and a rename). In between only the caller's journal knows
-# that $new is $lv now. Returns the saferemove worker, if any.
+# (two lvm2 steps; a rename out of the way costs Proxmox's lvrename, a
+# listing and a rename). In between only the caller's journal knows that
+# $new is $lv now. An $lv still open here (a QEMU that did not let go of
+# it) is renamed out of the way instead, and removed once it is closed
+# (remove_old). Returns the saferemove worker, if any.
 sub replace {
     my ($self, $lv, $new) = @_;
-    my $w = $self->exists_lv($lv) ? $self->remove($lv) : undef;
+    my $w;
+    if ($self->exists_lv($lv) && $self->in_use($lv)) {
+        $self->rename($lv, $self->temp_name('old'));
+    } elsif ($self->exists_lv($lv)) {
+        $w = $self->remove($lv);
+    }
     $self->rename($new, $lv);
-    return $w;
+    return $w // $self->remove_old;
+}
+
+# Remove what replace renamed out of the way, unless it is still open.
+sub remove_old {
+    my ($self) = @_;
+    my $old = $self->temp_name('old');
+    return undef if !$self->exists_lv($old) || $self->in_use($old);
+    return $self->remove($old);
 }
 
 # Grow (lvextend) or shrink (lvreduce) an LV to $bytes, rounded up to extents.
@@ -345,9 +360,9 @@ This volume's LVs C<{ lv =E<gt> { size, tags } }> (cached: C<changed>
 drops the cache, C<change> runs an lvm2 change and edits the cache as it
 left the group); the group's extent size and tags.
 
-=item create($lv, $bytes, $date), rename($from, $to), remove($lv), replace($lv, $new), resize($lv, $bytes), activate($lv)
+=item create($lv, $bytes, $date), rename($from, $to), remove($lv), replace($lv, $new), remove_old, resize($lv, $bytes), activate($lv)
 
-LV operations (C<remove> and C<replace> return the saferemove worker, if any).
+LV operations (C<remove>, C<replace> and C<remove_old> return the saferemove worker, if any).
 
 =item in_use($lv)
 
