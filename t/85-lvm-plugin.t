@@ -200,6 +200,32 @@ $P->volume_snapshot_delete($scfg, $sid, $vol, 's3', 1);
 ok(!lvs()->{'snap_vm-100-disk-0_s3.qcow2'}, 'running delete: the merged snapshot LV is removed');
 delete $want{s3};
 
+# a running delete of a snapshot a branch still stands on: QEMU streamed it
+# into the live chain's child, but its LV must stay
+{
+    my $v4 = locked(sub { $P->alloc_image($sid, $scfg, 103, 'qcow2', undef, 64 * 1024) });
+    my $lv = sub { "snap_vm-103-disk-0_$_[0].qcow2" };
+    qio(dev($v4), 'write -q -P 0x91 0 1M');
+    $P->volume_snapshot($scfg, $sid, $v4, 'p');
+    qio(dev($v4), 'write -q -P 0x92 1M 1M');
+    $P->volume_snapshot($scfg, $sid, $v4, 'x');
+    qio(dev($v4), 'write -q -P 0x93 2M 1M');
+    $P->volume_snapshot($scfg, $sid, $v4, 'old');
+    $P->volume_snapshot_rollback($scfg, $sid, $v4, 'x');
+    qio(dev($v4), 'write -q -P 0x94 3M 1M');
+    $P->volume_snapshot($scfg, $sid, $v4, 'b'); # current <- b <- x <- p, and old <- x
+    my $old_view = view($lv->('old'));
+    $P->activate_volume($sid, $scfg, $v4); # at VM start: room for QEMU's merges
+    qimg('rebase', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', $lv->('p'), dev($lv->('b'))); # what block-stream does
+    eval { $P->volume_snapshot_delete($scfg, $sid, $v4, 'x', 1) };
+    like($@, qr/^snapshot 'x' is still the backing file of 'snap_vm-103-disk-0_old\.qcow2'; not deleted/,
+        'a running delete of a snapshot a branch stands on is refused');
+    ok(lvs()->{ $lv->('x') }, 'its LV stays');
+    is(view($lv->('old')), $old_view, 'and the branch reads as before');
+    $P->deactivate_volume($sid, $scfg, $v4);
+    locked(sub { $P->free_image($sid, $scfg, $v4, 0, 'qcow2') });
+}
+
 # ---- a layer with holes is compacted ------------------------------------------
 {
     my $v2 = locked(sub { $P->alloc_image($sid, $scfg, 101, 'qcow2', undef, 64 * 1024) });

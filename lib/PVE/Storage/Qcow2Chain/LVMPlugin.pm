@@ -534,6 +534,10 @@ sub volume_snapshot_delete {
         return undef if $snap eq 'current';
         my $st = $class->store($scfg, $storeid, $volname);
         my $lv = $st->layer_name($snap);
+        # QEMU merged it into the live chain; a branch off it still needs it
+        my $t = $st->exists_lv($lv) ? $class->tree($st) : {};
+        my ($kid) = map { $t->{$_}{lv} } @{ ($t->{$snap} // {})->{children} // [] };
+        die "snapshot '$snap' is still the backing file of '$kid'; not deleted (delete it with the VM stopped)\n" if $kid;
         my $w = $st->lock(sub { $st->exists_lv($lv) ? $st->remove($lv) : undef });
         run_cleanup($w);
         return undef;
