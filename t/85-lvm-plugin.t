@@ -279,6 +279,24 @@ delete $want{s3};
     ok(grep({ /^del-/ } keys %{ lvs() }), 'free_image with saferemove renames the LVs to del-...');
     $worker->();
     is_deeply([grep { /vm-100/ } keys %{ lvs() }], [], 'and its worker removes them all');
+    # saferemove twice in one delete: the snapshot committed into is then
+    # compacted (the child's discards freed most of it), each old LV zeroed
+    my $v5 = locked(sub { $P->alloc_image($sid, $safe, 104, 'qcow2', undef, 64 * 1024) });
+    my ($k1, $k2) = map { "snap_vm-104-disk-0_$_.qcow2" } qw(k1 k2);
+    qio(dev($v5), 'write -q -P 0xa1 0 8M');
+    $P->volume_snapshot($safe, $sid, $v5, 'k1');
+    qio(dev($v5), 'discard -q 0 6M', 'write -q -P 0xa2 7M 64k');
+    $P->volume_snapshot($safe, $sid, $v5, 'k2');
+    qio(dev($v5), 'write -q -P 0xa3 7M 64k');
+    my %v5 = (k2 => view($k2), current => view($v5));
+    $P->volume_snapshot_delete($safe, $sid, $v5, 'k1');
+    ok(!lvs()->{$k1}, 'saferemove: deleting k1 by commit of its smaller child');
+    is(view($k2), $v5{k2}, 'k2 reads as it did') and is(view($v5), $v5{current}, 'and the volume too');
+    cmp_ok(lvs()->{$k2}{size}, '<=', 4 * $MiB, "k2's LV holds its 2 MiB, not the 8 MiB k1 spanned");
+    clean($k2, 'after a delete by commit and a compaction with saferemove');
+    ok(!grep({ /^del-/ } keys %{ lvs() }), 'both replaced LVs were zeroed and removed');
+    locked(sub { my $w = $P->free_image($sid, $scfg, $v5, 0, 'qcow2'); $w->() if $w });
+
     my ($tags) = lvm_run('vgs', '--noheadings', '-o', 'vg_tags', $vg);
     unlike($tags, qr/qcj:/, 'no journal is left in the volume group');
 }

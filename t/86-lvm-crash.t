@@ -154,4 +154,25 @@ scenario('rename a snapshot to current (QEMU committed the volume into it)',
     },
     sub { my ($vol) = @_; locked(sub { $P->rename_snapshot($scfg, $sid, $vol, 's1', 'current') }) });
 
+# an interrupted delete is not finished while a process (a VM) has a layer
+# it writes open: the data stays as it was, and it finishes once closed
+{
+    my $vol = volume(['write -q -P 0x81 0 4M'], 's1', ['write -q -P 0x82 1M 64k']);
+    my ($before) = state_of($vol, 1);
+    ($crash_at, $changes, $crashed) = (4, 0, 0); # after activation, journal and lvextend: the commit is done
+    eval { $P->volume_snapshot_delete($scfg, $sid, $vol, 's1') };
+    like($@, qr/simulated crash/, 'a delete by commit stopped before it replaces the volume');
+    ($crash_at, $crashed) = (0, 0);
+    open(my $held, '<', dev($vol)) or die "$vol: $!";
+    eval { $P->with_volume($scfg, $sid, $vol, sub { }) };
+    like($@, qr/^volume '\Q$vol\E': '\Q$vol\E' is in use; the interrupted delete of snapshot 's1' finishes with the VM stopped/,
+        'its recovery is refused while the volume is open');
+    close $held;
+    $P->with_volume($scfg, $sid, $vol, sub { });
+    my ($now) = state_of($vol);
+    is_deeply([sort keys %$now], ['current'], 'closed, the next operation finishes the delete');
+    is($now->{current}, $before->{current}, 'and the volume reads as before');
+    is_deeply([leftovers()], [], 'no temporary LV or journal is left');
+}
+
 done_testing();

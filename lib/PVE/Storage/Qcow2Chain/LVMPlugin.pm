@@ -173,7 +173,7 @@ sub recover {
     my ($class, $st) = @_;
     my $j = $st->journal_read;
     if (!$j) { # an LV replace left open goes once it is closed
-        run_cleanup($st->lock(sub { $st->remove_old })) if $st->exists_lv($st->temp_name('old'));
+        run_cleanup(@{ $st->lock(sub { [$st->remove_old] }) }) if grep { $st->is_old($_) } keys %{ $st->list };
         return;
     }
     my $op = $j->{op} // '';
@@ -218,9 +218,24 @@ sub repoint {
     my ($class, $st, $from, $to) = @_;
     for my $lv (keys %{ $st->list }) {
         next if !defined($st->snap_of($lv)) || !-e $st->path($lv);
-        my $b = $st->backing_lv(layer_info($st->path($lv))->{backing});
+        my $b = backing_of($st, $lv);
         next if !defined($b) || $b ne $from || $st->in_use($lv);
         core(sub { PVE::Storage::Qcow2Chain::rebase($st->path($lv), backing_file => $to, backing_fmt => 'qcow2', unsafe => 1) });
+    }
+    return;
+}
+
+# The LV layer $lv is backed by (undef: none, or not one of the group's).
+sub backing_of {
+    my ($st, $lv) = @_;
+    return $st->backing_lv(layer_info($st->path($lv))->{backing});
+}
+
+# Refuse to change layers a process of this node has open (a running VM).
+sub refuse_in_use {
+    my ($st, $what, @lvs) = @_;
+    for my $lv (grep { $st->exists_lv($_) } @lvs) {
+        die "volume '$st->{volname}': '$lv' is in use; $what\n" if $st->in_use($lv);
     }
     return;
 }
@@ -249,12 +264,12 @@ sub shrink {
         $st->create($cpt, $need, $st->date($lv)); # the copy carries the snapshot's date
     });
     core(sub { PVE::Storage::Qcow2Chain::compact($path, $st->path($cpt)) });
-    my $worker = $st->lock(sub {
-        my $w = $st->replace($lv, $cpt);
+    my $workers = $st->lock(sub {
+        my @w = $st->replace($lv, $cpt);
         $st->journal_clear;
-        $w;
+        \@w;
     });
-    run_cleanup($worker);
+    run_cleanup(@$workers);
     return;
 }
 
@@ -455,7 +470,7 @@ sub volume_snapshot_rollback {
     my ($class, $scfg, $storeid, $volname, $snap) = @_;
     return $class->SUPER::volume_snapshot_rollback($scfg, $storeid, $volname, $snap) if !chain_enabled($scfg);
     die "can't rollback snapshot this image format\n" if !is_qcow2($volname);
-    my $worker = $class->with_volume($scfg, $storeid, $volname, sub {
+    my $workers = $class->with_volume($scfg, $storeid, $volname, sub {
         my ($st) = @_;
         my ($cur, $base) = ($st->layer_name('current'), $st->layer_name($snap));
         my $new = $st->temp_name('new');
@@ -465,12 +480,12 @@ sub volume_snapshot_rollback {
         return $st->lock(sub {
             $st->journal_write({ op => 'rollback', snap => $snap, target => $cur, new => $new });
             $class->new_overlay($st, $scfg, $new, $base, $size);
-            my $w = $st->replace($cur, $new);
+            my @w = $st->replace($cur, $new);
             $st->journal_clear;
-            $w;
+            \@w;
         });
     });
-    run_cleanup($worker);
+    run_cleanup(@$workers);
     return undef;
 }
 
@@ -479,6 +494,8 @@ sub delete_steps {
     my ($class, $st, $j) = @_;
     my $x = $st->layer_name($j->{snap});
     my $parent = defined $j->{parent} ? $st->layer_name($j->{parent}) : '';
+    refuse_in_use($st, "the interrupted delete of snapshot '$j->{snap}' finishes with the VM stopped",
+        $x, map { $st->layer_name($_) } @{ $j->{children} // [] });
     my @cleanup;
     # targets first get room for what moves into them (done already unless recovering)
     my $grow = $j->{grow} // {};
@@ -491,20 +508,19 @@ sub delete_steps {
         if ($st->exists_lv($x) && $st->exists_lv($c)) {
             core(sub { PVE::Storage::Qcow2Chain::commit($st->path($c), base => $x, keep => 1) });
         }
-        push @cleanup, $st->lock(sub {
-            my $w = $st->exists_lv($x) ? $st->replace($c, $x) : undef;
+        push @cleanup, @{ $st->lock(sub {
+            my @w = $st->exists_lv($x) ? $st->replace($c, $x) : ();
             $st->set_date($c, $j->{date}) if $st->exists_lv($c); # the child's, kept by the journal
             $st->journal_clear;
-            $w;
-        });
+            \@w;
+        }) };
         $class->shrink($st, $c);
     } else {
         # each child takes what it needs from X (grown first) and skips it
         for my $kid (@{ $j->{children} // [] }) {
             my $c = $st->layer_name($kid);
             next if !$st->exists_lv($c);
-            my $b = $st->backing_lv(layer_info($st->path($c))->{backing}) // '';
-            next if $b ne $x;
+            next if (backing_of($st, $c) // '') ne $x;
             core(sub {
                 PVE::Storage::Qcow2Chain::rebase($st->path($c), backing_file => $parent, backing_fmt => 'qcow2');
             });
@@ -535,8 +551,7 @@ sub volume_snapshot_delete {
         my $st = $class->store($scfg, $storeid, $volname);
         my $lv = $st->layer_name($snap);
         # QEMU merged it into the live chain; a branch off it still needs it
-        my $t = $st->exists_lv($lv) ? $class->tree($st) : {};
-        my ($kid) = map { $t->{$_}{lv} } @{ ($t->{$snap} // {})->{children} // [] };
+        my ($kid) = grep { $_ ne $lv && -e $st->path($_) && (eval { backing_of($st, $_) } // '') eq $lv } sort keys %{ $st->list };
         die "snapshot '$snap' is still the backing file of '$kid'; not deleted (delete it with the VM stopped)\n" if $kid;
         my $w = $st->lock(sub { $st->exists_lv($lv) ? $st->remove($lv) : undef });
         run_cleanup($w);
@@ -548,10 +563,7 @@ sub volume_snapshot_delete {
         my $x = $t->{$snap};
         die "snapshot '$snap' does not exist on '$volname'\n" if !$x || $snap eq 'current';
         my @kids = sort @{ $x->{children} };
-        for my $lv ($x->{lv}, map { $t->{$_}{lv} } @kids) {
-            die "volume '$volname': '$lv' is in use; delete this snapshot with the VM stopped or let QEMU merge it\n"
-                if $st->in_use($lv);
-        }
+        refuse_in_use($st, 'delete this snapshot with the VM stopped or let QEMU merge it', $x->{lv}, map { $t->{$_}{lv} } @kids);
         my $j = { op => 'delete', snap => $snap, parent => $x->{parent}, children => \@kids, how => 'stream' };
         my %grow; # LV => bytes it must be able to hold
         if (@kids == 1) {
@@ -598,24 +610,24 @@ sub rename_snapshot {
     my ($class, $scfg, $storeid, $volname, $source_snap, $target_snap) = @_;
     return $class->SUPER::rename_snapshot($scfg, $storeid, $volname, $source_snap, $target_snap) if !chain_enabled($scfg);
     check_snap_name($target_snap) if $target_snap ne 'current';
-    my $worker = $class->with_volume($scfg, $storeid, $volname, sub {
+    my $workers = $class->with_volume($scfg, $storeid, $volname, sub {
         my ($st) = @_;
         my ($from, $to) = ($st->layer_name($source_snap), $st->layer_name($target_snap));
         die "snapshot '$source_snap' does not exist on '$volname'\n" if !$st->exists_lv($from);
         if ($target_snap eq 'current' && $st->exists_lv($to)) {
             $st->journal_write({ op => 'rename-current', target => $to, new => $from });
-            my $w = $st->replace($to, $from);
+            my @w = $st->replace($to, $from, allow_open => 1); # QEMU uses $from already
             $st->journal_clear;
-            return $w;
+            return \@w;
         }
         die "target snapshot '$target_snap' already exists\n" if $st->exists_lv($to);
         $st->journal_write({ op => 'rename', from => $from, to => $to });
         $st->rename($from, $to);
         $class->repoint($st, $from, $to);
         $st->journal_clear;
-        return undef;
+        return [];
     }, locked => 1, no_activate => 1);
-    run_cleanup($worker);
+    run_cleanup(@$workers);
     return undef;
 }
 

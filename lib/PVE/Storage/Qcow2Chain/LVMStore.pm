@@ -56,6 +56,9 @@ sub temp_name {
 
 sub is_temp { return $_[1] =~ m/^qc_\Q$_[0]{short}\E_[a-z]+\.qcow2$/ }
 
+# Where replace puts an LV still open: qc_..._old, qc_..._olda, ...
+sub is_old { return $_[1] =~ m/^qc_\Q$_[0]{short}\E_old[a-z]?\.qcow2$/ }
+
 sub path {
     my ($self, $lv) = @_;
     return "/dev/$self->{vg}/$lv";
@@ -80,11 +83,13 @@ sub list {
     my ($self) = @_;
     return $self->{lvs} if $self->{lvs};
     my (%lv, $vg);
+    $self->{del} = {};
     run_command(['/sbin/lvs', @REPORT, '--separator', '|', '-o', 'lv_name,lv_size,lv_tags,vg_extent_size,vg_tags', $self->{vg}],
         outfunc => sub {
             my ($name, $size, $tags, $extent, $vgtags) = split /\|/, trim($_[0]);
             return if !defined $extent;
             $vg //= { extent => int($extent), tags => [grep { length } split /,/, $vgtags // ''] };
+            $self->{del}{$name} = 1 if $name =~ m/^del-/; # names saferemove must not take
             return if !defined($self->snap_of($name)) && !$self->is_temp($name);
             $lv{$name} = { size => int($size), tags => [grep { length } split /,/, $tags // ''] };
         },
@@ -157,7 +162,9 @@ sub rename {
 }
 
 # Remove an LV. With saferemove, as Proxmox: renamed to del-<lv> now, and the
-# returned worker zeroes it and removes it (under the lock) later.
+# returned worker zeroes it and removes it (under the lock) later. The same
+# name can be removed again before that worker is done (a volume replaced
+# twice): then del-2-<lv>, del-3-<lv>, ...
 sub remove {
     my ($self, $lv) = @_;
     my $vg = $self->{vg};
@@ -166,18 +173,22 @@ sub remove {
             sub { delete $_[0]{$lv} });
         return undef;
     }
-    $self->change(sub { run_command(['/sbin/lvrename', $vg, $lv, "del-$lv"], errmsg => "lvrename '$vg/$lv' error") },
+    $self->list;
+    my $del = "del-$lv";
+    for (my $i = 2; $self->{del}{$del}; $i++) { $del = "del-$i-$lv" }
+    $self->change(sub { run_command(['/sbin/lvrename', $vg, $lv, $del], errmsg => "lvrename '$vg/$lv' error") },
         sub { delete $_[0]{$lv} });
+    $self->{del}{$del} = 1;
     my $self_copy = { %$self, locked => 0 };
     return sub {
-        my $path = "/dev/$vg/del-$lv";
+        my $path = "/dev/$vg/$del";
         run_command(['/sbin/lvchange', '-aly', $path], errmsg => "can't activate LV '$path' to zero-out its data");
         run_command(['/sbin/lvchange', '--refresh', $path], errmsg => "can't refresh LV '$path' to zero-out its data");
         my $step = ($self->{scfg}{'saferemove-stepsize'} // 32) << 20;
         eval { run_command(['blkdiscard', $path, '--zeroout', '--step', $step]) };
         warn $@ if $@;
         bless($self_copy, ref $self)->lock(sub {
-            run_command(['/sbin/lvremove', '-f', "$vg/del-$lv"], errmsg => "lvremove '$vg/del-$lv' error");
+            run_command(['/sbin/lvremove', '-f', "$vg/$del"], errmsg => "lvremove '$vg/$del' error");
         });
     };
 }
@@ -185,27 +196,29 @@ sub remove {
 # The complete LV $new takes $lv's place: $lv goes first, then the rename
 # (two lvm2 steps; a rename out of the way costs Proxmox's lvrename, a
 # listing and a rename). In between only the caller's journal knows that
-# $new is $lv now. An $lv still open here (a QEMU that did not let go of
-# it) is renamed out of the way instead, and removed once it is closed
-# (remove_old). Returns the saferemove worker, if any.
+# $new is $lv now. An $lv open on this node is refused, unless
+# $o{allow_open} (QEMU switched to $new already but did not let go of
+# $lv): then it is renamed out of the way, removed once closed
+# (remove_old). Returns the saferemove workers.
 sub replace {
-    my ($self, $lv, $new) = @_;
-    my $w;
+    my ($self, $lv, $new, %o) = @_;
+    my @w;
     if ($self->exists_lv($lv) && $self->in_use($lv)) {
-        $self->rename($lv, $self->temp_name('old'));
+        die "volume '$self->{volname}': '$lv' is in use; stop the VM first\n" if !$o{allow_open};
+        my ($old) = grep { !$self->exists_lv($_) } map { $self->temp_name("old$_") } ('', 'a' .. 'z');
+        die "'$lv' is in use and 27 older LVs of '$self->{volname}' are still open\n" if !$old;
+        $self->rename($lv, $old);
     } elsif ($self->exists_lv($lv)) {
-        $w = $self->remove($lv);
+        push @w, $self->remove($lv);
     }
     $self->rename($new, $lv);
-    return $w // $self->remove_old;
+    return (@w, $self->remove_old);
 }
 
-# Remove what replace renamed out of the way, unless it is still open.
+# Remove what replace renamed out of the way, unless still open.
 sub remove_old {
     my ($self) = @_;
-    my $old = $self->temp_name('old');
-    return undef if !$self->exists_lv($old) || $self->in_use($old);
-    return $self->remove($old);
+    return map { $self->remove($_) } grep { $self->is_old($_) && !$self->in_use($_) } sort keys %{ $self->list };
 }
 
 # Grow (lvextend) or shrink (lvreduce) an LV to $bytes, rounded up to extents.
@@ -360,9 +373,9 @@ This volume's LVs C<{ lv =E<gt> { size, tags } }> (cached: C<changed>
 drops the cache, C<change> runs an lvm2 change and edits the cache as it
 left the group); the group's extent size and tags.
 
-=item create($lv, $bytes, $date), rename($from, $to), remove($lv), replace($lv, $new), remove_old, resize($lv, $bytes), activate($lv)
+=item create($lv, $bytes, $date), rename($from, $to), remove($lv), replace($lv, $new, allow_open => 1), remove_old, resize($lv, $bytes), activate($lv)
 
-LV operations (C<remove>, C<replace> and C<remove_old> return the saferemove worker, if any).
+LV operations (C<remove> returns the saferemove worker, if any; C<replace> and C<remove_old> the list of them).
 
 =item in_use($lv)
 
