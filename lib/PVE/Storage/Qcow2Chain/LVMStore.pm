@@ -206,7 +206,7 @@ sub replace {
     if ($self->exists_lv($lv) && $self->in_use($lv)) {
         die "volume '$self->{volname}': '$lv' is in use; stop the VM first\n" if !$o{allow_open};
         my ($old) = grep { !$self->exists_lv($_) } map { $self->temp_name("old$_") } ('', 'a' .. 'z');
-        die "'$lv' is in use and 27 older LVs of '$self->{volname}' are still open\n" if !$old;
+        die "volume '$self->{volname}': '$lv' is in use, and so are the 27 LVs it replaced before; stop the VM first\n" if !$old;
         $self->rename($lv, $old);
     } elsif ($self->exists_lv($lv)) {
         push @w, $self->remove($lv);
@@ -362,7 +362,7 @@ operations are built on, each running Proxmox's lvm2 commands.
 
 C<locked>: the caller already holds the storage lock.
 
-=item layer_name($snap), snap_of($lv), temp_name($what), is_temp($lv), path($lv), backing_lv($name)
+=item layer_name($snap), snap_of($lv), temp_name($what), is_temp($lv), is_old($lv), path($lv), backing_lv($name)
 
 Names: C<layer_name('current')> is the volume's LV, C<layer_name(S)>
 C<snap_E<lt>volumeE<gt>_S.qcow2>; C<snap_of> parses them back.
