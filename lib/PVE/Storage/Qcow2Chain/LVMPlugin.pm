@@ -746,10 +746,11 @@ Helpers: the switch, error conversion, the layer store, preallocation.
 
 What a layer is and holds: header facts, measured sizes, where it ends.
 
-=item tree($store), with_volume($scfg, $storeid, $volname, $code, %o), recover($store), repoint($store, $from, $to)
+=item tree($store), backing_of($store, $lv), with_volume($scfg, $storeid, $volname, $code, %o), recover($store), repoint($store, $from, $to), refuse_in_use($store, $advice, @lvs)
 
-The volume's tree of layers; activation and recovery before an operation
-(C<with_volume($scfg, $storeid, $volname, sub {})> alone recovers).
+The volume's tree of layers and the LV a layer is backed by; activation
+and recovery before an operation (C<with_volume($scfg, $storeid,
+$volname, sub {})> alone recovers); layers open on this node refused.
 
 =item shrink($store, $lv), new_overlay($store, $scfg, $new, $backing, $size), delete_steps($store, $journal), run_cleanup(@workers)
 
