@@ -175,4 +175,22 @@ scenario('rename a snapshot to current (QEMU committed the volume into it)',
     is_deeply([leftovers()], [], 'no temporary LV or journal is left');
 }
 
+# a delete by commit stopped between the volume's removal and the rename
+# that replaces it: qemu-server's next call under the storage lock (a
+# rename) completes it, no data left to copy
+{
+    my $vol = volume(['write -q -P 0x91 0 2M'], 's0', ['write -q -P 0x92 0 4M'], 's1', ['write -q -P 0x93 1M 64k']);
+    my ($before) = state_of($vol, 1);
+    ($crash_at, $changes, $crashed) = (5, 0, 0); # activation, journal, lvextend, the volume's removal: then the rename
+    eval { $P->volume_snapshot_delete($scfg, $sid, $vol, 's1') };
+    ($crash_at, $crashed) = (0, 0);
+    ok(!lvm_lvs()->{$vol}, 'a delete by commit stopped with the volume removed and not yet replaced');
+    locked(sub { $P->rename_snapshot($scfg, $sid, $vol, 's0', 'r0') });
+    my ($now) = state_of($vol);
+    is_deeply([sort grep { !/ date$/ } keys %$now], ['current', 'r0'], 'a locked rename completes the delete, then renames');
+    is($now->{current}, $before->{current}, 'the volume reads as before');
+    is($now->{r0}, $before->{s0}, 'and the renamed snapshot as s0 did');
+    is_deeply([leftovers()], [], 'no temporary LV or journal is left');
+}
+
 done_testing();

@@ -202,8 +202,9 @@ sub recover {
             $st->journal_clear;
         });
     } elsif ($op eq 'delete') {
+        # under the caller's lock only what copies no data (the final renames and removal)
         die "an interrupted delete of snapshot '$j->{snap}' on '$st->{volname}' needs its data copied; "
-            . "run the snapshot deletion again outside this locked call\n" if $st->{locked};
+            . "run the snapshot deletion again outside this locked call\n" if $st->{locked} && copy_left($st, $j);
         $class->delete_steps($st, $j);
     } else {
         die "unknown interrupted operation '$op' on '$st->{volname}'\n";
@@ -489,6 +490,15 @@ sub volume_snapshot_rollback {
     return undef;
 }
 
+# Does an interrupted delete still have data to copy?
+sub copy_left {
+    my ($st, $j) = @_;
+    my $x = $st->layer_name($j->{snap});
+    return 0 if !$st->exists_lv($x);
+    return $st->exists_lv($st->layer_name($j->{child})) if $j->{how} eq 'commit';
+    return grep { my $c = $st->layer_name($_); $st->exists_lv($c) && (backing_of($st, $c) // '') eq $x } @{ $j->{children} // [] };
+}
+
 # One step list for a delete and its recovery: what is done already is skipped.
 sub delete_steps {
     my ($class, $st, $j) = @_;
@@ -514,7 +524,7 @@ sub delete_steps {
             $st->journal_clear;
             \@w;
         }) };
-        $class->shrink($st, $c);
+        $class->shrink($st, $c) if !$st->{locked}; # (a compaction copies)
     } else {
         # each child takes what it needs from X (grown first) and skips it
         for my $kid (@{ $j->{children} // [] }) {
@@ -530,7 +540,7 @@ sub delete_steps {
             $st->journal_clear;
             $w;
         });
-        $class->shrink($st, $st->layer_name($_)) for grep { $st->exists_lv($st->layer_name($_)) } @{ $j->{children} // [] };
+        $class->shrink($st, $st->layer_name($_)) for grep { !$st->{locked} && $st->exists_lv($st->layer_name($_)) } @{ $j->{children} // [] };
     }
     run_cleanup(@cleanup);
     return;
@@ -752,7 +762,7 @@ The volume's tree of layers and the LV a layer is backed by; activation
 and recovery before an operation (C<with_volume($scfg, $storeid,
 $volname, sub {})> alone recovers); layers open on this node refused.
 
-=item shrink($store, $lv), new_overlay($store, $scfg, $new, $backing, $size), delete_steps($store, $journal), run_cleanup(@workers)
+=item shrink($store, $lv), new_overlay($store, $scfg, $new, $backing, $size), delete_steps($store, $journal), copy_left($store, $journal), run_cleanup(@workers)
 
 Steps of the operations.
 
