@@ -202,9 +202,15 @@ sub recover {
             $st->journal_clear;
         });
     } elsif ($op eq 'delete') {
-        # under the caller's lock only what copies no data (the final renames and removal)
-        die "an interrupted delete of snapshot '$j->{snap}' on '$st->{volname}' needs its data copied; "
-            . "run the snapshot deletion again outside this locked call\n" if $st->{locked} && copy_left($st, $j);
+        # a copy left writes layers a VM may use, and takes long; the final
+        # renames and removal touch no layer in use (and may run under the
+        # caller's lock)
+        if (copy_left($st, $j)) {
+            die "an interrupted delete of snapshot '$j->{snap}' on '$st->{volname}' needs its data copied; "
+                . "run the snapshot deletion again outside this locked call\n" if $st->{locked};
+            refuse_in_use($st, "the interrupted delete of snapshot '$j->{snap}' finishes with the VM stopped",
+                map { $st->layer_name($_) } $j->{snap}, @{ $j->{children} // [] });
+        }
         $class->delete_steps($st, $j);
     } else {
         die "unknown interrupted operation '$op' on '$st->{volname}'\n";
@@ -504,8 +510,6 @@ sub delete_steps {
     my ($class, $st, $j) = @_;
     my $x = $st->layer_name($j->{snap});
     my $parent = defined $j->{parent} ? $st->layer_name($j->{parent}) : '';
-    refuse_in_use($st, "the interrupted delete of snapshot '$j->{snap}' finishes with the VM stopped",
-        $x, map { $st->layer_name($_) } @{ $j->{children} // [] });
     my @cleanup;
     # targets first get room for what moves into them (done already unless recovering)
     my $grow = $j->{grow} // {};
