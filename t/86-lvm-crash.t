@@ -2,8 +2,8 @@
 # stopped before each of its lvm2 metadata changes in turn (every later
 # command fails too, as after a crash of the node), then the next
 # operation on the volume recovers from the journal in the volume group.
-# Afterwards the volume is exactly as before the operation or exactly as
-# after it (every layer reading as it did, the same snapshots), every
+# A VM start in between (activation) must work. Afterwards the volume is
+# exactly as before the operation or exactly as after it (every layer reading as it did, the same snapshots), every
 # image checks clean (leaks allowed), and no temporary LV or journal is
 # left. Data copies between two metadata steps are the core's, whose
 # crash safety t/35 and t/81 prove.
@@ -96,6 +96,15 @@ sub scenario {
         ($crash_at, $crashed) = (0, 0);
         my @f;
         push @f, "did not stop: $err" if $err !~ /simulated crash/;
+        # the node restarts and the VM starts (qemu-server activates, then
+        # builds the chain): whatever was interrupted, that works
+        eval {
+            $P->deactivate_volume($sid, $scfg, $vol);
+            $P->activate_volume($sid, $scfg, $vol);
+            die "no volume LV\n" if !-e dev($vol);
+            $P->volume_snapshot_info($scfg, $sid, $vol);
+        };
+        push @f, "VM start failed: $@" if $@;
         eval { $P->with_volume($scfg, $sid, $vol, sub { }) };
         push @f, "recovery failed: $@" if $@;
         my ($now, $info) = eval { state_of($vol) };
@@ -191,6 +200,22 @@ scenario('rename a snapshot to current (QEMU committed the volume into it)',
     is($now->{current}, $before->{current}, 'the volume reads as before');
     is($now->{r0}, $before->{s0}, 'and the renamed snapshot as s0 did');
     is_deeply([leftovers()], [], 'no temporary LV or journal is left');
+}
+
+# Proxmox's rename_volume (a disk reassigned to another VM) activates the
+# volume while it holds the storage lock: a recovery there does not take
+# the lock again (which would wait for itself and fail)
+{
+    my $vol = volume(['write -q -P 0xa1 0 1M']);
+    ($crash_at, $changes, $crashed) = (3, 0, 0); # activation, journal: then the new overlay's lvcreate
+    eval { $P->volume_snapshot($scfg, $sid, $vol, 's1') };
+    like($@, qr/simulated crash/, 'a snapshot stopped after its journal was written');
+    ($crash_at, $crashed) = (0, 0);
+    is_deeply([leftovers()], ['journal tag'], 'its journal is left');
+    my $volid = eval { locked(sub { $P->rename_volume($scfg, $sid, $vol, 200) }) };
+    is($volid, "$sid:vm-200-disk-0.qcow2", 'a locked rename_volume recovers and renames') or diag($@);
+    is_deeply([leftovers()], [], 'no temporary LV or journal is left');
+    locked(sub { my $w = $P->free_image($sid, $scfg, 'vm-200-disk-0.qcow2', 0, 'qcow2'); $w->() if $w });
 }
 
 done_testing();

@@ -20,6 +20,10 @@ use PVE::Storage::Qcow2Chain::LVMStore;
 
 use base qw(PVE::Storage::LVMPlugin);
 
+# Set while Proxmox's code holds the storage lock and calls activate_volume
+# (rename_volume): its recovery must not take the lock again.
+our $UNDER_LOCK = 0;
+
 our $VERSION = '0.1.0';
 
 my $CHAIN = 'snapshot-as-volume-chain';
@@ -251,10 +255,11 @@ sub refuse_in_use {
 
 # A snapshot's LV down to what its layer holds: lvreduce to the image's end
 # when the data lies packed (our layers allocate in order), else a
-# compacted copy takes its place. Never a layer in use, never the volume.
+# compacted copy takes its place. Never a layer in use, never the volume,
+# not where the caller copies no data (a compaction copies).
 sub shrink {
     my ($class, $st, $lv) = @_;
-    return if $lv eq $st->{volname} || $st->in_use($lv);
+    return if $st->{no_copy} || $lv eq $st->{volname} || $st->in_use($lv);
     my $path = $st->path($lv);
     my $fmt = layer_info($path);
     my $size = $st->list->{$lv}{size} // return;
@@ -338,6 +343,14 @@ sub free_image {
     return sub { $_->() for @workers };
 }
 
+# Called with the storage lock held (PVE::Storage::rename_volume); Proxmox's
+# activates the volume (ours may recover, and must not lock again).
+sub rename_volume {
+    my ($class, @args) = @_;
+    local $UNDER_LOCK = 1;
+    return $class->SUPER::rename_volume(@args);
+}
+
 sub volume_size_info {
     my ($class, $scfg, $storeid, $volname, $timeout) = @_;
     my $format = ($class->parse_volname($volname))[6];
@@ -380,11 +393,22 @@ sub volume_resize {
 # into snapshot LVs: while the chain is active they get room for any
 # merge (the measured full size; best effort), and give it back when the
 # chain is deactivated (lvreduce to what they hold).
+#
+# A crash can leave the volume's LV missing (in the instant a layer takes
+# its place) or a backing name not yet repointed: what the journal names
+# is finished here when it is LVM metadata only, so that the VM starts; an
+# interrupted data copy waits for the next snapshot operation.
 sub activate_volume {
     my ($class, $storeid, $scfg, $volname, $snapname, $cache, $hints) = @_;
     $class->SUPER::activate_volume($storeid, $scfg, $volname, $snapname, $cache, $hints);
     return if !chain_enabled($scfg) || !is_qcow2($volname);
-    my $st = $class->store($scfg, $storeid, $volname);
+    my $st = $class->store($scfg, $storeid, $volname, locked => $UNDER_LOCK, no_copy => 1);
+    my $j = $st->journal_read;
+    if ($j && !copy_left($st, $j)) {
+        $class->recover($st);
+        $class->SUPER::activate_volume($storeid, $scfg, $volname, $snapname, $cache, $hints); # renamed LVs
+        $st->changed;
+    }
     my $lvs = $st->list;
     my %grow;
     for my $lv (keys %$lvs) {
@@ -496,9 +520,10 @@ sub volume_snapshot_rollback {
     return undef;
 }
 
-# Does an interrupted delete still have data to copy?
+# Does an interrupted operation still have data to copy (only a delete has)?
 sub copy_left {
     my ($st, $j) = @_;
+    return 0 if ($j->{op} // '') ne 'delete';
     my $x = $st->layer_name($j->{snap});
     return 0 if !$st->exists_lv($x);
     return $st->exists_lv($st->layer_name($j->{child})) if $j->{how} eq 'commit';
@@ -528,7 +553,7 @@ sub delete_steps {
             $st->journal_clear;
             \@w;
         }) };
-        $class->shrink($st, $c) if !$st->{locked}; # (a compaction copies)
+        $class->shrink($st, $c);
     } else {
         # each child takes what it needs from X (grown first) and skips it
         for my $kid (@{ $j->{children} // [] }) {
@@ -544,7 +569,7 @@ sub delete_steps {
             $st->journal_clear;
             $w;
         });
-        $class->shrink($st, $st->layer_name($_)) for grep { !$st->{locked} && $st->exists_lv($st->layer_name($_)) } @{ $j->{children} // [] };
+        $class->shrink($st, $st->layer_name($_)) for grep { $st->exists_lv($st->layer_name($_)) } @{ $j->{children} // [] };
     }
     run_cleanup(@cleanup);
     return;
@@ -737,15 +762,19 @@ Registration: type C<qcow2lvm>, the LVM plugin's data and options.
 Snapshot LVs and temporaries are never volumes; C<filesystem_path> with a
 snapshot name gives its LV.
 
-=item alloc_image, free_image, volume_size_info, volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
+=item alloc_image, free_image, rename_volume, volume_size_info, volume_resize($scfg, $storeid, $volname, $size, $running, $snapname)
 
 New qcow2 volumes on an LV of the measured size; C<free_image> removes the
-whole tree (saferemove as Proxmox); C<volume_resize> grows the LV, then
-the image (not while running), or with a snapshot name that snapshot's LV.
+whole tree (saferemove as Proxmox); C<rename_volume> is Proxmox's;
+C<volume_resize> grows the LV, then the image (not while running), or with
+a snapshot name that snapshot's LV.
 
 =item activate_volume, deactivate_volume
 
-Proxmox's chain activation, plus room for QEMU's merges while active.
+Proxmox's chain activation, plus room for QEMU's merges while active. An
+interrupted operation whose rest is LVM metadata only (the volume's LV
+missing between a removal and a rename, a backing name not yet
+repointed) is finished at activation, so that the VM starts.
 
 =item volume_snapshot, volume_rollback_is_possible, volume_snapshot_rollback, volume_snapshot_delete, rename_snapshot, volume_snapshot_info
 

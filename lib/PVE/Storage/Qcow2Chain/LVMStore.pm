@@ -28,6 +28,7 @@ sub new {
     return bless {
         plugin => $plugin, scfg => $scfg, storeid => $storeid, vg => $scfg->{vgname},
         volname => $name, short => $short, vmid => $vmid, locked => $o{locked} ? 1 : 0,
+        no_copy => ($o{locked} || $o{no_copy}) ? 1 : 0,
     }, $class;
 }
 
@@ -360,7 +361,9 @@ operations are built on, each running Proxmox's lvm2 commands.
 
 =item new($plugin_class, $scfg, $storeid, $volname, locked => 1)
 
-C<locked>: the caller already holds the storage lock.
+C<locked>: the caller already holds the storage lock. C<no_copy>: the
+caller copies no layer data (set with C<locked>: a locked section stays
+short; and at a VM's start).
 
 =item layer_name($snap), snap_of($lv), temp_name($what), is_temp($lv), is_old($lv), path($lv), backing_lv($name)
 
