@@ -96,10 +96,10 @@ sub scenario {
         ($crash_at, $crashed) = (0, 0);
         my @f;
         push @f, "did not stop: $err" if $err !~ /simulated crash/;
-        # the node restarts and the VM starts (qemu-server activates, then
-        # builds the chain): whatever was interrupted, that works
+        # the node restarts (nothing active) and the VM starts (qemu-server
+        # activates, then builds the chain): whatever was interrupted, that works
         eval {
-            $P->deactivate_volume($sid, $scfg, $vol);
+            PVE::Storage::LVMPlugin::deactivate_volume($P, $sid, $scfg, $vol);
             $P->activate_volume($sid, $scfg, $vol);
             die "no volume LV\n" if !-e dev($vol);
             $P->volume_snapshot_info($scfg, $sid, $vol);
