@@ -218,4 +218,31 @@ scenario('rename a snapshot to current (QEMU committed the volume into it)',
     locked(sub { my $w = $P->free_image($sid, $scfg, 'vm-200-disk-0.qcow2', 0, 'qcow2'); $w->() if $w });
 }
 
+# qm showcmd activates a VM's volumes without holding the VM's lock: an
+# activation while an offline snapshot compacts the old layer (a copy
+# outside the storage lock, its journal written) must not finish that
+# operation as an interrupted one (it would remove the copy, and the
+# compaction's replace then the snapshot)
+{
+    my $vol = volume(['write -q -P 0xb1 7M 64k'], 's0', ['write -q -P 0xb2 0 6M', 'discard -q 0 5M']);
+    my ($before) = state_of($vol, 1);
+    my $compact = \&PVE::Storage::Qcow2Chain::compact;
+    my $activated = 'not called';
+    {
+        no warnings 'redefine';
+        local *PVE::Storage::Qcow2Chain::compact = sub {
+            $activated = eval { $P->activate_volume($sid, $scfg, $vol); 1 } ? 'ok' : $@;
+            return $compact->(@_);
+        };
+        eval { $P->volume_snapshot($scfg, $sid, $vol, 's1') };
+        is($@, '', 'a snapshot whose compaction ran beside an activation');
+    }
+    is($activated, 'ok', 'the activation during the compaction worked');
+    my ($now) = eval { state_of($vol) };
+    is_deeply([sort grep { !/ date$/ } keys %{ $now // {} }], ['current', 's0', 's1'], 'every layer is there');
+    is($now->{s1}, $before->{current}, 'the compacted snapshot reads as the volume did');
+    is($now->{s0}, $before->{s0}, 'the older one as before');
+    is_deeply([leftovers()], [], 'no temporary LV or journal is left');
+}
+
 done_testing();

@@ -173,13 +173,20 @@ sub with_volume {
 
 # Complete or undo what the journal says was interrupted. Every step below
 # looks at what exists, so running it again after another crash is fine.
+# With metadata_only, an interrupted data copy is left for later.
 sub recover {
-    my ($class, $st) = @_;
+    my ($class, $st, %o) = @_;
     my $j = $st->journal_read;
+    if ($j && !$st->{locked}) {
+        # as the group is under the lock: an operation still running (not every
+        # caller holds the VM's lock: qm showcmd activates) may have ended it
+        $j = $st->lock(sub { $st->changed; $st->journal_read });
+    }
     if (!$j) { # an LV replace left open goes once it is closed
         run_cleanup(@{ $st->lock(sub { [$st->remove_old] }) }) if grep { $st->is_old($_) } keys %{ $st->list };
         return;
     }
+    return if $o{metadata_only} && copy_left($st, $j);
     my $op = $j->{op} // '';
     my @cleanup;
     if ($op eq 'snapshot' || $op eq 'rollback' || $op eq 'compact' || $op eq 'rename-current') {
@@ -403,9 +410,8 @@ sub activate_volume {
     $class->SUPER::activate_volume($storeid, $scfg, $volname, $snapname, $cache, $hints);
     return if !chain_enabled($scfg) || !is_qcow2($volname);
     my $st = $class->store($scfg, $storeid, $volname, locked => $UNDER_LOCK, no_copy => 1);
-    my $j = $st->journal_read;
-    if ($j && !copy_left($st, $j)) {
-        $class->recover($st);
+    if ($st->journal_read) {
+        $class->recover($st, metadata_only => 1);
         $class->SUPER::activate_volume($storeid, $scfg, $volname, $snapname, $cache, $hints); # renamed LVs
         $st->changed;
     }
@@ -520,10 +526,13 @@ sub volume_snapshot_rollback {
     return undef;
 }
 
-# Does an interrupted operation still have data to copy (only a delete has)?
+# Does an interrupted operation still have data to copy (a compaction
+# whose copy may be running, a delete)?
 sub copy_left {
     my ($st, $j) = @_;
-    return 0 if ($j->{op} // '') ne 'delete';
+    my $op = $j->{op} // '';
+    return $st->exists_lv($j->{target}) && $st->exists_lv($j->{new}) if $op eq 'compact';
+    return 0 if $op ne 'delete';
     my $x = $st->layer_name($j->{snap});
     return 0 if !$st->exists_lv($x);
     return $st->exists_lv($st->layer_name($j->{child})) if $j->{how} eq 'commit';
@@ -789,7 +798,7 @@ Helpers: the switch, error conversion, the layer store, preallocation.
 
 What a layer is and holds: header facts, measured sizes, where it ends.
 
-=item tree($store), backing_of($store, $lv), with_volume($scfg, $storeid, $volname, $code, %o), recover($store), repoint($store, $from, $to), refuse_in_use($store, $advice, @lvs)
+=item tree($store), backing_of($store, $lv), with_volume($scfg, $storeid, $volname, $code, %o), recover($store, metadata_only => 1), repoint($store, $from, $to), refuse_in_use($store, $advice, @lvs)
 
 The volume's tree of layers and the LV a layer is backed by; activation
 and recovery before an operation (C<with_volume($scfg, $storeid,

@@ -99,9 +99,10 @@ sub list {
     return $self->{lvs} = \%lv;
 }
 
+# Forget what was read (LVs, the group's tags): the next look reads it anew.
 sub changed {
     my ($self) = @_;
-    delete $self->{lvs};
+    delete @$self{qw(lvs vginfo)};
     return;
 }
 
