@@ -245,4 +245,30 @@ scenario('rename a snapshot to current (QEMU committed the volume into it)',
     is_deeply([leftovers()], [], 'no temporary LV or journal is left');
 }
 
+# the same after a delete by stream copied the snapshot's data into its
+# child, before the delete's last locked step: the activation finishes the
+# delete, and the delete then ends without an error
+{
+    my $vol = volume(['write -q -P 0xc1 0 1M'], 's1', ['write -q -P 0xc2 2M 512k'], 's2', ['write -q -P 0xc3 0 5M']);
+    my ($before) = state_of($vol, 1);
+    my $rebase = \&PVE::Storage::Qcow2Chain::rebase;
+    my $activated = 'not called';
+    {
+        no warnings 'redefine';
+        local *PVE::Storage::Qcow2Chain::rebase = sub {
+            my @r = $rebase->(@_);
+            $activated = eval { $P->activate_volume($sid, $scfg, $vol); 1 } ? 'ok' : $@ if $activated eq 'not called';
+            return @r;
+        };
+        eval { $P->volume_snapshot_delete($scfg, $sid, $vol, 's2') };
+        is($@, '', 'a delete by stream finished by an activation beside it ends without an error');
+    }
+    is($activated, 'ok', 'the activation after the copy worked');
+    my ($now) = eval { state_of($vol) };
+    is_deeply([sort grep { !/ date$/ } keys %{ $now // {} }], ['current', 's1'], 'the snapshot is gone');
+    is($now->{current}, $before->{current}, 'the volume reads as before');
+    is($now->{s1}, $before->{s1}, 'the older snapshot as before');
+    is_deeply([leftovers()], [], 'no temporary LV or journal is left');
+}
+
 done_testing();

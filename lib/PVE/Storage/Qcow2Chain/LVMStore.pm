@@ -167,19 +167,32 @@ sub rename {
 # returned worker zeroes it and removes it (under the lock) later. The same
 # name can be removed again before that worker is done (a volume replaced
 # twice): then del-2-<lv>, del-3-<lv>, ...
+#
+# An LV gone already (a recovery beside a running operation finished it
+# first) counts as removed.
 sub remove {
     my ($self, $lv) = @_;
     my $vg = $self->{vg};
-    if (!$self->{scfg}{saferemove}) {
-        $self->change(sub { run_command(['/sbin/lvremove', '-f', "$vg/$lv"], errmsg => "lvremove '$vg/$lv' error") },
-            sub { delete $_[0]{$lv} });
+    my $gone = sub { # the change failed: fine if $lv is gone
+        my ($err) = @_;
+        die $err if $self->exists_lv($lv);
         return undef;
+    };
+    if (!$self->{scfg}{saferemove}) {
+        eval {
+            $self->change(sub { run_command(['/sbin/lvremove', '-f', "$vg/$lv"], errmsg => "lvremove '$vg/$lv' error") },
+                sub { delete $_[0]{$lv} });
+        };
+        return $@ ? $gone->($@) : undef;
     }
     $self->list;
     my $del = "del-$lv";
     for (my $i = 2; $self->{del}{$del}; $i++) { $del = "del-$i-$lv" }
-    $self->change(sub { run_command(['/sbin/lvrename', $vg, $lv, $del], errmsg => "lvrename '$vg/$lv' error") },
-        sub { delete $_[0]{$lv} });
+    eval {
+        $self->change(sub { run_command(['/sbin/lvrename', $vg, $lv, $del], errmsg => "lvrename '$vg/$lv' error") },
+            sub { delete $_[0]{$lv} });
+    };
+    return $gone->($@) if $@;
     $self->{del}{$del} = 1;
     my $self_copy = { %$self, locked => 0 };
     return sub {
