@@ -28,7 +28,12 @@ sub loop_attach {
     my @slice;
     push @slice, '--offset', $o{offset} if $o{offset};
     push @slice, '--sizelimit', $o{size} if $o{size};
-    my ($rc, $out, $err) = run_cmd('losetup', '-f', '--show', @slice, $file);
+    my ($rc, $out, $err);
+    for my $try (1 .. 20) { # another test attaching at the same time may take the free device first
+        ($rc, $out, $err) = run_cmd('losetup', '-f', '--show', @slice, $file);
+        last if $rc == 0;
+        select(undef, undef, undef, 0.1);
+    }
     die "losetup $file failed: $err" if $rc != 0;
     chomp $out;
     $attached{$out} = 1;

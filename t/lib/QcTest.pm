@@ -405,7 +405,8 @@ sub quietly {
 }
 
 END {
-    if ($stderr_log && -s "$stderr_log" && !Test::More->builder->is_passing) {
+    # also when the test died (its message may be in the log: it died while stderr went there)
+    if ($stderr_log && -s "$stderr_log" && (!Test::More->builder->is_passing || $?)) {
         diag("stderr kept out of the output:\n" . slurp("$stderr_log"));
     }
 }
