@@ -3,9 +3,9 @@
 # command fails too, as after a crash of the node), then the next
 # operation on the volume recovers from the journal in the volume group.
 # A VM start in between (activation) must work. Afterwards the volume is
-# exactly as before the operation or exactly as after it (every layer reading as it did, the same snapshots), every
-# image checks clean (leaks allowed), and no temporary LV or journal is
-# left. Data copies between two metadata steps are the core's, whose
+# exactly as before the operation or exactly as after it (every layer
+# reading as it did, the same snapshots), every image checks clean (leaks
+# allowed), and no temporary LV or journal is left. Data copies between two metadata steps are the core's, whose
 # crash safety t/35 and t/81 prove.
 use strict;
 use warnings;
