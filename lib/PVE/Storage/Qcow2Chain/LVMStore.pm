@@ -387,8 +387,9 @@ C<snap_E<lt>volumeE<gt>_S.qcow2>; C<snap_of> parses them back.
 =item list, changed, change($run, $update), exists_lv($lv), vg_info, extent, round_extent($bytes)
 
 This volume's LVs C<{ lv =E<gt> { size, tags } }> (cached: C<changed>
-drops the cache, the group's tags with it, C<change> runs an lvm2 change and edits the cache as it
-left the group); the group's extent size and tags.
+drops the cache, the group's tags with it, C<change> runs an lvm2 change
+and edits the cache as it left the group); the group's extent size and
+tags.
 
 =item create($lv, $bytes, $date), rename($from, $to), remove($lv), replace($lv, $new, allow_open => 1), remove_old, resize($lv, $bytes), activate($lv)
 
